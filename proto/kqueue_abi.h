@@ -1,0 +1,212 @@
+/*
+ * kqueue_abi.h — the /dev/kqueue device ABI.
+ *
+ * This header is the contract between the kqueued daemon, the client library,
+ * the tests and bindings in other languages. Everything here has a fixed width
+ * and a fixed offset on every 64-bit Linux target; pointers travel as uint64_t.
+ * docs/abi.md explains it for someone writing a binding.
+ *
+ * The numbers match NetBSD's <sys/event.h> so that BSD programs, and NetBSD's
+ * KFILTER_BYNAME / KFILTER_BYFILTER callers, work unchanged.
+ *
+ * Usable from C (C11) and C++. It defines nothing that clashes with
+ * <sys/event.h>: the wire structure is `struct kq_kevent`, and the client
+ * library's `struct kevent` is asserted to have the same layout.
+ */
+#ifndef KQUEUED_PROTO_KQUEUE_ABI_H_
+#define KQUEUED_PROTO_KQUEUE_ABI_H_
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+
+#ifdef __cplusplus
+#define KQ_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define KQ_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+/* Bumped on any incompatible change to this file. */
+#define KQ_ABI_VERSION 1u
+
+/* Where clients look for the device unless $KQUEUE_DEVICE names another. */
+#define KQ_DEFAULT_DEVICE "/dev/kqueue"
+#define KQ_DEVICE_ENV "KQUEUE_DEVICE"
+
+/* ---- The event record (NetBSD's LP64 struct kevent) ---------------------- */
+
+struct kq_kevent {
+  uint64_t ident;    /* @0  fd, pid, signal, timer id... */
+  uint32_t filter;   /* @8  EVFILT_* */
+  uint32_t flags;    /* @12 EV_* */
+  uint32_t fflags;   /* @16 filter-specific NOTE_* */
+  uint32_t reserved; /* @20 zero on output; ignored on input */
+  int64_t data;      /* @24 filter-specific data */
+  uint64_t udata;    /* @32 opaque user value, returned bit-exact */
+};                   /* 40 bytes */
+
+KQ_STATIC_ASSERT(sizeof(struct kq_kevent) == 40, "kq_kevent size");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent, ident) == 0, "ident");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent, filter) == 8, "filter");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent, flags) == 12, "flags");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent, fflags) == 16, "fflags");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent, reserved) == 20, "reserved");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent, data) == 24, "data");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent, udata) == 32, "udata");
+
+/* ---- Filters ------------------------------------------------------------- */
+
+#define EVFILT_READ 0U
+#define EVFILT_WRITE 1U
+#define EVFILT_AIO 2U    /* in the table, not implemented: EV_ADD is EINVAL */
+#define EVFILT_VNODE 3U
+#define EVFILT_PROC 4U
+#define EVFILT_SIGNAL 5U
+#define EVFILT_TIMER 6U
+#define EVFILT_FS 7U
+#define EVFILT_USER 8U
+#define EVFILT_EMPTY 9U
+#define EVFILT_SYSCOUNT 10U /* filters registered at run time start here */
+
+/* ---- Actions and flags (kq_kevent.flags) ---------------------------------- */
+
+#define EV_ADD 0x0001U      /* add the event, or update an existing one */
+#define EV_DELETE 0x0002U   /* remove it */
+#define EV_ENABLE 0x0004U   /* allow it to be returned */
+#define EV_DISABLE 0x0008U  /* stop returning it (it stays registered) */
+#define EV_ONESHOT 0x0010U  /* delete after the first retrieval */
+#define EV_CLEAR 0x0020U    /* reset data and fflags after retrieval */
+#define EV_RECEIPT 0x0040U  /* answer the change, collect no events */
+#define EV_DISPATCH 0x0080U /* disable after retrieval */
+#define EV_SYSFLAGS 0xF000U /* reserved for the system; masked off on input */
+#define EV_FLAG1 0x2000U    /* internal (NOTE_TRACK's child knotes) */
+#define EV_EOF 0x8000U      /* EOF or peer gone; output only */
+#define EV_ERROR 0x4000U    /* error, data = errno; output only */
+
+/* ---- EVFILT_READ / EVFILT_WRITE ------------------------------------------ */
+#define NOTE_LOWAT 0x0001U /* data holds the low-water mark */
+
+/* ---- EVFILT_VNODE --------------------------------------------------------- */
+#define NOTE_DELETE 0x0001U
+#define NOTE_WRITE 0x0002U
+#define NOTE_EXTEND 0x0004U
+#define NOTE_ATTRIB 0x0008U
+#define NOTE_LINK 0x0010U
+#define NOTE_RENAME 0x0020U
+#define NOTE_REVOKE 0x0040U
+#define NOTE_OPEN 0x0080U
+#define NOTE_CLOSE 0x0100U
+#define NOTE_CLOSE_WRITE 0x0200U
+#define NOTE_READ 0x0400U
+
+/* ---- EVFILT_PROC ---------------------------------------------------------- */
+#define NOTE_EXIT 0x80000000U
+#define NOTE_FORK 0x40000000U
+#define NOTE_EXEC 0x20000000U
+#define NOTE_PCTRLMASK 0xf0000000U
+#define NOTE_PDATAMASK 0x000fffffU
+#define NOTE_TRACK 0x00000001U
+#define NOTE_TRACKERR 0x00000002U
+#define NOTE_CHILD 0x00000004U
+
+/* ---- EVFILT_USER ---------------------------------------------------------- */
+#define NOTE_FFNOP 0x00000000U
+#define NOTE_FFAND 0x40000000U
+#define NOTE_FFOR 0x80000000U
+#define NOTE_FFCOPY 0xc0000000U
+#define NOTE_FFCTRLMASK 0xc0000000U
+#define NOTE_FFLAGSMASK 0x00ffffffU
+#define NOTE_TRIGGER 0x01000000U
+
+/* ---- EVFILT_TIMER units (fflags) ----------------------------------------- */
+#define NOTE_MSECONDS 0x00000000U
+#define NOTE_SECONDS 0x00000001U
+#define NOTE_USECONDS 0x00000002U
+#define NOTE_NSECONDS 0x00000003U
+#define NOTE_TIMER_UNITMASK 0x00000003U
+#define NOTE_ABSTIME 0x00000010U
+
+/* ---- Filter names (NetBSD's KFILTER ioctls) ------------------------------ */
+
+#define KFILTER_MAXNAME 256
+
+/*
+ * NetBSD's own structure, so NetBSD code calling ioctl(kq, KFILTER_BYNAME, &m)
+ * compiles and works unchanged. `name` is a pointer in the caller's memory.
+ *   KFILTER_BYFILTER: in: filter, name (a buffer), len (its size);
+ *                     out: the NUL-terminated name in *name.
+ *                     ENOENT unknown filter, ENAMETOOLONG if len is too small.
+ *   KFILTER_BYNAME:   in: name (NUL-terminated, < KFILTER_MAXNAME), len ignored;
+ *                     out: filter. ENOENT unknown name.
+ */
+struct kfilter_mapping {
+  char *name;      /* @0 */
+  size_t len;      /* @8 */
+  uint32_t filter; /* @16, then 4 bytes of padding */
+};
+
+KQ_STATIC_ASSERT(sizeof(struct kfilter_mapping) == 24, "kfilter_mapping");
+KQ_STATIC_ASSERT(offsetof(struct kfilter_mapping, name) == 0, "name");
+KQ_STATIC_ASSERT(offsetof(struct kfilter_mapping, len) == 8, "len");
+KQ_STATIC_ASSERT(offsetof(struct kfilter_mapping, filter) == 16, "filter");
+
+#define KFILTER_BYFILTER _IOWR('k', 0, struct kfilter_mapping) /* 0xC0186B00 */
+#define KFILTER_BYNAME _IOWR('k', 1, struct kfilter_mapping)   /* 0xC0186B01 */
+
+/* ---- kevent(2) as an ioctl ------------------------------------------------ */
+
+/* kq_kevent_args.flags */
+#define KQ_KEVENT_TIMEOUT 0x1U /* timeout_sec/nsec are valid; else wait forever */
+
+/*
+ * Exactly kevent(2)'s arguments. The daemon reads `nchanges` records from
+ * `changelist` and writes at most `nevents` records to `eventlist`, both in
+ * the caller's memory. The ioctl returns the number of records written, as
+ * kevent(2) does, or -1 with errno (EFAULT for a bad pointer, EINVAL for an
+ * invalid timeout or a nonzero reserved field, EINTR when a signal arrives
+ * while waiting, and the errno of a failed change when there is no room to
+ * report it in the eventlist).
+ */
+struct kq_kevent_args {
+  uint64_t changelist;  /* @0  const struct kq_kevent * */
+  uint64_t nchanges;    /* @8 */
+  uint64_t eventlist;   /* @16 struct kq_kevent * */
+  uint64_t nevents;     /* @24 */
+  int64_t timeout_sec;  /* @32 */
+  int64_t timeout_nsec; /* @40 */
+  uint32_t flags;       /* @48 KQ_KEVENT_* */
+  uint32_t reserved;    /* @52 must be zero */
+};                      /* 56 bytes */
+
+KQ_STATIC_ASSERT(sizeof(struct kq_kevent_args) == 56, "kq_kevent_args size");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, changelist) == 0, "cl");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, nchanges) == 8, "nch");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, eventlist) == 16, "el");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, nevents) == 24, "nev");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, timeout_sec) == 32, "sec");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, timeout_nsec) == 40, "nsec");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, flags) == 48, "flags");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, reserved) == 52, "resv");
+
+/*
+ * 'k' with numbers from 0x40 up: no Linux VFS ioctl (FIOCLEX, FIONBIO,
+ * FIONREAD, FIOQSIZE, FS_IOC_*, FICLONE...) uses type 'k', so FUSE and CUSE
+ * pass these through to the daemon.
+ */
+#define KQ_IOC_KEVENT _IOWR('k', 0x40, struct kq_kevent_args) /* 0xC0386B40 */
+
+/* ---- Version handshake ---------------------------------------------------- */
+
+struct kq_version {
+  uint32_t abi_version;     /* @0 KQ_ABI_VERSION of the daemon */
+  uint32_t reserved;        /* @4 zero */
+  char daemon_version[56];  /* @8 NUL-terminated, e.g. "kqueued 0.1.0" */
+};                          /* 64 bytes */
+
+KQ_STATIC_ASSERT(sizeof(struct kq_version) == 64, "kq_version size");
+KQ_STATIC_ASSERT(offsetof(struct kq_version, abi_version) == 0, "abi");
+KQ_STATIC_ASSERT(offsetof(struct kq_version, daemon_version) == 8, "dv");
+
+#define KQ_IOC_VERSION _IOR('k', 0x41, struct kq_version) /* 0x80406B41 */
+
+#endif /* KQUEUED_PROTO_KQUEUE_ABI_H_ */

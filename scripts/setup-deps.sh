@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs, idempotently, everything kqueued needs to build, run and test on a
+# fresh Debian 12 machine (as root). Safe to run again: it installs only what is
+# missing and refreshes apt's lists only when it has to install something.
+set -euo pipefail
+
+packages=(
+  # build
+  bazel-bootstrap bazel-platforms default-jdk-headless g++ pkg-config
+  # libraries the daemon and tests link
+  libfuse3-dev fuse3 googletest libgtest-dev libgmock-dev libbenchmark-dev
+  # Python client tests
+  python3 python3-pytest
+  # the CUSE-in-VM test tier (tests/vm): a stock Debian kernel booted in qemu
+  qemu-system-x86 busybox-static cpio
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "setup-deps: all packages present"
+fi

@@ -1,0 +1,23 @@
+/* Compiles the ABI header as C11 and checks a few values at run time. */
+#include <stdio.h>
+
+#include "proto/kqueue_abi.h"
+
+int main(void) {
+  int failures = 0;
+#define EXPECT_EQ_U(a, b)                                                   \
+  do {                                                                      \
+    if ((unsigned long long)(a) != (unsigned long long)(b)) {               \
+      fprintf(stderr, "%s = %#llx, want %#llx\n", #a,                       \
+              (unsigned long long)(a), (unsigned long long)(b));            \
+      failures++;                                                           \
+    }                                                                       \
+  } while (0)
+  EXPECT_EQ_U(sizeof(struct kq_kevent), 40);
+  EXPECT_EQ_U(KFILTER_BYFILTER, 0xC0186B00u);
+  EXPECT_EQ_U(KFILTER_BYNAME, 0xC0186B01u);
+  EXPECT_EQ_U(KQ_IOC_KEVENT, 0xC0386B40u);
+  EXPECT_EQ_U(KQ_IOC_VERSION, 0x80406B41u);
+  printf("%d passed, %d failed\n", 5 - failures, failures);
+  return failures != 0;
+}
