@@ -1,0 +1,59 @@
+// FilterOps: what a filter is, as in the seed's filterops table: attach,
+// detach, event, plus touch for updates. The core knows nothing of any one
+// filter; each filter lives in its own file under daemon/filters/.
+//
+// All hooks run with the owning kqueue's lock held. They must not call back
+// into that kqueue's public methods (use Knote::Notify from event sources,
+// which runs on another thread or after the lock is dropped).
+#ifndef KQUEUED_DAEMON_CORE_FILTER_OPS_H_
+#define KQUEUED_DAEMON_CORE_FILTER_OPS_H_
+
+#include "daemon/core/knote.h"
+#include "proto/kqueue_abi.h"
+
+namespace kqd {
+
+class FilterOps {
+ public:
+  virtual ~FilterOps() = default;
+
+  // True if ident is a file descriptor of the registering process.
+  virtual bool IsFdFilter() const { return false; }
+
+  // Sets up event sources for a new knote (kn.kev, sfflags, sdata, owner are
+  // filled in). Returns 0 or an errno; on error Detach is not called.
+  virtual int Attach(Knote& kn) = 0;
+
+  // Tears down what Attach set up. Event sources may still call
+  // Knote::Notify afterwards; it ignores detached knotes.
+  virtual void Detach(Knote& kn) = 0;
+
+  // Evaluates the knote: updates kn.kev.data / fflags / flags (EV_EOF) and
+  // returns whether the event should be reported. `hint` is kHintEvaluate
+  // when the core asks (EV_ADD, collection of a level-triggered knote), or
+  // a filter-defined value from its own event source. A filter that finds
+  // the knote's fd closed sets Knote::kGone in kn.status and returns false.
+  virtual bool Event(Knote& kn, long hint) = 0;
+
+  // EV_ADD on an existing knote. The seed's behaviour (the default): save
+  // the new fflags and data, without resetting what already triggered.
+  // Returns 0 or an errno.
+  virtual int Touch(Knote& kn, const kq_kevent& change) {
+    kn.sfflags = change.fflags;
+    kn.sdata = change.data;
+    return 0;
+  }
+
+  // For fd filters: whether kn still watches the file now open at its fd
+  // number in the owner. False makes the core drop it silently before a
+  // change that names the fd (BSD removes knotes on close).
+  virtual bool StillValid(Knote& kn) { return true; }
+
+  // Flags the core forces on at registration (EV_CLEAR for PROC, SIGNAL,
+  // TIMER).
+  virtual uint32_t ImpliedFlags() const { return 0; }
+};
+
+}  // namespace kqd
+
+#endif  // KQUEUED_DAEMON_CORE_FILTER_OPS_H_

@@ -1,0 +1,408 @@
+#include "daemon/core/kqueue.h"
+
+#include <errno.h>
+
+#include <algorithm>
+
+#include "daemon/core/filter_ops.h"
+#include "daemon/core/filter_registry.h"
+
+namespace kqd {
+namespace {
+
+// Changes are fetched from the caller this many at a time.
+constexpr size_t kChangeChunk = 64;
+// A parked call collects at most this many events per answer chunk when it
+// is answered from an event source (the rest stays queued for the next call).
+constexpr size_t kMaxCollect = 1u << 20;
+
+bool ValidTimeout(const timespec& ts) {
+  return ts.tv_sec >= 0 && ts.tv_nsec >= 0 && ts.tv_nsec < 1000000000;
+}
+
+}  // namespace
+
+void Knote::Notify(const std::weak_ptr<Knote>& weak, long hint) {
+  std::shared_ptr<Knote> kn = weak.lock();
+  if (!kn) return;
+  std::shared_ptr<Kqueue> kq = kn->kq.lock();
+  if (!kq) return;
+  kq->NotifyKnote(kn, hint);
+}
+
+std::shared_ptr<Kqueue> Kqueue::Create(Runtime* runtime, uid_t uid, int* error) {
+  auto charge = runtime->limits().Take(uid, Resource::kKqueues);
+  if (!charge) {
+    *error = EMFILE;
+    return nullptr;
+  }
+  *error = 0;
+  return std::shared_ptr<Kqueue>(new Kqueue(runtime, uid, std::move(charge)));
+}
+
+Kqueue::Kqueue(Runtime* runtime, uid_t uid,
+               std::unique_ptr<UserLimits::Charge> charge)
+    : runtime_(runtime), uid_(uid), charge_(std::move(charge)) {}
+
+Kqueue::~Kqueue() { Close(); }
+
+uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
+  const std::shared_ptr<ProcessContext> caller = call->caller();
+  const size_t nchanges = call->nchanges();
+  size_t nevents = call->nevents();
+  size_t nerrors = 0;  // EV_ERROR entries written so far
+
+  kq_kevent chunk[kChangeChunk];
+  for (size_t first = 0; first < nchanges; first += kChangeChunk) {
+    const size_t n = std::min(kChangeChunk, nchanges - first);
+    if (int err = call->FetchChanges(first, chunk, n)) {
+      call->Complete(0, err);
+      return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+      kq_kevent& kev = chunk[i];
+      kev.flags &= ~EV_SYSFLAGS;
+      int err;
+      {
+        Deferred deferred;
+        std::lock_guard<std::mutex> l(mu_);
+        err = closed_ ? EBADF : RegisterLocked(kev, caller, &deferred);
+      }
+      if (err == 0 && !(kev.flags & EV_RECEIPT)) continue;
+      if (nevents == 0) {
+        // No room to report it: the call fails with the error (or, for a
+        // receipt, stops and returns what it wrote), and the remaining
+        // changes are not applied.
+        call->Complete(static_cast<int>(nerrors), err);
+        return 0;
+      }
+      kq_kevent answer = kev;
+      answer.flags = EV_ERROR;
+      answer.data = err;
+      if (int perr = call->PutEvents(nerrors, &answer, 1)) {
+        call->Complete(0, perr);
+        return 0;
+      }
+      nevents--;
+      nerrors++;
+    }
+  }
+  if (nerrors > 0) {
+    call->Complete(static_cast<int>(nerrors), 0);
+    return 0;
+  }
+  if (nevents == 0) {
+    call->Complete(0, 0);
+    return 0;
+  }
+
+  const timespec* timeout = call->timeout();
+  if (timeout != nullptr && !ValidTimeout(*timeout)) {
+    call->Complete(0, EINVAL);
+    return 0;
+  }
+
+  std::vector<kq_kevent> events;
+  uint64_t wait_id = 0;
+  {
+    Deferred deferred;
+    std::lock_guard<std::mutex> l(mu_);
+    if (closed_) {
+      deferred.actions.push_back(
+          [c = call.release()] { std::unique_ptr<KeventCall>(c)->Complete(0, EBADF); });
+      return 0;
+    }
+    CollectLocked(nevents, &events, &deferred);
+    const bool poll = timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
+    if (events.empty() && !poll) {
+      // Park the call; an activation or the timeout answers it.
+      wait_id = next_wait_id_++;
+      uint64_t timer_id = 0;
+      if (timeout != nullptr) {
+        int64_t deadline = Reactor::Now(Reactor::Clock::kMonotonic) +
+                           static_cast<int64_t>(timeout->tv_sec) * 1000000000 +
+                           timeout->tv_nsec;
+        std::weak_ptr<Kqueue> weak = shared_from_this();
+        timer_id = runtime_->reactor().AddTimer(
+            Reactor::Clock::kMonotonic, deadline, [weak, wait_id] {
+              if (auto kq = weak.lock()) kq->ExpireWaiter(wait_id);
+            });
+      }
+      waiters_.push_back(Waiter{wait_id, std::move(call), timer_id});
+      return wait_id;
+    }
+  }
+  Deliver(std::move(call), 0, std::move(events));
+  return 0;
+}
+
+void Kqueue::Deliver(std::unique_ptr<KeventCall> call, size_t base,
+                     std::vector<kq_kevent> events) {
+  if (!events.empty()) {
+    if (int err = call->PutEvents(base, events.data(), events.size())) {
+      call->Complete(0, err);
+      return;
+    }
+  }
+  call->Complete(static_cast<int>(events.size()), 0);
+}
+
+int Kqueue::RegisterLocked(const kq_kevent& change,
+                           const std::shared_ptr<ProcessContext>& caller,
+                           Deferred* deferred) {
+  const Key key{change.ident, change.filter};
+  std::shared_ptr<FilterRegistration> reg;
+  auto it = knotes_.find(key);
+  std::shared_ptr<Knote> kn = it == knotes_.end() ? nullptr : it->second;
+
+  // A knote on an fd that was closed (or whose number now names another
+  // file) is gone, as on BSD where close() removes it.
+  if (kn && kn->ops->IsFdFilter() && !kn->ops->StillValid(*kn)) {
+    DetachLocked(kn);
+    kn = nullptr;
+  }
+
+  if (change.flags & EV_ADD) {
+    if (!kn) {
+      if (int err = runtime_->filters().Acquire(change.filter, &reg)) return err;
+      if (reg->ops()->IsFdFilter() && change.ident > INT32_MAX) return EBADF;
+      auto charge = runtime_->limits().Take(uid_, Resource::kKnotes);
+      if (!charge) return ENOMEM;
+      kn = std::make_shared<Knote>();
+      kn->ops = reg->ops();
+      kn->owner = caller;
+      kn->kq = weak_from_this();
+      kn->sfflags = change.fflags;
+      kn->sdata = change.data;
+      kn->kev = change;
+      kn->kev.fflags = 0;
+      kn->kev.data = 0;
+      kn->kev.reserved = 0;
+      kn->kev.flags |= kn->ops->ImpliedFlags();
+      if (int err = kn->ops->Attach(*kn)) return err;
+      kn->registration_ = std::move(reg);
+      kn->charge_ = std::move(charge);
+      knotes_.emplace(key, kn);
+    } else {
+      // Updates saved fflags, data and udata only: a triggered event is not
+      // reset and a disabled knote stays disabled (unless EV_ENABLE).
+      if (int err = kn->ops->Touch(*kn, change)) return err;
+      kn->kev.udata = change.udata;
+    }
+    if (!(kn->status & Knote::kDisabled) || (change.flags & EV_ENABLE)) {
+      bool fire = kn->ops->Event(*kn, kHintEvaluate);
+      if (kn->status & Knote::kGone) {
+        DetachLocked(kn);
+        return EBADF;
+      }
+      if (fire) ActivateLocked(*kn, deferred);
+    }
+  } else {
+    if (!kn) return ENOENT;
+    if (change.flags & EV_DELETE) {
+      DetachLocked(kn);
+      return 0;
+    }
+  }
+
+  if (change.flags & EV_DISABLE) {
+    kn->status |= Knote::kDisabled;
+    DequeueLocked(*kn);  // stays active: EV_ENABLE queues it again
+  }
+  if (change.flags & EV_ENABLE) {
+    kn->status &= ~Knote::kDisabled;
+    if (kn->status & Knote::kActive) {
+      EnqueueLocked(*kn, deferred);
+      ServeWaitersLocked(deferred);
+    }
+  }
+  return 0;
+}
+
+size_t Kqueue::CollectLocked(size_t max, std::vector<kq_kevent>* out,
+                             Deferred* deferred) {
+  // Knotes put back on the tail during this pass must not be seen twice:
+  // look at no more than were queued when it began.
+  size_t budget = queue_.size();
+  while (budget-- > 0 && out->size() < max && !queue_.empty()) {
+    std::shared_ptr<Knote> kn = queue_.front();
+    DequeueLocked(*kn);
+    if (kn->status & Knote::kDisabled) continue;
+    const uint32_t flags = kn->kev.flags;
+    if (!(flags & EV_ONESHOT)) {
+      // Level-triggered: re-evaluate; drop it if the condition is gone.
+      bool fire = kn->ops->Event(*kn, kHintEvaluate);
+      if (kn->status & Knote::kGone) {
+        DetachLocked(kn);
+        continue;
+      }
+      if (!fire) {
+        kn->status &= ~Knote::kActive;
+        continue;
+      }
+    }
+    out->push_back(kn->kev);
+    if (flags & EV_ONESHOT) {
+      DetachLocked(kn);
+      continue;
+    }
+    if (flags & EV_CLEAR) {
+      kn->kev.data = 0;
+      kn->kev.fflags = 0;
+      kn->status &= ~Knote::kActive;
+    }
+    if (flags & EV_DISPATCH) {
+      kn->status |= Knote::kDisabled;
+      continue;
+    }
+    if (kn->status & Knote::kActive) EnqueueLocked(*kn, deferred);
+  }
+  return out->size();
+}
+
+void Kqueue::ActivateLocked(Knote& kn, Deferred* deferred) {
+  kn.status |= Knote::kActive;
+  if (kn.status & Knote::kDisabled) return;
+  EnqueueLocked(kn, deferred);
+  ServeWaitersLocked(deferred);
+}
+
+void Kqueue::EnqueueLocked(Knote& kn, Deferred* deferred) {
+  if (kn.status & (Knote::kQueued | Knote::kDetached)) return;
+  kn.status |= Knote::kQueued;
+  kn.queue_pos_ = queue_.insert(queue_.end(), kn.shared_from_this());
+  if (queue_.size() == 1) NotifyObserversLater(deferred);
+}
+
+void Kqueue::DequeueLocked(Knote& kn) {
+  if (!(kn.status & Knote::kQueued)) return;
+  kn.status &= ~Knote::kQueued;
+  queue_.erase(kn.queue_pos_);
+}
+
+void Kqueue::DetachLocked(const std::shared_ptr<Knote>& kn) {
+  if (kn->status & Knote::kDetached) return;
+  DequeueLocked(*kn);
+  kn->status |= Knote::kDetached;
+  kn->ops->Detach(*kn);
+  knotes_.erase(Key{kn->kev.ident, kn->kev.filter});
+}
+
+void Kqueue::ServeWaitersLocked(Deferred* deferred) {
+  while (!waiters_.empty() && !queue_.empty()) {
+    Waiter& w = waiters_.front();
+    std::vector<kq_kevent> events;
+    CollectLocked(std::min(w.call->nevents(), kMaxCollect), &events, deferred);
+    if (events.empty()) return;  // everything queued turned out stale
+    if (w.timer_id != 0) runtime_->reactor().CancelTimer(w.timer_id);
+    KeventCall* call = w.call.release();
+    waiters_.pop_front();
+    deferred->actions.push_back([call, ev = std::move(events)]() mutable {
+      Deliver(std::unique_ptr<KeventCall>(call), 0, std::move(ev));
+    });
+  }
+}
+
+void Kqueue::NotifyObserversLater(Deferred* deferred) {
+  for (const auto& [id, fn] : observers_) deferred->actions.push_back(fn);
+}
+
+void Kqueue::NotifyKnote(const std::shared_ptr<Knote>& kn, long hint) {
+  Deferred deferred;
+  std::lock_guard<std::mutex> l(mu_);
+  if (kn->status & Knote::kDetached) return;
+  bool fire = kn->ops->Event(*kn, hint);
+  if (kn->status & Knote::kGone) {
+    DetachLocked(kn);
+    return;
+  }
+  if (fire) ActivateLocked(*kn, &deferred);
+}
+
+void Kqueue::ExpireWaiter(uint64_t wait_id) {
+  Deferred deferred;
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+    if (it->id != wait_id) continue;
+    KeventCall* call = it->call.release();
+    waiters_.erase(it);
+    deferred.actions.push_back(
+        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, 0); });
+    return;
+  }
+}
+
+void Kqueue::Interrupt(uint64_t wait_id) {
+  Deferred deferred;
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+    if (it->id != wait_id) continue;
+    if (it->timer_id != 0) runtime_->reactor().CancelTimer(it->timer_id);
+    KeventCall* call = it->call.release();
+    waiters_.erase(it);
+    deferred.actions.push_back(
+        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, EINTR); });
+    return;
+  }
+}
+
+void Kqueue::Close() {
+  Deferred deferred;
+  std::lock_guard<std::mutex> l(mu_);
+  if (closed_) return;
+  closed_ = true;
+  while (!knotes_.empty()) {
+    std::shared_ptr<Knote> kn = knotes_.begin()->second;
+    DetachLocked(kn);
+  }
+  for (Waiter& w : waiters_) {
+    if (w.timer_id != 0) runtime_->reactor().CancelTimer(w.timer_id);
+    KeventCall* call = w.call.release();
+    deferred.actions.push_back(
+        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, EBADF); });
+  }
+  waiters_.clear();
+  // Kqueues watching this one see it readable (EV_EOF) once more.
+  NotifyObserversLater(&deferred);
+}
+
+size_t Kqueue::Pending() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return queue_.size();
+}
+
+uint64_t Kqueue::AddReadinessObserver(std::function<void()> fn) {
+  std::lock_guard<std::mutex> l(mu_);
+  uint64_t id = next_observer_++;
+  observers_.emplace(id, std::move(fn));
+  return id;
+}
+
+void Kqueue::RemoveReadinessObserver(uint64_t id) {
+  std::lock_guard<std::mutex> l(mu_);
+  observers_.erase(id);
+}
+
+int Kqueue::AddWatcherLocked(Kqueue* parent) {
+  // A cycle exists if this kqueue already watches `parent`, directly or
+  // through others — that is, if `parent` is watched (transitively) by
+  // this one; walking up from `parent` would reach us.
+  std::vector<const Kqueue*> stack{parent};
+  std::set<const Kqueue*> seen;
+  while (!stack.empty()) {
+    const Kqueue* k = stack.back();
+    stack.pop_back();
+    if (k == this) return ELOOP;
+    if (!seen.insert(k).second) continue;
+    for (const Kqueue* w : k->watchers_) stack.push_back(w);
+  }
+  watchers_.insert(parent);
+  return 0;
+}
+
+void Kqueue::RemoveWatcherLocked(Kqueue* parent) {
+  auto it = watchers_.find(parent);
+  if (it != watchers_.end()) watchers_.erase(it);
+}
+
+}  // namespace kqd

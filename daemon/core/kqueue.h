@@ -1,0 +1,149 @@
+// Kqueue: one queue — its knotes, its active queue, and the kevent calls
+// parked on it. Transport-independent: a kevent call reaches it as a
+// KeventCall (the seed's kevent_ops), which fetches changes, puts events and
+// is answered exactly once, possibly later and on another thread.
+//
+// Concurrency. One mutex guards the knotes, the queue and the parked calls,
+// and filter hooks run under it. Unlike NetBSD 1.65, collection never drops
+// the lock between taking a knote off the queue and deciding about it, so a
+// concurrent collector can neither miss an event (PR kern/50094) nor see a
+// knote freed under it. Answers (copy-out, completion) and readiness
+// observers run after the lock is released.
+#ifndef KQUEUED_DAEMON_CORE_KQUEUE_H_
+#define KQUEUED_DAEMON_CORE_KQUEUE_H_
+
+#include <time.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "daemon/core/knote.h"
+#include "daemon/core/process_context.h"
+#include "daemon/core/runtime.h"
+#include "proto/kqueue_abi.h"
+
+namespace kqd {
+
+// The I/O of one kevent(2) call.
+class KeventCall {
+ public:
+  virtual ~KeventCall() = default;
+  // The calling process: fd idents are resolved in it.
+  virtual const std::shared_ptr<ProcessContext>& caller() const = 0;
+  virtual size_t nchanges() const = 0;
+  virtual size_t nevents() const = 0;
+  // Null: wait forever.
+  virtual const timespec* timeout() const = 0;
+  // Copies changes [first, first + n) into out. Returns 0 or an errno.
+  virtual int FetchChanges(size_t first, kq_kevent* out, size_t n) = 0;
+  // Copies n events to eventlist[first, first + n). Returns 0 or an errno.
+  virtual int PutEvents(size_t first, const kq_kevent* events, size_t n) = 0;
+  // The answer: result >= 0 when error == 0. Called exactly once.
+  virtual void Complete(int result, int error) = 0;
+};
+
+class Kqueue : public std::enable_shared_from_this<Kqueue> {
+ public:
+  // A new kqueue for `uid`; null with *error = EMFILE at the user's limit.
+  static std::shared_ptr<Kqueue> Create(Runtime* runtime, uid_t uid, int* error);
+  ~Kqueue();
+  Kqueue(const Kqueue&) = delete;
+  Kqueue& operator=(const Kqueue&) = delete;
+
+  // kevent(2): applies the changes, then collects events, parking the call
+  // if it must wait. Returns a nonzero wait id if the call was parked (for
+  // Interrupt), 0 if it was answered already.
+  uint64_t Kevent(std::unique_ptr<KeventCall> call);
+
+  // Answers a parked call with EINTR (a signal reached the caller). No-op if
+  // it was answered meanwhile.
+  void Interrupt(uint64_t wait_id);
+
+  // The last close: deletes every knote and answers parked calls with EBADF.
+  // Further kevent calls fail with EBADF.
+  void Close();
+
+  // Number of knotes on the active queue (poll, nested EVFILT_READ, stat).
+  size_t Pending() const;
+
+  // Observers run (without the lock) whenever the queue may have become
+  // non-empty: poll notification, kqueues watching this one.
+  uint64_t AddReadinessObserver(std::function<void()> fn);
+  void RemoveReadinessObserver(uint64_t id);
+
+  // Nesting: this kqueue is watched by `parent` (EVFILT_READ on it). ELOOP
+  // if that would close a cycle. Call with runtime->nesting_mutex() held.
+  int AddWatcherLocked(Kqueue* parent);
+  void RemoveWatcherLocked(Kqueue* parent);
+
+  Runtime* runtime() const { return runtime_; }
+  uid_t uid() const { return uid_; }
+
+ private:
+  struct Waiter {
+    uint64_t id;
+    std::unique_ptr<KeventCall> call;
+    uint64_t timer_id;  // 0: no timeout
+  };
+  // Work to do once the lock is released.
+  struct Deferred {
+    std::vector<std::function<void()>> actions;
+    ~Deferred() {
+      for (auto& a : actions) a();
+    }
+  };
+  using Key = std::pair<uint64_t, uint32_t>;  // (ident, filter)
+
+  Kqueue(Runtime* runtime, uid_t uid, std::unique_ptr<UserLimits::Charge> charge);
+
+  // One change (kqueue_register). Returns 0 or an errno.
+  int RegisterLocked(const kq_kevent& change,
+                     const std::shared_ptr<ProcessContext>& caller,
+                     Deferred* deferred);
+  // Moves up to `max` events into `out` (kqueue_scan's inner loop).
+  size_t CollectLocked(size_t max, std::vector<kq_kevent>* out,
+                       Deferred* deferred);
+  void ActivateLocked(Knote& kn, Deferred* deferred);
+  void EnqueueLocked(Knote& kn, Deferred* deferred);
+  void DequeueLocked(Knote& kn);
+  void DetachLocked(const std::shared_ptr<Knote>& kn);
+  // Serves parked calls while events are pending.
+  void ServeWaitersLocked(Deferred* deferred);
+  void NotifyObserversLater(Deferred* deferred);
+  void ExpireWaiter(uint64_t wait_id);
+  // Answers `call` with the collected events (after the lock is released).
+  static void Deliver(std::unique_ptr<KeventCall> call, size_t base,
+                      std::vector<kq_kevent> events);
+
+  // Knote::Notify's body.
+  friend class Knote;
+  void NotifyKnote(const std::shared_ptr<Knote>& kn, long hint);
+
+  Runtime* const runtime_;
+  const uid_t uid_;
+  const std::unique_ptr<UserLimits::Charge> charge_;
+
+  mutable std::mutex mu_;  // guards everything below
+  bool closed_ = false;
+  std::map<Key, std::shared_ptr<Knote>> knotes_;
+  std::list<std::shared_ptr<Knote>> queue_;  // active, enabled knotes
+  std::deque<Waiter> waiters_;
+  uint64_t next_wait_id_ = 1;
+  std::map<uint64_t, std::function<void()>> observers_;
+  uint64_t next_observer_ = 1;
+
+  // Guarded by runtime_->nesting_mutex(): kqueues this one is watched by.
+  std::multiset<Kqueue*> watchers_;
+};
+
+}  // namespace kqd
+
+#endif  // KQUEUED_DAEMON_CORE_KQUEUE_H_

@@ -1,0 +1,42 @@
+// ProcessContext: the process a kevent call comes from, and on whose behalf
+// its knotes are evaluated. fd idents name this process's descriptors; the
+// daemon implements it with pidfd_getfd, the unit tests with the test's own
+// descriptors.
+#ifndef KQUEUED_DAEMON_CORE_PROCESS_CONTEXT_H_
+#define KQUEUED_DAEMON_CORE_PROCESS_CONTEXT_H_
+
+#include <sys/types.h>
+
+#include <memory>
+
+#include "daemon/util/scoped_fd.h"
+
+namespace kqd {
+
+class Kqueue;
+
+class ProcessContext {
+ public:
+  virtual ~ProcessContext() = default;
+
+  // Thread-group id of the process.
+  virtual pid_t pid() const = 0;
+  // Real and effective user ids, from the kernel's view of the caller.
+  virtual uid_t ruid() const = 0;
+  virtual uid_t euid() const = 0;
+  // Whether the process may signal any process (CAP_KILL).
+  virtual bool can_kill_any() const = 0;
+
+  // A transient copy (in the daemon) of the process's descriptor `fd`, used
+  // for a moment and closed: knotes must not keep the client's file alive.
+  // On failure returns an invalid ScopedFd and sets *error (EBADF if the
+  // process has no such descriptor).
+  virtual ScopedFd DupFd(int fd, int* error) const = 0;
+
+  // If `fd` is a kqueue served by us, that kqueue (for kqueue nesting).
+  virtual std::shared_ptr<Kqueue> KqueueForFd(int fd) const = 0;
+};
+
+}  // namespace kqd
+
+#endif  // KQUEUED_DAEMON_CORE_PROCESS_CONTEXT_H_

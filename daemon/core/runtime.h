@@ -1,0 +1,38 @@
+// Runtime: what all kqueues of one daemon (or one unit test) share — the
+// event loop, the filter registry and the per-user limits. Passed
+// explicitly: there is no global mutable state.
+#ifndef KQUEUED_DAEMON_CORE_RUNTIME_H_
+#define KQUEUED_DAEMON_CORE_RUNTIME_H_
+
+#include <memory>
+#include <mutex>
+
+#include "daemon/core/filter_registry.h"
+#include "daemon/core/reactor.h"
+#include "daemon/core/user_limits.h"
+
+namespace kqd {
+
+class Runtime {
+ public:
+  explicit Runtime(LimitConfig limits = LimitConfig())
+      : limits_(UserLimits::Create(limits)) {}
+
+  Reactor& reactor() { return reactor_; }
+  FilterRegistry& filters() { return filters_; }
+  UserLimits& limits() { return *limits_; }
+
+  // Serialises changes to the graph of kqueues watching kqueues, so that two
+  // concurrent EV_ADDs cannot close a cycle between them.
+  std::mutex& nesting_mutex() { return nesting_mu_; }
+
+ private:
+  Reactor reactor_;
+  FilterRegistry filters_;
+  std::shared_ptr<UserLimits> limits_;
+  std::mutex nesting_mu_;
+};
+
+}  // namespace kqd
+
+#endif  // KQUEUED_DAEMON_CORE_RUNTIME_H_
