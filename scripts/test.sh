@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets up a Debian 12 machine (as root) and runs every test of the project:
+# unit tests of the core, integration tests against private daemons (FUSE
+# transport), the client libraries and examples, the CUSE tier in a VM, and
+# the core again under ASan+UBSan and under TSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup-deps.sh
+# The CUSE tier boots Debian's stock kernel: fetch it once into a cache.
+bash tests/vm/fetch-kernel.sh
+
+status=0
+run() {
+  echo "== $*"
+  "$@" 2>&1 | tee -a "${log}" || status=1
+}
+log=$(mktemp /tmp/kqueued-test-log.XXXXXX)
+
+run bazel test //...
+# Sanitizers on the in-process suites (the daemon tiers run the plain build).
+run bazel test --config=asan //tests/abi/... //tests/core/...
+run bazel test --config=tsan //tests/core/...
+
+# One closing line for CI: counted from Bazel's per-target verdicts.
+passed=$(grep -cE '^//.* PASSED' "${log}" || true)
+failed=$(grep -cE '^//.* (FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)' "${log}" || true)
+rm -f "${log}"
+[ "${failed}" -eq 0 ] || status=1
+echo "${passed} passed, ${failed} failed"
+exit "${status}"
