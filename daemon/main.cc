@@ -1,0 +1,178 @@
+// kqueued: serves BSD kqueue as the device /dev/kqueue to every process.
+//
+//   kqueued [--device PATH] [--transport auto|cuse|fuse] [--foreground]
+//
+// CUSE makes a real character device; where the kernel has no CUSE, a FUSE
+// filesystem whose root is a regular file is mounted over PATH instead
+// (same semantics). SIGTERM or SIGINT stop it cleanly.
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "daemon/core/runtime.h"
+#include "daemon/filters/system_filters.h"
+#include "daemon/service/kqueue_device.h"
+#include "daemon/service/version.h"
+#include "daemon/transport/transport.h"
+#include "daemon/util/scoped_fd.h"
+
+namespace {
+
+struct Options {
+  std::string device = "/dev/kqueue";
+  kqd::TransportKind transport = kqd::TransportKind::kAuto;
+  bool foreground = false;
+};
+
+void Usage(FILE* out) {
+  std::fprintf(out,
+               "usage: kqueued [--device PATH] [--transport auto|cuse|fuse] "
+               "[--foreground]\n"
+               "  --device PATH     where clients open the kqueue device "
+               "(default /dev/kqueue)\n"
+               "  --transport KIND  cuse: a character device (needs /dev/cuse);\n"
+               "                    fuse: a FUSE file mounted over PATH;\n"
+               "                    auto (default): cuse if /dev/cuse exists\n"
+               "  --foreground      stay attached to the terminal\n");
+}
+
+bool Parse(int argc, char** argv, Options* o) {
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= argc) return false;
+      *out = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (a == "--device") {
+      if (!value(&o->device)) return false;
+    } else if (a == "--transport") {
+      if (!value(&v)) return false;
+      if (!kqd::ParseTransportKind(v, &o->transport)) return false;
+    } else if (a == "--foreground" || a == "-f") {
+      o->foreground = true;
+    } else if (a == "--help" || a == "-h") {
+      Usage(stdout);
+      std::exit(0);
+    } else if (a == "--version") {
+      std::printf("%s (ABI %u)\n", kqd::kDaemonVersion, KQ_ABI_VERSION);
+      std::exit(0);
+    } else {
+      return false;
+    }
+  }
+  if (o->device.empty()) return false;
+  // A bare name ("kqueue") means a node in /dev, as CUSE names devices.
+  if (o->device.find('/') == std::string::npos) o->device = "/dev/" + o->device;
+  return true;
+}
+
+// The fd filters reserve high descriptor numbers; use all we may have.
+void RaiseFdLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  if (!Parse(argc, argv, &opt)) {
+    Usage(stderr);
+    return 2;
+  }
+  if (geteuid() != 0)
+    std::fprintf(stderr, "kqueued: warning: not root; other users' processes cannot be served\n");
+
+  // Without --foreground, detach once the device is ready: the parent exits
+  // with the child's verdict, so `kqueued && use /dev/kqueue` is race-free.
+  kqd::ScopedFd ready_write;
+  if (!opt.foreground) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return 1;
+    pid_t child = fork();
+    if (child < 0) return 1;
+    if (child > 0) {
+      close(p[1]);
+      char verdict = 1;
+      ssize_t n = read(p[0], &verdict, 1);
+      return (n == 1 && verdict == 0) ? 0 : 1;
+    }
+    close(p[0]);
+    ready_write.reset(p[1]);
+    setsid();
+  }
+
+  // Signals are taken synchronously by the main thread below; block them
+  // before any thread starts so none of them gets one.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  RaiseFdLimit();
+
+  kqd::Runtime runtime;
+  if (!runtime.reactor().ok()) {
+    std::fprintf(stderr, "kqueued: cannot create the event loop: %s\n", std::strerror(errno));
+    return 1;
+  }
+  kqd::RegisterSystemFilters(&runtime);
+  runtime.reactor().Start();
+
+  kqd::KqueueDevice device(&runtime, opt.device);
+  std::string error;
+  auto transport = kqd::StartTransport(opt.transport, opt.device, &device, &error);
+  if (!transport) {
+    std::fprintf(stderr, "kqueued: %s\n", error.c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "kqueued: serving %s (%s)\n", transport->device_path().c_str(),
+               kqd::TransportKindName(transport->kind()));
+  if (ready_write) {
+    char ok = 0;
+    ssize_t n = write(ready_write.get(), &ok, 1);
+    (void)n;
+    ready_write.reset();
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      dup2(devnull, 0);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      if (devnull > 2) close(devnull);
+    }
+  }
+
+  // Wait for a stop signal; also notice an administrator unmounting the
+  // device under us (the transport then stops serving).
+  int status = 0;
+  for (;;) {
+    timespec tick{1, 0};
+    int sig = sigtimedwait(&stop_signals, nullptr, &tick);
+    if (sig > 0) {
+      std::fprintf(stderr, "kqueued: %s, stopping\n", strsignal(sig));
+      break;
+    }
+    if (!transport->running()) {
+      std::fprintf(stderr, "kqueued: the device went away, stopping\n");
+      status = 1;
+      break;
+    }
+  }
+  transport->Stop();
+  runtime.reactor().Stop();
+  return status;
+}

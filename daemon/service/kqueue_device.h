@@ -1,0 +1,62 @@
+// KqueueDevice: the kqueue service behind /dev/kqueue. Each open is a
+// Kqueue; the ioctls of proto/kqueue_abi.h are served here, reading and
+// writing the caller's memory directly (process_vm_readv/writev), so there
+// is no size ceiling beyond the caller's own counts.
+#ifndef KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_
+#define KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "daemon/core/kqueue.h"
+#include "daemon/core/runtime.h"
+#include "daemon/service/remote_process.h"
+#include "daemon/transport/device_handler.h"
+
+namespace kqd {
+
+class KqueueDevice : public DeviceHandler {
+ public:
+  // `device_path`: where clients open us (their fds on it are recognised).
+  KqueueDevice(Runtime* runtime, std::string device_path);
+  ~KqueueDevice() override;
+
+  int Open(const Caller& caller, uint64_t* handle) override;
+  void Release(uint64_t handle) override;
+  void Ioctl(uint64_t handle, const Caller& caller, uint32_t cmd, uint64_t arg,
+             const void* in, size_t in_size,
+             std::unique_ptr<IoctlReply> reply) override;
+  uint32_t Poll(uint64_t handle, std::unique_ptr<PollNotifier> notifier) override;
+
+  size_t open_kqueues() const;
+
+ private:
+  struct Entry {
+    std::shared_ptr<Kqueue> kq;
+    uint64_t observer = 0;
+    // The last poll handle; a readiness change wakes it once.
+    std::shared_ptr<std::unique_ptr<PollNotifier>> notifier;
+    std::shared_ptr<std::mutex> notifier_mu;
+  };
+
+  std::shared_ptr<Kqueue> Find(uint64_t handle) const;
+  void Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& caller,
+              const void* in, size_t in_size, std::unique_ptr<IoctlReply> reply);
+  void FilterByName(const Caller& caller, const void* in, size_t in_size,
+                    IoctlReply* reply);
+  void FilterByNumber(const Caller& caller, const void* in, size_t in_size,
+                      IoctlReply* reply);
+
+  Runtime* const runtime_;
+  ProcessCache processes_;
+
+  mutable std::mutex mu_;  // guards entries_ and next_handle_
+  std::map<uint64_t, Entry> entries_;
+  uint64_t next_handle_ = 1;
+};
+
+}  // namespace kqd
+
+#endif  // KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_

@@ -1,0 +1,410 @@
+// The device at the ioctl level, from separate processes, against a private
+// daemon: kevent, KFILTER_BYNAME/BYFILTER, version, bad input, waiting,
+// EINTR, poll, sharing across fork.
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "proto/kqueue_abi.h"
+#include "tests/integration/daemon_fixture.h"
+
+namespace kqd {
+namespace testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+kq_kevent Ev(uint64_t ident, uint32_t filter, uint32_t flags, uint32_t fflags = 0,
+             int64_t data = 0, uint64_t udata = 0) {
+  kq_kevent e{};
+  e.ident = ident;
+  e.filter = filter;
+  e.flags = flags;
+  e.fflags = fflags;
+  e.data = data;
+  e.udata = udata;
+  return e;
+}
+
+// kevent(2) through the raw ioctl; timeout_ms < 0 waits forever.
+int Kevent(int kq, const kq_kevent* changes, size_t nchanges, kq_kevent* events,
+           size_t nevents, long timeout_ms) {
+  kq_kevent_args a{};
+  a.changelist = reinterpret_cast<uint64_t>(changes);
+  a.nchanges = nchanges;
+  a.eventlist = reinterpret_cast<uint64_t>(events);
+  a.nevents = nevents;
+  if (timeout_ms >= 0) {
+    a.flags = KQ_KEVENT_TIMEOUT;
+    a.timeout_sec = timeout_ms / 1000;
+    a.timeout_nsec = (timeout_ms % 1000) * 1000000L;
+  }
+  return ioctl(kq, KQ_IOC_KEVENT, &a);
+}
+
+int Change(int kq, kq_kevent change) { return Kevent(kq, &change, 1, nullptr, 0, 0) < 0 ? errno : 0; }
+
+class Device : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kq_ = SharedDaemon().OpenKqueue();
+    ASSERT_GE(kq_, 0) << strerror(errno);
+  }
+  void TearDown() override {
+    if (kq_ >= 0) close(kq_);
+  }
+  int kq_ = -1;
+};
+
+TEST_F(Device, VersionMatches) {
+  kq_version v{};
+  ASSERT_EQ(ioctl(kq_, KQ_IOC_VERSION, &v), 0);
+  EXPECT_EQ(v.abi_version, KQ_ABI_VERSION);
+  EXPECT_EQ(std::string(v.daemon_version).rfind("kqueued ", 0), 0u);
+}
+
+TEST_F(Device, UnknownIoctlIsEnotty) {
+  int x = 0;
+  EXPECT_EQ(ioctl(kq_, _IOWR('k', 0x7f, int), &x), -1);
+  EXPECT_EQ(errno, ENOTTY);
+}
+
+TEST_F(Device, FilterByNameAndByFilter) {
+  const char* names[] = {"EVFILT_READ",  "EVFILT_WRITE", "EVFILT_AIO",   "EVFILT_VNODE",
+                         "EVFILT_PROC",  "EVFILT_SIGNAL", "EVFILT_TIMER", "EVFILT_FS",
+                         "EVFILT_USER",  "EVFILT_EMPTY"};
+  for (uint32_t i = 0; i < EVFILT_SYSCOUNT; i++) {
+    kfilter_mapping m{};
+    m.name = const_cast<char*>(names[i]);
+    m.filter = 999;
+    ASSERT_EQ(ioctl(kq_, KFILTER_BYNAME, &m), 0) << names[i];
+    EXPECT_EQ(m.filter, i);
+    char buf[64] = {};
+    kfilter_mapping b{};
+    b.name = buf;
+    b.len = sizeof buf;
+    b.filter = i;
+    ASSERT_EQ(ioctl(kq_, KFILTER_BYFILTER, &b), 0);
+    EXPECT_STREQ(buf, names[i]);
+  }
+}
+
+TEST_F(Device, FilterLookupErrors) {
+  kfilter_mapping m{};
+  m.name = const_cast<char*>("EVFILT_NOPE");
+  EXPECT_EQ(ioctl(kq_, KFILTER_BYNAME, &m), -1);
+  EXPECT_EQ(errno, ENOENT);
+  m.name = reinterpret_cast<char*>(8);  // unmapped
+  EXPECT_EQ(ioctl(kq_, KFILTER_BYNAME, &m), -1);
+  EXPECT_EQ(errno, EFAULT);
+  std::string longname(300, 'A');
+  m.name = longname.data();
+  EXPECT_EQ(ioctl(kq_, KFILTER_BYNAME, &m), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+
+  char small[8];
+  kfilter_mapping b{};
+  b.name = small;
+  b.len = sizeof small;  // "EVFILT_TIMER" needs 13
+  b.filter = EVFILT_TIMER;
+  EXPECT_EQ(ioctl(kq_, KFILTER_BYFILTER, &b), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+  b.len = 13;
+  char exact[13];
+  b.name = exact;
+  EXPECT_EQ(ioctl(kq_, KFILTER_BYFILTER, &b), 0);
+  EXPECT_STREQ(exact, "EVFILT_TIMER");
+  b.filter = 12345;
+  EXPECT_EQ(ioctl(kq_, KFILTER_BYFILTER, &b), -1);
+  EXPECT_EQ(errno, ENOENT);
+  b.filter = EVFILT_READ;
+  b.name = reinterpret_cast<char*>(8);
+  b.len = 64;
+  EXPECT_EQ(ioctl(kq_, KFILTER_BYFILTER, &b), -1);
+  EXPECT_EQ(errno, EFAULT);
+}
+
+TEST_F(Device, FilterNameAtTheEndOfAMapping) {
+  // NetBSD reads the name as a string: one that ends right before an
+  // unmapped page must not fault because a fixed 256 bytes were read.
+  long page = sysconf(_SC_PAGESIZE);
+  char* region = static_cast<char*>(
+      mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(region, MAP_FAILED);
+  ASSERT_EQ(mprotect(region + page, page, PROT_NONE), 0);
+  const char name[] = "EVFILT_USER";
+  char* at = region + page - sizeof name;
+  memcpy(at, name, sizeof name);
+  kfilter_mapping m{};
+  m.name = at;
+  EXPECT_EQ(ioctl(kq_, KFILTER_BYNAME, &m), 0) << strerror(errno);
+  EXPECT_EQ(m.filter, EVFILT_USER);
+  munmap(region, 2 * page);
+}
+
+TEST_F(Device, BadPointersAreEfault) {
+  kq_kevent ev{};
+  EXPECT_EQ(Kevent(kq_, reinterpret_cast<kq_kevent*>(8), 1, &ev, 1, 0), -1);
+  EXPECT_EQ(errno, EFAULT);
+  // Counts so large the buffer cannot exist.
+  EXPECT_EQ(Kevent(kq_, &ev, UINT64_MAX / 8, nullptr, 0, 0), -1);
+  EXPECT_EQ(errno, EFAULT);
+  EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, reinterpret_cast<void*>(8)), -1);
+  EXPECT_EQ(errno, EFAULT);
+}
+
+TEST_F(Device, ReservedFieldsAndBadTimeoutsAreEinval) {
+  kq_kevent_args a{};
+  a.reserved = 1;
+  EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
+  EXPECT_EQ(errno, EINVAL);
+  a = kq_kevent_args{};
+  a.flags = 0x80;
+  EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
+  EXPECT_EQ(errno, EINVAL);
+  kq_kevent out;
+  a = kq_kevent_args{};
+  a.eventlist = reinterpret_cast<uint64_t>(&out);
+  a.nevents = 1;
+  a.flags = KQ_KEVENT_TIMEOUT;
+  a.timeout_nsec = 1000000000;
+  EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
+  EXPECT_EQ(errno, EINVAL);
+}
+
+TEST_F(Device, PollTimeoutAndEmptyCalls) {
+  kq_kevent out[4];
+  EXPECT_EQ(Kevent(kq_, nullptr, 0, out, 4, 0), 0);
+  auto start = Clock::now();
+  EXPECT_EQ(Kevent(kq_, nullptr, 0, out, 4, 120), 0);
+  auto took = Clock::now() - start;
+  EXPECT_GE(took, std::chrono::milliseconds(110));
+  EXPECT_LT(took, std::chrono::milliseconds(3000));
+  EXPECT_EQ(Kevent(kq_, nullptr, 0, nullptr, 0, -1), 0);  // nevents 0: at once
+}
+
+TEST_F(Device, UnknownFilterAndMissingKnote) {
+  EXPECT_EQ(Change(kq_, Ev(1, 4242, EV_ADD)), EINVAL);
+  EXPECT_EQ(Change(kq_, Ev(1, EVFILT_AIO, EV_ADD)), EINVAL);
+  EXPECT_EQ(Change(kq_, Ev(1, EVFILT_USER, EV_DELETE)), ENOENT);
+  kq_kevent changes[2] = {Ev(1, EVFILT_USER, EV_DELETE, 0, 0, 7), Ev(2, 4242, EV_ADD, 0, 0, 8)};
+  kq_kevent out[4];
+  ASSERT_EQ(Kevent(kq_, changes, 2, out, 4, 0), 2);
+  EXPECT_EQ(out[0].flags, EV_ERROR);
+  EXPECT_EQ(out[0].data, ENOENT);
+  EXPECT_EQ(out[0].udata, 7u);
+  EXPECT_EQ(out[1].data, EINVAL);
+}
+
+TEST_F(Device, UserEventBitExactRoundTrip) {
+  const uint64_t ident = 0xfedcba9876543210ull, udata = 0xffffffffffffffffull;
+  ASSERT_EQ(Change(kq_, Ev(ident, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, udata)), 0);
+  ASSERT_EQ(Change(kq_, Ev(ident, EVFILT_USER, 0, NOTE_TRIGGER | NOTE_FFCOPY | 0x123)), 0);
+  kq_kevent out[2];
+  ASSERT_EQ(Kevent(kq_, nullptr, 0, out, 2, 0), 1);
+  EXPECT_EQ(out[0].ident, ident);
+  EXPECT_EQ(out[0].udata, udata);
+  EXPECT_EQ(out[0].filter, EVFILT_USER);
+  EXPECT_EQ(out[0].fflags & NOTE_FFLAGSMASK, 0x123u);
+}
+
+TEST_F(Device, ManyEventsInOneCallHaveNoCeiling) {
+  // 10,000 records = 400 KB each way, past FUSE's 16 KiB and CUSE's 128 KiB.
+  constexpr size_t kN = 10000;
+  std::vector<kq_kevent> changes(kN);
+  for (size_t i = 0; i < kN; i++) changes[i] = Ev(i + 1, EVFILT_USER, EV_ADD | EV_ONESHOT, NOTE_TRIGGER, 0, i);
+  std::vector<kq_kevent> out(kN + 10);
+  ASSERT_EQ(Kevent(kq_, changes.data(), kN, nullptr, 0, 0), 0) << strerror(errno);
+  ASSERT_EQ(Kevent(kq_, nullptr, 0, out.data(), out.size(), 0), static_cast<int>(kN));
+  std::set<uint64_t> seen;
+  for (size_t i = 0; i < kN; i++) {
+    seen.insert(out[i].ident);
+    EXPECT_EQ(out[i].udata, out[i].ident - 1);
+  }
+  EXPECT_EQ(seen.size(), kN);
+}
+
+void NoopHandler(int) {}
+
+TEST_F(Device, SignalInterruptsAWaitWithEintr) {
+  struct sigaction sa{};
+  sa.sa_handler = NoopHandler;
+  sa.sa_flags = SA_RESTART;  // kevent is never restarted anyway
+  struct sigaction old;
+  sigaction(SIGALRM, &sa, &old);
+  auto start = Clock::now();
+  alarm(1);
+  kq_kevent out;
+  int rc = Kevent(kq_, nullptr, 0, &out, 1, -1);
+  int err = errno;
+  auto took = Clock::now() - start;
+  sigaction(SIGALRM, &old, nullptr);
+  EXPECT_EQ(rc, -1);
+  EXPECT_EQ(err, EINTR);
+  EXPECT_LT(took, std::chrono::milliseconds(2500));
+}
+
+TEST_F(Device, PollAndEpollSeePendingEvents) {
+  ASSERT_EQ(Change(kq_, Ev(1, EVFILT_USER, EV_ADD | EV_CLEAR)), 0);
+  pollfd p{kq_, POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 0), 0);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ee{};
+  ee.events = EPOLLIN;
+  ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, kq_, &ee), 0);
+  std::thread trigger([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    int kq2 = kq_;
+    Change(kq2, Ev(1, EVFILT_USER, 0, NOTE_TRIGGER));
+  });
+  EXPECT_EQ(poll(&p, 1, 5000), 1);
+  EXPECT_TRUE(p.revents & POLLIN);
+  EXPECT_EQ(epoll_wait(ep, &ee, 1, 5000), 1);
+  trigger.join();
+  kq_kevent out;
+  EXPECT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 0), 1);
+  EXPECT_EQ(poll(&p, 1, 0), 0);
+  close(ep);
+}
+
+TEST_F(Device, WakesWhenAnotherProcessTriggers) {
+  ASSERT_EQ(Change(kq_, Ev(5, EVFILT_USER, EV_ADD | EV_CLEAR)), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    usleep(100000);
+    _exit(Change(kq_, Ev(5, EVFILT_USER, 0, NOTE_TRIGGER)) == 0 ? 0 : 1);
+  }
+  kq_kevent out;
+  EXPECT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 5000), 1);
+  EXPECT_EQ(out.ident, 5u);
+  int status;
+  waitpid(child, &status, 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST_F(Device, SharedAcrossForkEachEventOnce) {
+  constexpr int kEvents = 300, kWorkers = 3;
+  int report[2];
+  ASSERT_EQ(pipe(report), 0);
+  std::vector<pid_t> workers;
+  for (int w = 0; w < kWorkers; w++) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      close(report[0]);
+      for (;;) {
+        kq_kevent ev;
+        int n = Kevent(kq_, nullptr, 0, &ev, 1, 1000);
+        if (n <= 0) _exit(0);
+        uint32_t id = static_cast<uint32_t>(ev.ident);
+        if (write(report[1], &id, sizeof id) != sizeof id) _exit(1);
+      }
+    }
+    workers.push_back(pid);
+  }
+  close(report[1]);
+  std::vector<kq_kevent> changes;
+  for (int i = 0; i < kEvents; i++)
+    changes.push_back(Ev(i, EVFILT_USER, EV_ADD | EV_ONESHOT, NOTE_TRIGGER));
+  ASSERT_EQ(Kevent(kq_, changes.data(), changes.size(), nullptr, 0, 0), 0);
+  std::vector<int> got(kEvents, 0);
+  uint32_t id;
+  while (read(report[0], &id, sizeof id) == sizeof id) got.at(id)++;
+  close(report[0]);
+  for (pid_t p : workers) waitpid(p, nullptr, 0);
+  for (int i = 0; i < kEvents; i++) EXPECT_EQ(got[i], 1) << i;
+}
+
+TEST_F(Device, ClientDyingWhileParkedLeavesOthersServed) {
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int kq = SharedDaemon().OpenKqueue();
+    kq_kevent out;
+    Kevent(kq, nullptr, 0, &out, 1, -1);  // parks forever
+    _exit(0);
+  }
+  usleep(100000);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  kq_version v{};
+  EXPECT_EQ(ioctl(kq_, KQ_IOC_VERSION, &v), 0);
+  ASSERT_EQ(Change(kq_, Ev(1, EVFILT_USER, EV_ADD, NOTE_TRIGGER)), 0);
+  kq_kevent out;
+  EXPECT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 1000), 1);
+}
+
+TEST_F(Device, PeerSeesEofWhileKnoteIsRegistered) {
+  // The daemon must not keep the client's socket alive.
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_EQ(Change(kq_, Ev(sv[0], EVFILT_READ, EV_ADD)), 0);
+  close(sv[0]);
+  char c;
+  pollfd p{sv[1], POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, 2000), 1);
+  EXPECT_EQ(read(sv[1], &c, 1), 0);  // EOF: the last reference is gone
+  close(sv[1]);
+}
+
+TEST_F(Device, PipeReadFromTheCallersOwnFds) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  ASSERT_EQ(Change(kq_, Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, 42)), 0);
+  kq_kevent out;
+  EXPECT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 0), 0);
+  ASSERT_EQ(write(p[1], "hello", 5), 5);
+  ASSERT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 2000), 1);
+  EXPECT_EQ(out.ident, static_cast<uint64_t>(p[0]));
+  EXPECT_EQ(out.data, 5);
+  EXPECT_EQ(out.udata, 42u);
+  close(p[1]);
+  ASSERT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 2000), 1);
+  EXPECT_TRUE(out.flags & EV_EOF);
+  close(p[0]);
+  EXPECT_EQ(Change(kq_, Ev(p[0], EVFILT_READ, EV_ADD)), EBADF);
+}
+
+TEST_F(Device, UnprivilegedUserIsServed) {
+  passwd* nobody = getpwnam("nobody");
+  if (!nobody) GTEST_SKIP() << "no user nobody";
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (setgid(nobody->pw_gid) != 0 || setuid(nobody->pw_uid) != 0) _exit(2);
+    int kq = SharedDaemon().OpenKqueue();
+    if (kq < 0) _exit(3);
+    int p[2];
+    if (pipe(p) != 0) _exit(4);
+    if (Change(kq, Ev(p[0], EVFILT_READ, EV_ADD)) != 0) _exit(5);
+    if (write(p[1], "x", 1) != 1) _exit(6);
+    kq_kevent out;
+    if (Kevent(kq, nullptr, 0, &out, 1, 2000) != 1 || out.data != 1) _exit(7);
+    _exit(0);
+  }
+  int status;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+}  // namespace
+}  // namespace testing
+}  // namespace kqd
