@@ -1,0 +1,614 @@
+"""BSD kqueue for Linux through kqueued's /dev/kqueue, shaped like select.kqueue.
+
+Code written for BSD's ``select.kqueue`` / ``select.kevent`` runs unchanged
+with this module in their place::
+
+    try:
+        from select import kqueue, kevent, KQ_FILTER_READ, KQ_EV_ADD
+    except ImportError:  # Linux: kqueued serves kqueue as a device
+        from kqueued import kqueue, kevent, KQ_FILTER_READ, KQ_EV_ADD
+
+Every ``kqueue()`` opens the device (``$KQUEUE_DEVICE`` or ``/dev/kqueue``)
+once: each open file is a new kqueue. ``kqueue.control`` is the KQ_IOC_KEVENT
+ioctl, and ``filter_by_name`` / ``filter_name`` are NetBSD's KFILTER_BYNAME
+and KFILTER_BYFILTER. The numbers are NetBSD's (proto/kqueue_abi.h).
+docs/python-select-kqueue.md compares the module point by point with
+CPython's select.kqueue.
+
+Standard library only: os, fcntl, ctypes, errno.
+"""
+
+import ctypes
+import errno as _errno
+import fcntl as _fcntl
+import math as _math
+import operator as _operator
+import os as _os
+import time as _time
+
+from kqueued import _abi
+
+__all__ = [
+    "kqueue", "kevent", "error", "filter_by_name", "filter_name",
+    "daemon_version", "KFILTER_MAXNAME",
+]
+
+# select.error is OSError; kept for code that catches it.
+error = OSError
+
+KFILTER_MAXNAME = _abi.KFILTER_MAXNAME
+
+# ---- Constants under CPython's names ----------------------------------------
+
+# Filters. CPython on NetBSD has the same numbers (FreeBSD/macOS use negative
+# ones: compare with the names, never with literals).
+KQ_FILTER_READ = _abi.EVFILT_READ
+KQ_FILTER_WRITE = _abi.EVFILT_WRITE
+KQ_FILTER_AIO = _abi.EVFILT_AIO
+KQ_FILTER_VNODE = _abi.EVFILT_VNODE
+KQ_FILTER_PROC = _abi.EVFILT_PROC
+KQ_FILTER_SIGNAL = _abi.EVFILT_SIGNAL
+KQ_FILTER_TIMER = _abi.EVFILT_TIMER
+# Not in CPython's select (this ABI's extras).
+KQ_FILTER_FS = _abi.EVFILT_FS
+KQ_FILTER_USER = _abi.EVFILT_USER
+KQ_FILTER_EMPTY = _abi.EVFILT_EMPTY
+KQ_FILTER_SYSCOUNT = _abi.EVFILT_SYSCOUNT
+
+# Flags.
+KQ_EV_ADD = _abi.EV_ADD
+KQ_EV_DELETE = _abi.EV_DELETE
+KQ_EV_ENABLE = _abi.EV_ENABLE
+KQ_EV_DISABLE = _abi.EV_DISABLE
+KQ_EV_ONESHOT = _abi.EV_ONESHOT
+KQ_EV_CLEAR = _abi.EV_CLEAR
+KQ_EV_SYSFLAGS = _abi.EV_SYSFLAGS
+KQ_EV_FLAG1 = _abi.EV_FLAG1
+KQ_EV_EOF = _abi.EV_EOF
+KQ_EV_ERROR = _abi.EV_ERROR
+# Extras.
+KQ_EV_RECEIPT = _abi.EV_RECEIPT
+KQ_EV_DISPATCH = _abi.EV_DISPATCH
+
+# EVFILT_READ / EVFILT_WRITE.
+KQ_NOTE_LOWAT = _abi.NOTE_LOWAT
+
+# EVFILT_VNODE.
+KQ_NOTE_DELETE = _abi.NOTE_DELETE
+KQ_NOTE_WRITE = _abi.NOTE_WRITE
+KQ_NOTE_EXTEND = _abi.NOTE_EXTEND
+KQ_NOTE_ATTRIB = _abi.NOTE_ATTRIB
+KQ_NOTE_LINK = _abi.NOTE_LINK
+KQ_NOTE_RENAME = _abi.NOTE_RENAME
+KQ_NOTE_REVOKE = _abi.NOTE_REVOKE
+# Extras (NetBSD 10).
+KQ_NOTE_OPEN = _abi.NOTE_OPEN
+KQ_NOTE_CLOSE = _abi.NOTE_CLOSE
+KQ_NOTE_CLOSE_WRITE = _abi.NOTE_CLOSE_WRITE
+KQ_NOTE_READ = _abi.NOTE_READ
+
+# EVFILT_PROC.
+KQ_NOTE_EXIT = _abi.NOTE_EXIT
+KQ_NOTE_FORK = _abi.NOTE_FORK
+KQ_NOTE_EXEC = _abi.NOTE_EXEC
+KQ_NOTE_PCTRLMASK = _abi.NOTE_PCTRLMASK
+KQ_NOTE_PDATAMASK = _abi.NOTE_PDATAMASK
+KQ_NOTE_TRACK = _abi.NOTE_TRACK
+KQ_NOTE_CHILD = _abi.NOTE_CHILD
+KQ_NOTE_TRACKERR = _abi.NOTE_TRACKERR
+
+# Extras: EVFILT_USER.
+KQ_NOTE_FFNOP = _abi.NOTE_FFNOP
+KQ_NOTE_FFAND = _abi.NOTE_FFAND
+KQ_NOTE_FFOR = _abi.NOTE_FFOR
+KQ_NOTE_FFCOPY = _abi.NOTE_FFCOPY
+KQ_NOTE_FFCTRLMASK = _abi.NOTE_FFCTRLMASK
+KQ_NOTE_FFLAGSMASK = _abi.NOTE_FFLAGSMASK
+KQ_NOTE_TRIGGER = _abi.NOTE_TRIGGER
+
+# Extras: EVFILT_TIMER units.
+KQ_NOTE_MSECONDS = _abi.NOTE_MSECONDS
+KQ_NOTE_SECONDS = _abi.NOTE_SECONDS
+KQ_NOTE_USECONDS = _abi.NOTE_USECONDS
+KQ_NOTE_NSECONDS = _abi.NOTE_NSECONDS
+KQ_NOTE_TIMER_UNITMASK = _abi.NOTE_TIMER_UNITMASK
+KQ_NOTE_ABSTIME = _abi.NOTE_ABSTIME
+
+__all__ += [name for name in list(globals()) if name.startswith("KQ_")]
+
+# ---- Integer conversions as CPython's argument parser does them -------------
+
+_U32 = (1 << 32) - 1
+_U64 = (1 << 64) - 1
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+_INT_MIN = -(1 << 31)
+_INT_MAX = (1 << 31) - 1
+
+
+def _masked(value, mask):
+    # The "I" and "K" format units: any integer (or __index__), bits beyond
+    # the width dropped, negative numbers wrapped. No overflow error.
+    return _operator.index(value) & mask
+
+
+def _int64(value):
+    # The "L" format unit: a signed 64-bit value, OverflowError outside.
+    v = _operator.index(value)
+    if not _I64_MIN <= v <= _I64_MAX:
+        raise OverflowError("Python int too large to convert to C long long")
+    return v
+
+
+def _c_int(value):
+    # The "i" format unit (max_events).
+    v = _operator.index(value)
+    if v > _INT_MAX:
+        raise OverflowError("signed integer is greater than maximum")
+    if v < _INT_MIN:
+        raise OverflowError("signed integer is less than minimum")
+    return v
+
+
+def _ident_value(ident):
+    # An int is taken as is (size_t: OverflowError if negative or too big);
+    # anything else must have fileno(), as PyObject_AsFileDescriptor wants.
+    if isinstance(ident, int):
+        if ident < 0:
+            raise OverflowError("can't convert negative value to size_t")
+        if ident > _U64:
+            raise OverflowError("Python int too large to convert to C size_t")
+        return int(ident)
+    fileno = getattr(ident, "fileno", None)
+    if fileno is None:
+        raise TypeError("argument must be an int, or have a fileno() method.")
+    fd = fileno()
+    if not isinstance(fd, int):
+        raise TypeError("fileno() returned a non-integer")
+    if fd < 0:
+        raise ValueError("file descriptor cannot be a negative integer (%d)"
+                         % fd)
+    if fd > _INT_MAX:
+        raise OverflowError("Python int too large to convert to C int")
+    return int(fd)
+
+
+def _signed64(u):
+    return u - (1 << 64) if u & (1 << 63) else u
+
+
+# ---- kevent -----------------------------------------------------------------
+
+
+class kevent(object):
+    """kevent(ident, filter=KQ_FILTER_READ, flags=KQ_EV_ADD, fflags=0, data=0, udata=0)
+
+    One struct kevent. ``ident`` is an int or an object with ``fileno()``
+    (the descriptor number is stored). ``udata`` is an integer, returned
+    bit-exact as an unsigned 64-bit value; it cannot hold a Python object.
+    Comparisons order kevents as the tuple (ident, filter, flags, fflags,
+    data, udata); kevents are not hashable.
+    """
+
+    __slots__ = ("_ident", "_filter", "_flags", "_fflags", "_data", "_udata")
+    __hash__ = None
+
+    def __init__(self, ident, filter=KQ_FILTER_READ, flags=KQ_EV_ADD,
+                 fflags=0, data=0, udata=0):
+        # Same order as CPython: the numeric fields are parsed first.
+        flt = _masked(filter, _U32)
+        flg = _masked(flags, _U32)
+        ffl = _masked(fflags, _U32)
+        dat = _int64(data)
+        ud = _masked(udata, _U64)
+        self._ident = _ident_value(ident)
+        self._filter = flt
+        self._flags = flg
+        self._fflags = ffl
+        self._data = dat
+        self._udata = ud
+
+    @classmethod
+    def _from_record(cls, rec):
+        ev = cls.__new__(cls)
+        ev._ident = rec.ident
+        ev._filter = rec.filter
+        ev._flags = rec.flags
+        ev._fflags = rec.fflags
+        ev._data = rec.data
+        ev._udata = rec.udata
+        return ev
+
+    def _to_record(self, rec):
+        rec.ident = self._ident
+        rec.filter = self._filter
+        rec.flags = self._flags
+        rec.fflags = self._fflags
+        rec.reserved = 0
+        rec.data = self._data
+        rec.udata = self._udata
+
+    # Writable attributes, as CPython's (structure members without READONLY).
+    @property
+    def ident(self):
+        """Identifier: usually a file descriptor; a pid, signal, timer id..."""
+        return self._ident
+
+    @ident.setter
+    def ident(self, value):
+        self._ident = _masked(value, _U64)
+
+    @property
+    def filter(self):
+        """The filter (KQ_FILTER_*)."""
+        return self._filter
+
+    @filter.setter
+    def filter(self, value):
+        self._filter = _masked(value, _U32)
+
+    @property
+    def flags(self):
+        """Actions and flags (KQ_EV_*)."""
+        return self._flags
+
+    @flags.setter
+    def flags(self, value):
+        self._flags = _masked(value, _U32)
+
+    @property
+    def fflags(self):
+        """Filter-specific flags (KQ_NOTE_*)."""
+        return self._fflags
+
+    @fflags.setter
+    def fflags(self, value):
+        self._fflags = _masked(value, _U32)
+
+    @property
+    def data(self):
+        """Filter-specific data (signed 64-bit)."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = _int64(value)
+
+    @property
+    def udata(self):
+        """Opaque user value (unsigned 64-bit), returned unchanged."""
+        return self._udata
+
+    @udata.setter
+    def udata(self, value):
+        self._udata = _masked(value, _U64)
+
+    def _key(self):
+        # CPython compares udata as intptr_t: signed.
+        return (self._ident, self._filter, self._flags, self._fflags,
+                self._data, _signed64(self._udata))
+
+    def __eq__(self, other):
+        if not isinstance(other, kevent):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other):
+        if not isinstance(other, kevent):
+            return NotImplemented
+        return self._key() != other._key()
+
+    def __lt__(self, other):
+        if not isinstance(other, kevent):
+            return NotImplemented
+        return self._key() < other._key()
+
+    def __le__(self, other):
+        if not isinstance(other, kevent):
+            return NotImplemented
+        return self._key() <= other._key()
+
+    def __gt__(self, other):
+        if not isinstance(other, kevent):
+            return NotImplemented
+        return self._key() > other._key()
+
+    def __ge__(self, other):
+        if not isinstance(other, kevent):
+            return NotImplemented
+        return self._key() >= other._key()
+
+    def __repr__(self):
+        return ("<kqueued.kevent ident=%d filter=%d flags=0x%x fflags=0x%x "
+                "data=0x%x udata=0x%x>"
+                % (self._ident, self._filter, self._flags, self._fflags,
+                   self._data & _U64, self._udata))
+
+
+# ---- kqueue -----------------------------------------------------------------
+
+
+def _device_path():
+    path = _os.environ.get(_abi.KQ_DEVICE_ENV)
+    return path if path else _abi.KQ_DEFAULT_DEVICE
+
+
+def _query_version(fd):
+    v = _abi.KqVersion()
+    _fcntl.ioctl(fd, _abi.KQ_IOC_VERSION, v, True)
+    return v.abi_version, v.daemon_version.decode("utf-8", "replace")
+
+
+def _open_kqueue_fd():
+    path = _device_path()
+    fd = _os.open(path, _os.O_RDWR | _os.O_CLOEXEC)
+    try:
+        try:
+            abi, _ = _query_version(fd)
+        except OSError as e:
+            if e.errno in (_errno.ENOTTY, _errno.EINVAL):
+                raise OSError(e.errno, "not a kqueue device (%s)"
+                              % _os.strerror(e.errno), path) from None
+            raise
+        if abi != _abi.KQ_ABI_VERSION:
+            raise OSError(_errno.EPROTONOSUPPORT,
+                          "kqueue device speaks ABI %d, this module ABI %d"
+                          % (abi, _abi.KQ_ABI_VERSION), path)
+    except BaseException:
+        _os.close(fd)
+        raise
+    return fd
+
+
+_NS_PER_SEC = 1000000000
+
+
+def _timeout_to_ns(obj):
+    """Seconds (int or float) to nanoseconds, rounded away from zero as
+    CPython's _PyTime_ROUND_TIMEOUT does; TypeError for anything that is not
+    a representable number (CPython replaces every conversion error, NaN and
+    overflow included, with this TypeError)."""
+    try:
+        if isinstance(obj, float):
+            if _math.isnan(obj):
+                raise ValueError("Invalid value NaN (not a number)")
+            d = obj * 1e9
+            d = _math.ceil(d) if d >= 0 else _math.floor(d)
+            if not (-9.223372036854775808e18 <= d < 9.223372036854775808e18):
+                raise OverflowError("timestamp too large")
+            return int(d)
+        sec = _operator.index(obj)
+        ns = sec * _NS_PER_SEC
+        if not _I64_MIN <= ns <= _I64_MAX:
+            raise OverflowError("timestamp too large")
+        return ns
+    except Exception:
+        raise TypeError("timeout argument must be a number or None, got %s"
+                        % type(obj).__name__) from None
+
+
+class kqueue(object):
+    """kqueue()
+
+    A kernel event queue served by kqueued: each instance opens the kqueue
+    device ($KQUEUE_DEVICE or /dev/kqueue) once and checks the daemon's ABI
+    version. The descriptor is non-inheritable (O_CLOEXEC); unlike BSD, the
+    queue is shared with children made by fork().
+    """
+
+    __slots__ = ("_fd", "__weakref__")
+
+    def __new__(cls, *args, **kwargs):
+        if args:
+            raise TypeError("kqueue() takes no positional arguments")
+        if kwargs:
+            raise TypeError("kqueue() takes no keyword arguments")
+        self = object.__new__(cls)
+        self._fd = -1
+        self._fd = _open_kqueue_fd()
+        return self
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    @classmethod
+    def fromfd(cls, fd, /):
+        """Create a kqueue object from a given control fd (which it owns
+        from then on: close() closes it)."""
+        fd = _c_int(fd)
+        if fd < 0:
+            raise ValueError("file descriptor cannot be a negative integer "
+                             "(%d)" % fd)
+        self = object.__new__(cls)
+        self._fd = fd
+        return self
+
+    def _check_open(self):
+        if self._fd < 0:
+            raise ValueError("I/O operation on closed kqueue object")
+
+    @property
+    def closed(self):
+        """True if the kqueue handler is closed."""
+        return self._fd < 0
+
+    def fileno(self):
+        """Return the kqueue control file descriptor."""
+        self._check_open()
+        return self._fd
+
+    def close(self):
+        """Close the kqueue control file descriptor.
+
+        Further operations on the kqueue object will raise an exception.
+        Closing twice is harmless."""
+        fd = self._fd
+        if fd >= 0:
+            self._fd = -1
+            try:
+                _os.close(fd)
+            except OSError:
+                # CPython's close() never reports close(2) errors either.
+                pass
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        if self._fd < 0:
+            return "<kqueued.kqueue closed>"
+        return "<kqueued.kqueue fd=%d>" % self._fd
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'kqueued.kqueue' object")
+
+    def control(self, changelist, maxevents, timeout=None, /):
+        """control(changelist, max_events[, timeout]) -> eventlist
+
+        Calls kevent: applies ``changelist`` (an iterable of kevent objects,
+        or None), then returns up to ``max_events`` events as a list of
+        kevent objects. ``timeout`` is in seconds (floats allowed); None
+        waits forever. Interrupted by a signal, the call is retried with the
+        remaining time (PEP 475) unless a signal handler raises.
+        """
+        maxevents = _c_int(maxevents)
+        self._check_open()
+        if maxevents < 0:
+            raise ValueError("Length of eventlist must be 0 or positive, got %d"
+                             % maxevents)
+
+        timeout_ns = None
+        if timeout is not None:
+            timeout_ns = _timeout_to_ns(timeout)
+            if timeout_ns < 0:
+                raise ValueError("timeout must be positive or None")
+
+        changes = None
+        nchanges = 0
+        if changelist is not None:
+            try:
+                items = list(changelist)
+            except TypeError:
+                raise TypeError("changelist is not iterable") from None
+            nchanges = len(items)
+            if nchanges > _INT_MAX:
+                raise OverflowError("changelist is too long")
+            if nchanges:
+                changes = (_abi.KqKevent * nchanges)()
+                for i, ev in enumerate(items):
+                    if not isinstance(ev, kevent):
+                        raise TypeError("changelist must be an iterable of "
+                                        "kqueued.kevent objects")
+                    ev._to_record(changes[i])
+
+        events = (_abi.KqKevent * maxevents)() if maxevents else None
+
+        args = _abi.KqKeventArgs()
+        args.changelist = ctypes.addressof(changes) if changes is not None else 0
+        args.nchanges = nchanges
+        args.eventlist = ctypes.addressof(events) if events is not None else 0
+        args.nevents = maxevents
+        deadline = None
+        if timeout_ns is not None:
+            deadline = _time.monotonic_ns() + timeout_ns
+            args.timeout_sec, args.timeout_nsec = divmod(timeout_ns,
+                                                         _NS_PER_SEC)
+            args.flags = _abi.KQ_KEVENT_TIMEOUT
+
+        fd = self._fd
+        while True:
+            try:
+                got = _fcntl.ioctl(fd, _abi.KQ_IOC_KEVENT, args, True)
+                break
+            except InterruptedError:
+                # A signal arrived while the call waited; its Python handler
+                # has run already (had it raised, we would not be here). The
+                # daemon applied the changes before it started waiting, so
+                # the retry only waits: applying them twice could fail (a
+                # second EV_DELETE is ENOENT).
+                args.changelist = 0
+                args.nchanges = 0
+                if deadline is not None:
+                    remaining = deadline - _time.monotonic_ns()
+                    if remaining < 0:
+                        got = 0
+                        break
+                    args.timeout_sec, args.timeout_nsec = divmod(
+                        remaining, _NS_PER_SEC)
+
+        return [kevent._from_record(events[i]) for i in range(got)]
+
+
+# ---- NetBSD's KFILTER ioctls and the version handshake ----------------------
+
+
+def _fd_of(kq):
+    if isinstance(kq, int):
+        return kq
+    return kq.fileno()
+
+
+def _name_bytes(name):
+    if isinstance(name, str):
+        b = name.encode("utf-8", "surrogateescape")
+    elif isinstance(name, (bytes, bytearray, memoryview)):
+        b = bytes(name)
+    else:
+        raise TypeError("filter name must be str or bytes, not %s"
+                        % type(name).__name__)
+    if b"\0" in b:
+        raise ValueError("embedded null byte")
+    return b
+
+
+def filter_by_name(kq, name):
+    """KFILTER_BYNAME: the number of the filter called ``name`` (str or
+    bytes), e.g. filter_by_name(kq, "EVFILT_READ") == KQ_FILTER_READ.
+
+    ``kq`` is a kqueue object or a kqueue descriptor. OSError ENOENT for an
+    unknown name, ENAMETOOLONG for a name of KFILTER_MAXNAME bytes or more.
+    """
+    fd = _fd_of(kq)
+    buf = ctypes.create_string_buffer(_name_bytes(name))  # NUL-terminated
+    m = _abi.KfilterMapping()
+    m.name = ctypes.addressof(buf)
+    m.len = 0  # ignored by BYNAME
+    _fcntl.ioctl(fd, _abi.KFILTER_BYNAME, m, True)
+    return m.filter
+
+
+def filter_name(kq, filter, size=KFILTER_MAXNAME):
+    """KFILTER_BYFILTER: the name (str) of filter number ``filter``.
+
+    ``size`` is the name buffer handed to the daemon, terminating NUL
+    included. OSError ENOENT for an unknown filter, ENAMETOOLONG if the name
+    does not fit in ``size`` bytes.
+    """
+    fd = _fd_of(kq)
+    size = _operator.index(size)
+    if size < 0:
+        raise ValueError("size must be 0 or positive")
+    buf = ctypes.create_string_buffer(size) if size else None
+    m = _abi.KfilterMapping()
+    m.name = ctypes.addressof(buf) if buf is not None else 0
+    m.len = size
+    m.filter = _masked(filter, _U32)
+    _fcntl.ioctl(fd, _abi.KFILTER_BYFILTER, m, True)
+    if buf is None:
+        return ""
+    return buf.value.decode("utf-8", "surrogateescape")
+
+
+def daemon_version(kq):
+    """KQ_IOC_VERSION: (abi_version, daemon version string)."""
+    return _query_version(_fd_of(kq))

@@ -1,0 +1,88 @@
+"""Helpers shared by the tests: feature probes that skip with a clear reason."""
+
+import errno
+import os
+
+import pytest
+
+import kqueued
+from kqueued import kevent
+
+FILTER_NAMES = {
+    kqueued.KQ_FILTER_READ: "EVFILT_READ",
+    kqueued.KQ_FILTER_WRITE: "EVFILT_WRITE",
+    kqueued.KQ_FILTER_AIO: "EVFILT_AIO",
+    kqueued.KQ_FILTER_VNODE: "EVFILT_VNODE",
+    kqueued.KQ_FILTER_PROC: "EVFILT_PROC",
+    kqueued.KQ_FILTER_SIGNAL: "EVFILT_SIGNAL",
+    kqueued.KQ_FILTER_TIMER: "EVFILT_TIMER",
+    kqueued.KQ_FILTER_FS: "EVFILT_FS",
+    kqueued.KQ_FILTER_USER: "EVFILT_USER",
+    kqueued.KQ_FILTER_EMPTY: "EVFILT_EMPTY",
+}
+
+
+def _probe_ident(filt, resources):
+    """An ident EV_ADD can succeed with for this filter, if it is implemented."""
+    if filt in (kqueued.KQ_FILTER_READ, kqueued.KQ_FILTER_WRITE,
+                kqueued.KQ_FILTER_EMPTY):
+        r, w = os.pipe()
+        resources += [r, w]
+        return (w if filt == kqueued.KQ_FILTER_WRITE else r), 0, 0
+    if filt == kqueued.KQ_FILTER_VNODE:
+        fd = os.open("/", os.O_RDONLY | os.O_CLOEXEC)
+        resources.append(fd)
+        return fd, kqueued.KQ_NOTE_WRITE, 0
+    if filt == kqueued.KQ_FILTER_PROC:
+        return os.getpid(), kqueued.KQ_NOTE_EXIT, 0
+    if filt == kqueued.KQ_FILTER_SIGNAL:
+        import signal
+        return int(signal.SIGURG), 0, 0
+    if filt == kqueued.KQ_FILTER_TIMER:
+        return 0x7eadbeef, 0, 60000  # one minute: never fires during a probe
+    return 0x7eadbeef, 0, 0
+
+
+def filter_unsupported(kq, filt):
+    """None if the daemon implements `filt`, else why not (for a skip)."""
+    resources = []
+    try:
+        ident, fflags, data = _probe_ident(filt, resources)
+        try:
+            kq.control([kevent(ident, filt, kqueued.KQ_EV_ADD, fflags, data)], 0, 0)
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                return ("the daemon does not implement %s yet (EV_ADD gives EINVAL)"
+                        % FILTER_NAMES.get(filt, filt))
+            raise
+        kq.control([kevent(ident, filt, kqueued.KQ_EV_DELETE)], 0, 0)
+        return None
+    finally:
+        for fd in resources:
+            os.close(fd)
+
+
+def require_filter(kq, filt):
+    reason = filter_unsupported(kq, filt)
+    if reason:
+        pytest.skip(reason)
+
+
+class Pipe(object):
+    """A pipe whose ends are closed at the end of the test."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe2(os.O_CLOEXEC)
+
+    def close(self):
+        for fd in (self.r, self.w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.r = self.w = -1
+
+    def close_writer(self):
+        os.close(self.w)
+        self.w = -1
