@@ -1,6 +1,7 @@
 // kqueued: serves BSD kqueue as the device /dev/kqueue to every process.
 //
 //   kqueued [--device PATH] [--transport auto|cuse|fuse] [--foreground]
+//           [--filter-plugin PLUGIN.so]...
 //
 // CUSE makes a real character device; where the kernel has no CUSE, a FUSE
 // filesystem whose root is a regular file is mounted over PATH instead
@@ -15,9 +16,11 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "daemon/core/runtime.h"
 #include "daemon/filters/system_filters.h"
+#include "daemon/plugin/plugin_loader.h"
 #include "daemon/service/kqueue_device.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/transport.h"
@@ -29,6 +32,7 @@ struct Options {
   std::string device = "/dev/kqueue";
   kqd::TransportKind transport = kqd::TransportKind::kAuto;
   bool foreground = false;
+  std::vector<std::string> plugins;
 };
 
 void Usage(FILE* out) {
@@ -40,7 +44,8 @@ void Usage(FILE* out) {
                "  --transport KIND  cuse: a character device (needs /dev/cuse);\n"
                "                    fuse: a FUSE file mounted over PATH;\n"
                "                    auto (default): cuse if /dev/cuse exists\n"
-               "  --foreground      stay attached to the terminal\n");
+               "  --foreground      stay attached to the terminal\n"
+               "  --filter-plugin SO  load filters from a plug-in (repeatable)\n");
 }
 
 bool Parse(int argc, char** argv, Options* o) {
@@ -57,6 +62,9 @@ bool Parse(int argc, char** argv, Options* o) {
     } else if (a == "--transport") {
       if (!value(&v)) return false;
       if (!kqd::ParseTransportKind(v, &o->transport)) return false;
+    } else if (a == "--filter-plugin") {
+      if (!value(&v)) return false;
+      o->plugins.push_back(v);
     } else if (a == "--foreground" || a == "-f") {
       o->foreground = true;
     } else if (a == "--help" || a == "-h") {
@@ -132,6 +140,15 @@ int main(int argc, char** argv) {
   }
   kqd::RegisterSystemFilters(&runtime);
   runtime.reactor().Start();
+
+  kqd::PluginLoader plugins(&runtime);
+  for (const std::string& path : opt.plugins) {
+    std::string why;
+    if (!plugins.Load(path, &why)) {
+      std::fprintf(stderr, "kqueued: %s\n", why.c_str());
+      return 1;
+    }
+  }
 
   kqd::KqueueDevice device(&runtime, opt.device);
   std::string error;

@@ -22,18 +22,23 @@ namespace {
 
 std::string DaemonBinary() {
   if (const char* env = getenv("KQUEUED_BIN")) return env;
-  std::string base;
-  if (const char* s = getenv("TEST_SRCDIR")) base = s;
-  std::string ws = "kqueued";
-  if (const char* w = getenv("TEST_WORKSPACE")) ws = w;
-  std::string candidate = base + "/" + ws + "/daemon/kqueued";
-  if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  return "bazel-bin/daemon/kqueued";
+  return RunfilePath("daemon/kqueued");
 }
 
 }  // namespace
 
-std::unique_ptr<DaemonFixture> DaemonFixture::Start(std::string* error) {
+std::string RunfilePath(const std::string& relative) {
+  std::string base;
+  if (const char* s = getenv("TEST_SRCDIR")) base = s;
+  std::string ws = "kqueued";
+  if (const char* w = getenv("TEST_WORKSPACE")) ws = w;
+  std::string candidate = base + "/" + ws + "/" + relative;
+  if (access(candidate.c_str(), F_OK) == 0) return candidate;
+  return "bazel-bin/" + relative;
+}
+
+std::unique_ptr<DaemonFixture> DaemonFixture::Start(std::string* error,
+                                                    const std::vector<std::string>& extra_args) {
   std::unique_ptr<DaemonFixture> f(new DaemonFixture());
   // A daemon started by someone else (the CUSE tier's VM): use it as is.
   if (const char* external = getenv("KQUEUED_EXTERNAL_DEVICE")) {
@@ -52,14 +57,19 @@ std::unique_ptr<DaemonFixture> DaemonFixture::Start(std::string* error) {
   f->dir_ = tmpl;
   f->device_ = f->dir_ + "/kqueue";
   std::string bin = DaemonBinary();
+  std::vector<std::string> args = {bin, "--device", f->device_, "--transport", "fuse",
+                                   "--foreground"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   pid_t pid = fork();
   if (pid < 0) {
     *error = "fork failed";
     return nullptr;
   }
   if (pid == 0) {
-    execl(bin.c_str(), bin.c_str(), "--device", f->device_.c_str(), "--transport", "fuse",
-          "--foreground", static_cast<char*>(nullptr));
+    execv(bin.c_str(), argv.data());
     std::perror("exec kqueued");
     _exit(127);
   }

@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace kqd {
 namespace testing {
@@ -17,7 +18,8 @@ class DaemonFixture {
  public:
   // Starts the daemon found in the test's runfiles (or $KQUEUED_BIN). With
   // $KQUEUED_EXTERNAL_DEVICE set, uses that already-served device instead.
-  static std::unique_ptr<DaemonFixture> Start(std::string* error);
+  static std::unique_ptr<DaemonFixture> Start(std::string* error,
+                                              const std::vector<std::string>& extra_args = {});
   ~DaemonFixture();
 
   const std::string& device() const { return device_; }
@@ -31,6 +33,9 @@ class DaemonFixture {
   std::string device_;
   pid_t pid_ = -1;
 };
+
+// Path of a file in the test's runfiles (e.g. "daemon/kqueued").
+std::string RunfilePath(const std::string& relative);
 
 // A process-wide daemon for a test binary, started on first use.
 DaemonFixture& SharedDaemon();
