@@ -1,0 +1,104 @@
+#!/bin/sh
+# Installs kqueued, the client library and its headers:
+#
+#   PREFIX/sbin/kqueued                    the daemon
+#   PREFIX/lib/libkqueue.so.1 (+ .so link) the shared library
+#   PREFIX/lib/libkqueue.a                 the static library
+#   PREFIX/lib/pkgconfig/kqueue.pc         pkg-config metadata
+#   PREFIX/include/sys/event.h             the BSD header
+#   PREFIX/include/kqueue/kqueue.hpp       the C++ layer
+#   PREFIX/include/kqueued/kqueue_abi.h    the device ABI (sys/event.h includes it)
+#
+# Build first:  bazel build //daemon:kqueued //client:all
+# Then:         client/install.sh --prefix /usr/local
+#
+# Options:
+#   --prefix DIR    where to install (default /usr/local)
+#   --destdir DIR   stage under DIR (paths inside kqueue.pc stay PREFIX-based),
+#                   as packagers expect
+#   --bin DIR       Bazel's output tree (default: the workspace's bazel-bin;
+#                   pass "$(bazel info bazel-bin)" if that link points elsewhere)
+#   --src DIR       the source tree (default: this script's workspace)
+#   --version V     the version written to kqueue.pc (default: the daemon's)
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(dirname "$here")
+prefix=/usr/local
+destdir=
+bin=
+version=
+
+die() {
+  echo "install.sh: $*" >&2
+  exit 1
+}
+
+usage() {
+  sed -n '2,/^set -eu/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+  exit "$1"
+}
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --prefix) [ $# -ge 2 ] || die "--prefix needs a value"; prefix=$2; shift 2 ;;
+    --prefix=*) prefix=${1#*=}; shift ;;
+    --destdir) [ $# -ge 2 ] || die "--destdir needs a value"; destdir=$2; shift 2 ;;
+    --destdir=*) destdir=${1#*=}; shift ;;
+    --bin) [ $# -ge 2 ] || die "--bin needs a value"; bin=$2; shift 2 ;;
+    --bin=*) bin=${1#*=}; shift ;;
+    --src) [ $# -ge 2 ] || die "--src needs a value"; src=$2; shift 2 ;;
+    --src=*) src=${1#*=}; shift ;;
+    --version) [ $# -ge 2 ] || die "--version needs a value"; version=$2; shift 2 ;;
+    --version=*) version=${1#*=}; shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "install.sh: unknown argument: $1" >&2; usage 2 >&2 ;;
+  esac
+done
+
+case $prefix in
+  /*) ;;
+  *) die "--prefix must be an absolute path (it is written into kqueue.pc)" ;;
+esac
+[ -n "$bin" ] || bin=$src/bazel-bin
+
+daemon=$bin/daemon/kqueued
+shared=$bin/client/libkqueue.so
+static=$bin/client/libkqueue.a
+for f in "$daemon" "$shared" "$static"; do
+  [ -f "$f" ] || die "$f is missing: run 'bazel build //daemon:kqueued //client:all' first (or pass --bin)"
+done
+event_h=$src/client/include/sys/event.h
+kqueue_hpp=$src/client/include/kqueue/kqueue.hpp
+abi_h=$src/proto/kqueue_abi.h
+pc_in=$src/client/kqueue.pc.in
+for f in "$event_h" "$kqueue_hpp" "$abi_h" "$pc_in"; do
+  [ -f "$f" ] || die "$f is missing (pass --src)"
+done
+
+# The daemon's version string is "kqueued X.Y.Z" in daemon/service/version.h.
+if [ -z "$version" ] && [ -f "$src/daemon/service/version.h" ]; then
+  version=$(sed -n 's/.*"kqueued \([0-9][0-9.]*\)".*/\1/p' "$src/daemon/service/version.h" | head -n 1)
+fi
+[ -n "$version" ] || version=0
+
+root=$destdir$prefix
+
+mkdir -p "$root/sbin" "$root/lib/pkgconfig" "$root/include/sys" \
+  "$root/include/kqueue" "$root/include/kqueued"
+
+install -m 0755 "$daemon" "$root/sbin/kqueued"
+# The soname is libkqueue.so.1; programs link against the unversioned name.
+install -m 0755 "$shared" "$root/lib/libkqueue.so.1"
+ln -sf libkqueue.so.1 "$root/lib/libkqueue.so"
+install -m 0644 "$static" "$root/lib/libkqueue.a"
+install -m 0644 "$event_h" "$root/include/sys/event.h"
+install -m 0644 "$kqueue_hpp" "$root/include/kqueue/kqueue.hpp"
+install -m 0644 "$abi_h" "$root/include/kqueued/kqueue_abi.h"
+
+# '|' as the sed delimiter: paths contain '/'. Refuse the rare path with '|'.
+case $prefix in *'|'*) die "--prefix must not contain '|'" ;; esac
+sed -e "s|@PREFIX@|$prefix|g" -e "s|@VERSION@|$version|g" "$pc_in" > "$root/lib/pkgconfig/kqueue.pc"
+chmod 0644 "$root/lib/pkgconfig/kqueue.pc"
+
+echo "installed kqueued $version into $root"
