@@ -35,9 +35,10 @@ class FilterOps {
   // the knote's fd closed sets Knote::kGone in kn.status and returns false.
   virtual bool Event(Knote& kn, long hint) = 0;
 
-  // EV_ADD on an existing knote. The seed's behaviour (the default): save
-  // the new fflags and data, without resetting what already triggered.
-  // Returns 0 or an errno.
+  // A change to an existing knote: EV_ADD, or (FreeBSD and NetBSD 10 style)
+  // any change carrying fflags, such as EVFILT_USER's NOTE_TRIGGER. The
+  // seed's behaviour (the default): save the new fflags and data, without
+  // resetting what already triggered. Returns 0 or an errno.
   virtual int Touch(Knote& kn, const kq_kevent& change) {
     kn.sfflags = change.fflags;
     kn.sdata = change.data;

@@ -189,19 +189,33 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
       if (int err = kn->ops->Touch(*kn, change)) return err;
       kn->kev.udata = change.udata;
     }
-    if (!(kn->status & Knote::kDisabled) || (change.flags & EV_ENABLE)) {
+    // Evaluated even when disabled (as the seed does): ActivateLocked keeps a
+    // disabled knote off the queue, and EV_ENABLE then reports it.
+    bool fire = kn->ops->Event(*kn, kHintEvaluate);
+    if (kn->status & Knote::kGone) {
+      DetachLocked(kn);
+      return EBADF;
+    }
+    if (fire) ActivateLocked(*kn, deferred);
+  } else {
+    if (!kn) return ENOENT;
+    if (change.flags & EV_DELETE) {
+      DetachLocked(kn);
+      return 0;
+    }
+    // An update without EV_ADD (EVFILT_USER's NOTE_TRIGGER, as FreeBSD and
+    // later NetBSD allow): a change carrying fflags is passed to Touch, then
+    // the knote is evaluated even if disabled — ActivateLocked keeps it off
+    // the queue, so EV_ENABLE reports what happened meanwhile. A plain
+    // EV_ENABLE/EV_DISABLE (fflags 0) touches nothing, as before.
+    if (change.fflags != 0) {
+      if (int err = kn->ops->Touch(*kn, change)) return err;
       bool fire = kn->ops->Event(*kn, kHintEvaluate);
       if (kn->status & Knote::kGone) {
         DetachLocked(kn);
         return EBADF;
       }
       if (fire) ActivateLocked(*kn, deferred);
-    }
-  } else {
-    if (!kn) return ENOENT;
-    if (change.flags & EV_DELETE) {
-      DetachLocked(kn);
-      return 0;
     }
   }
 
@@ -271,6 +285,7 @@ void Kqueue::EnqueueLocked(Knote& kn, Deferred* deferred) {
   if (kn.status & (Knote::kQueued | Knote::kDetached)) return;
   kn.status |= Knote::kQueued;
   kn.queue_pos_ = queue_.insert(queue_.end(), kn.shared_from_this());
+  pending_ = queue_.size();
   if (queue_.size() == 1) NotifyObserversLater(deferred);
 }
 
@@ -278,6 +293,7 @@ void Kqueue::DequeueLocked(Knote& kn) {
   if (!(kn.status & Knote::kQueued)) return;
   kn.status &= ~Knote::kQueued;
   queue_.erase(kn.queue_pos_);
+  pending_ = queue_.size();
 }
 
 void Kqueue::DetachLocked(const std::shared_ptr<Knote>& kn) {
@@ -304,6 +320,7 @@ void Kqueue::ServeWaitersLocked(Deferred* deferred) {
 }
 
 void Kqueue::NotifyObserversLater(Deferred* deferred) {
+  std::lock_guard<std::mutex> l(observers_mu_);
   for (const auto& [id, fn] : observers_) deferred->actions.push_back(fn);
 }
 
@@ -366,20 +383,25 @@ void Kqueue::Close() {
   NotifyObserversLater(&deferred);
 }
 
-size_t Kqueue::Pending() const {
+int Kqueue::AttachChild(const kq_kevent& kev,
+                        const std::shared_ptr<ProcessContext>& owner) {
+  Deferred deferred;  // declared first: its actions run after the unlock
   std::lock_guard<std::mutex> l(mu_);
-  return queue_.size();
+  if (closed_) return EBADF;
+  return RegisterLocked(kev, owner, &deferred);
 }
 
+size_t Kqueue::Pending() const { return pending_; }
+
 uint64_t Kqueue::AddReadinessObserver(std::function<void()> fn) {
-  std::lock_guard<std::mutex> l(mu_);
+  std::lock_guard<std::mutex> l(observers_mu_);
   uint64_t id = next_observer_++;
   observers_.emplace(id, std::move(fn));
   return id;
 }
 
 void Kqueue::RemoveReadinessObserver(uint64_t id) {
-  std::lock_guard<std::mutex> l(mu_);
+  std::lock_guard<std::mutex> l(observers_mu_);
   observers_.erase(id);
 }
 

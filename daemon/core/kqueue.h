@@ -14,6 +14,7 @@
 
 #include <time.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -71,7 +72,19 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // Further kevent calls fail with EBADF.
   void Close();
 
+  // Registers `kev` on behalf of a filter, as if `owner` had passed it to
+  // kevent() (EVFILT_PROC's NOTE_TRACK attaching a knote to a forked
+  // child). kev may carry EV_FLAG1, which user changes never do (the
+  // EV_SYSFLAGS are masked off on input), so the filter can tell the two
+  // apart. Takes the lock: never call it from a filter hook. Returns 0 or
+  // an errno (EBADF once closed).
+  int AttachChild(const kq_kevent& kev, const std::shared_ptr<ProcessContext>& owner);
+
   // Number of knotes on the active queue (poll, nested EVFILT_READ, stat).
+  // Takes no kqueue lock: a parent kqueue's filter calls it (and the two
+  // observer methods below) with the parent's lock held, and a kqueue lock
+  // taken under another's would be a lock-order inversion once the nesting
+  // is reversed (a -> b deleted, then b -> a).
   size_t Pending() const;
 
   // Observers run (without the lock) whenever the queue may have become
@@ -137,6 +150,11 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   std::list<std::shared_ptr<Knote>> queue_;  // active, enabled knotes
   std::deque<Waiter> waiters_;
   uint64_t next_wait_id_ = 1;
+  // queue_.size(), for Pending() without mu_.
+  std::atomic<size_t> pending_{0};
+
+  // A leaf lock (nothing is locked under it), taken under mu_ too.
+  mutable std::mutex observers_mu_;  // guards the two below
   std::map<uint64_t, std::function<void()>> observers_;
   uint64_t next_observer_ = 1;
 
