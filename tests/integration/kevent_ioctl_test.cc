@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
 #include "tests/integration/daemon_fixture.h"
+#include "tests/integration/raw_kevent.h"
 
 namespace kqd {
 namespace testing {
@@ -30,35 +31,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-kq_kevent Ev(uint64_t ident, uint32_t filter, uint32_t flags, uint32_t fflags = 0,
-             int64_t data = 0, uint64_t udata = 0) {
-  kq_kevent e{};
-  e.ident = ident;
-  e.filter = filter;
-  e.flags = flags;
-  e.fflags = fflags;
-  e.data = data;
-  e.udata = udata;
-  return e;
-}
-
-// kevent(2) through the raw ioctl; timeout_ms < 0 waits forever.
-int Kevent(int kq, const kq_kevent* changes, size_t nchanges, kq_kevent* events,
-           size_t nevents, long timeout_ms) {
-  kq_kevent_args a{};
-  a.changelist = reinterpret_cast<uint64_t>(changes);
-  a.nchanges = nchanges;
-  a.eventlist = reinterpret_cast<uint64_t>(events);
-  a.nevents = nevents;
-  if (timeout_ms >= 0) {
-    a.flags = KQ_KEVENT_TIMEOUT;
-    a.timeout_sec = timeout_ms / 1000;
-    a.timeout_nsec = (timeout_ms % 1000) * 1000000L;
-  }
-  return ioctl(kq, KQ_IOC_KEVENT, &a);
-}
-
-int Change(int kq, kq_kevent change) { return Kevent(kq, &change, 1, nullptr, 0, 0) < 0 ? errno : 0; }
 
 class Device : public ::testing::Test {
  protected:

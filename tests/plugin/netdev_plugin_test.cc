@@ -17,23 +17,12 @@
 #include "plugins/netdev/netdev_filter.h"
 #include "proto/kqueue_abi.h"
 #include "tests/integration/daemon_fixture.h"
+#include "tests/integration/raw_kevent.h"
 
 namespace kqd {
 namespace testing {
 namespace {
 
-int Kevent(int kq, const kq_kevent* changes, size_t nchanges, kq_kevent* events,
-           size_t nevents, long timeout_ms) {
-  kq_kevent_args a{};
-  a.changelist = reinterpret_cast<uint64_t>(changes);
-  a.nchanges = nchanges;
-  a.eventlist = reinterpret_cast<uint64_t>(events);
-  a.nevents = nevents;
-  a.flags = KQ_KEVENT_TIMEOUT;
-  a.timeout_sec = timeout_ms / 1000;
-  a.timeout_nsec = (timeout_ms % 1000) * 1000000L;
-  return ioctl(kq, KQ_IOC_KEVENT, &a);
-}
 
 int Ip(const std::string& args) { return system(("ip " + args + " >/dev/null 2>&1").c_str()); }
 
