@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 device="${KQUEUE_DEVICE:-/dev/kqueue}"
 
 bash scripts/setup-deps.sh
-bazel build //daemon:kqueued //tools/demo:kqueue_demo
-bin="$(bazel info bazel-bin 2>/dev/null)"
+# An optimised build: this is the daemon people will use.
+bazel build -c opt //daemon:kqueued //tools/demo:kqueue_demo
+bin="$(bazel info -c opt bazel-bin 2>/dev/null)"
 
 if [ -e /dev/cuse ]; then
   # CUSE nodes appear as 0600 root; this rule opens the device to everyone.

@@ -34,6 +34,8 @@ std::string RunfilePath(const std::string& relative) {
   if (const char* w = getenv("TEST_WORKSPACE")) ws = w;
   std::string candidate = base + "/" + ws + "/" + relative;
   if (access(candidate.c_str(), F_OK) == 0) return candidate;
+  // `bazel run` starts the binary in its runfiles tree.
+  if (access(relative.c_str(), F_OK) == 0) return relative;
   return "bazel-bin/" + relative;
 }
 
