@@ -3,12 +3,14 @@
 // EINTR, poll, sharing across fork.
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -352,6 +354,50 @@ TEST_F(Device, PipeReadFromTheCallersOwnFds) {
   EXPECT_TRUE(out.flags & EV_EOF);
   close(p[0]);
   EXPECT_EQ(Change(kq_, Ev(p[0], EVFILT_READ, EV_ADD)), EBADF);
+}
+
+int CountFds(pid_t pid) {
+  std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  int n = 0;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  return n;
+}
+
+TEST_F(Device, ManyRegistrationsDoNotCostTheDaemonAnFdEach) {
+  // RLIMIT_NOFILE is 20000 here: the daemon must not hold a descriptor per
+  // knote. 3000 pipes = 6000 of the test's own fds.
+  pid_t daemon = SharedDaemon().pid();
+  if (daemon <= 0) GTEST_SKIP() << "daemon not started by this test";
+  constexpr int kPipes = 3000;
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_max < 2 * kPipes + 100) GTEST_SKIP() << "RLIMIT_NOFILE hard limit too low";
+  if (rl.rlim_cur < 2 * kPipes + 100) {
+    rl.rlim_cur = rl.rlim_max;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+  }
+  std::vector<int> fds;
+  std::vector<kq_kevent> changes;
+  for (int i = 0; i < kPipes; i++) {
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0) << strerror(errno);
+    fds.push_back(p[0]);
+    fds.push_back(p[1]);
+    changes.push_back(Ev(p[0], EVFILT_READ, EV_ADD));
+  }
+  int before = CountFds(daemon);
+  ASSERT_EQ(Kevent(kq_, changes.data(), changes.size(), nullptr, 0, 0), 0) << strerror(errno);
+  int after = CountFds(daemon);
+  EXPECT_LT(after - before, 16) << "before " << before << ", after " << after;
+  // And they all work: write to the last pipe.
+  ASSERT_EQ(write(fds.back(), "z", 1), 1);
+  kq_kevent out;
+  ASSERT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 2000), 1);
+  EXPECT_EQ(out.ident, static_cast<uint64_t>(fds[fds.size() - 2]));
+  for (int fd : fds) close(fd);
 }
 
 TEST_F(Device, UnprivilegedUserIsServed) {
