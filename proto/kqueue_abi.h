@@ -126,6 +126,11 @@ KQ_STATIC_ASSERT(offsetof(struct kq_kevent, udata) == 32, "udata");
 #define NOTE_TIMER_UNITMASK 0x00000003U
 #define NOTE_ABSTIME 0x00000010U
 
+/* ---- EVFILT_FS (fflags reported) ------------------------------------------ */
+/* NetBSD 10's values (FreeBSD and macOS use 0x8 and 0x10 for the same names). */
+#define VQ_MOUNT 0x0001U   /* a file system was mounted (or remounted) */
+#define VQ_UNMOUNT 0x0002U /* a file system was unmounted */
+
 /* ---- Filter names (NetBSD's KFILTER ioctls) ------------------------------ */
 
 #define KFILTER_MAXNAME 256
