@@ -33,45 +33,19 @@
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
 #include "tests/core/core_test_support.h"
+#include "tests/core/fd_test_util.h"
 
 namespace {
 
 using kqd::ScopedFd;
 using kqd::testing::Ev;
-using kqd::testing::TestQueue;
+using kqd::testing::Pipe;
+using kqd::testing::WaitEvent;
 using kqd::testing::TestRuntime;
+using kqd::testing::WriteBytes;
 
-struct Pipe {
-  ScopedFd r, w;
-  Pipe() {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) == 0) {
-      r.reset(p[0]);
-      w.reset(p[1]);
-    }
-  }
-};
-
-void WriteBytes(int fd, size_t n) {
-  std::string s(n, 'x');
-  ASSERT_EQ(write(fd, s.data(), n), static_cast<ssize_t>(n));
-}
-
+using kqd::testing::TestQueue;
 void SetNonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
-
-std::optional<kq_kevent> WaitEvent(TestQueue& q, uint64_t ident, uint32_t filter,
-                                   long ms = 2000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now())
-                    .count();
-    for (const kq_kevent& ev : q.Collect(64, left > 0 ? left : 0))
-      if (ev.ident == ident && ev.filter == filter) return ev;
-    if (left <= 0) return std::nullopt;
-  }
-}
-
 // Waits (1 s at most) until `fd` reports POLLERR or POLLHUP: its peer is
 // gone. The daemon may be evaluating a knote at the moment the test closes
 // its fd (the reactor thread reacts to earlier wake-ups), holding a transient

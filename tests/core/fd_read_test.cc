@@ -26,48 +26,21 @@
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
 #include "tests/core/core_test_support.h"
+#include "tests/core/fd_test_util.h"
 
 namespace {
 
 using kqd::ScopedFd;
 using kqd::testing::Ev;
+using kqd::testing::Pipe;
+using kqd::testing::TcpPair;
+using kqd::testing::TcpListener;
+using kqd::testing::TcpConnect;
+using kqd::testing::WaitEvent;
+using kqd::testing::ReadBytes;
 using kqd::testing::TestQueue;
 using kqd::testing::TestRuntime;
-
-struct Pipe {
-  ScopedFd r, w;
-  Pipe() {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) == 0) {
-      r.reset(p[0]);
-      w.reset(p[1]);
-    }
-  }
-};
-
-void WriteBytes(int fd, size_t n) {
-  std::string s(n, 'x');
-  ASSERT_EQ(write(fd, s.data(), n), static_cast<ssize_t>(n));
-}
-
-void ReadBytes(int fd, size_t n) {
-  std::string s(n, '\0');
-  ASSERT_EQ(read(fd, &s[0], n), static_cast<ssize_t>(n));
-}
-
-// The first event for (ident, filter) collected within `ms`.
-std::optional<kq_kevent> WaitEvent(TestQueue& q, uint64_t ident, uint32_t filter,
-                                   long ms = 2000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now())
-                    .count();
-    for (const kq_kevent& ev : q.Collect(64, left > 0 ? left : 0))
-      if (ev.ident == ident && ev.filter == filter) return ev;
-    if (left <= 0) return std::nullopt;
-  }
-}
+using kqd::testing::WriteBytes;
 
 // Waits until an event for (ident, filter) has data == want (data that
 // settles asynchronously: connections, tty buffers).
@@ -80,39 +53,6 @@ std::optional<kq_kevent> WaitData(TestQueue& q, uint64_t ident, uint32_t filter,
   }
   return std::nullopt;
 }
-
-// A TCP listener on 127.0.0.1 (ephemeral port).
-ScopedFd TcpListener(sockaddr_in* addr, int backlog = 16) {
-  ScopedFd ls(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  *addr = sockaddr_in{};
-  addr->sin_family = AF_INET;
-  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof *addr;
-  if (bind(ls.get(), reinterpret_cast<sockaddr*>(addr), len) != 0 ||
-      listen(ls.get(), backlog) != 0 ||
-      getsockname(ls.get(), reinterpret_cast<sockaddr*>(addr), &len) != 0)
-    return ScopedFd();
-  return ls;
-}
-
-ScopedFd TcpConnect(const sockaddr_in& addr) {
-  ScopedFd s(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (connect(s.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
-    return ScopedFd();
-  return s;
-}
-
-// A connected TCP pair over loopback: client and accepted server side.
-struct TcpPair {
-  ScopedFd client, server;
-  TcpPair() {
-    sockaddr_in addr;
-    ScopedFd ls = TcpListener(&addr);
-    client = TcpConnect(addr);
-    server.reset(accept4(ls.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  }
-};
-
 class FdReadTest : public ::testing::Test {
  protected:
   void SetUp() override { signal(SIGPIPE, SIG_IGN); }

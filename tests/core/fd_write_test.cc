@@ -24,42 +24,19 @@
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
 #include "tests/core/core_test_support.h"
+#include "tests/core/fd_test_util.h"
 
 namespace {
 
 using kqd::ScopedFd;
 using kqd::testing::Ev;
+using kqd::testing::Pipe;
+using kqd::testing::TcpListener;
+using kqd::testing::TcpPair;
+using kqd::testing::WaitEvent;
+using kqd::testing::WriteBytes;
 using kqd::testing::TestQueue;
 using kqd::testing::TestRuntime;
-
-struct Pipe {
-  ScopedFd r, w;
-  Pipe() {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0) {
-      r.reset(p[0]);
-      w.reset(p[1]);
-    }
-  }
-};
-
-void WriteBytes(int fd, size_t n) {
-  std::string s(n, 'x');
-  ASSERT_EQ(write(fd, s.data(), n), static_cast<ssize_t>(n));
-}
-
-std::optional<kq_kevent> WaitEvent(TestQueue& q, uint64_t ident, uint32_t filter,
-                                   long ms = 2000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now())
-                    .count();
-    for (const kq_kevent& ev : q.Collect(64, left > 0 ? left : 0))
-      if (ev.ident == ident && ev.filter == filter) return ev;
-    if (left <= 0) return std::nullopt;
-  }
-}
 
 // Waits for an event on (ident, filter) with EV_EOF set.
 std::optional<kq_kevent> WaitEof(TestQueue& q, uint64_t ident, uint32_t filter) {
@@ -70,30 +47,6 @@ std::optional<kq_kevent> WaitEof(TestQueue& q, uint64_t ident, uint32_t filter) 
   }
   return std::nullopt;
 }
-
-ScopedFd TcpListener(sockaddr_in* addr) {
-  ScopedFd ls(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  *addr = sockaddr_in{};
-  addr->sin_family = AF_INET;
-  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof *addr;
-  if (bind(ls.get(), reinterpret_cast<sockaddr*>(addr), len) != 0 ||
-      listen(ls.get(), 16) != 0 ||
-      getsockname(ls.get(), reinterpret_cast<sockaddr*>(addr), &len) != 0)
-    return ScopedFd();
-  return ls;
-}
-
-struct TcpPair {
-  ScopedFd client, server;
-  TcpPair() {
-    sockaddr_in addr;
-    ScopedFd ls = TcpListener(&addr);
-    client.reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
-    server.reset(accept4(ls.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  }
-};
 
 class FdWriteTest : public ::testing::Test {
  protected:
@@ -110,7 +63,7 @@ class FdWriteTest : public ::testing::Test {
 // ---- pipes -------------------------------------------------------------------
 
 TEST_F(FdWriteTest, PipeDataIsFreeSpace) {
-  Pipe p;
+  Pipe p(O_NONBLOCK);
   const int size = fcntl(p.w.get(), F_GETPIPE_SZ);
   ASSERT_GT(size, 0);
   ASSERT_EQ(Add(p.w.get()), 0);
@@ -125,7 +78,7 @@ TEST_F(FdWriteTest, PipeDataIsFreeSpace) {
 }
 
 TEST_F(FdWriteTest, PipeEofWhenReaderClosed) {
-  Pipe p;
+  Pipe p(O_NONBLOCK);
   ASSERT_EQ(Add(p.w.get(), EV_CLEAR), 0);
   auto evs = q_->Collect(8, 0);
   ASSERT_EQ(evs.size(), 1u);
@@ -140,7 +93,7 @@ TEST_F(FdWriteTest, PipeEofWhenReaderClosed) {
 }
 
 TEST_F(FdWriteTest, FullPipeDoesNotFireUntilDrained) {
-  Pipe p;
+  Pipe p(O_NONBLOCK);
   const int size = fcntl(p.w.get(), F_GETPIPE_SZ);
   std::string chunk(4096, 'f');
   while (write(p.w.get(), chunk.data(), chunk.size()) > 0) {
@@ -158,7 +111,7 @@ TEST_F(FdWriteTest, FullPipeDoesNotFireUntilDrained) {
 TEST_F(FdWriteTest, PipeFiresAtPipeBuf) {
   // A one-page pipe holding a little: less than PIPE_BUF is free, and Linux
   // agrees it is not writable.
-  Pipe p;
+  Pipe p(O_NONBLOCK);
   ASSERT_GE(fcntl(p.w.get(), F_SETPIPE_SZ, 4096), 4096);
   const int size = fcntl(p.w.get(), F_GETPIPE_SZ);
   ASSERT_EQ(size, PIPE_BUF);
@@ -173,7 +126,7 @@ TEST_F(FdWriteTest, PipeFiresAtPipeBuf) {
 }
 
 TEST_F(FdWriteTest, NoteLowatOnPipe) {
-  Pipe p;
+  Pipe p(O_NONBLOCK);
   const int size = fcntl(p.w.get(), F_GETPIPE_SZ);
   ASSERT_EQ(Add(p.w.get(), 0, NOTE_LOWAT, size + 1), 0);  // can never be met
   EXPECT_TRUE(q_->Collect(8, 50).empty());
@@ -186,7 +139,7 @@ TEST_F(FdWriteTest, NoteLowatOnPipe) {
 }
 
 TEST_F(FdWriteTest, WriteOnReadEndNeverFires) {
-  Pipe p;
+  Pipe p(O_NONBLOCK);
   ASSERT_EQ(Add(p.r.get()), 0);
   EXPECT_TRUE(q_->Collect(8, 50).empty());
   p.w.reset();  // not even when the writer goes

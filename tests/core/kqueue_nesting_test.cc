@@ -16,31 +16,18 @@
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
 #include "tests/core/core_test_support.h"
+#include "tests/core/fd_test_util.h"
 
 namespace {
 
 using kqd::ScopedFd;
 using kqd::testing::Ev;
+using kqd::testing::Pipe;
+using kqd::testing::TestRuntime;
+using kqd::testing::WriteBytes;
+
 using kqd::testing::Ms;
 using kqd::testing::TestQueue;
-using kqd::testing::TestRuntime;
-
-struct Pipe {
-  ScopedFd r, w;
-  Pipe() {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) == 0) {
-      r.reset(p[0]);
-      w.reset(p[1]);
-    }
-  }
-};
-
-void WriteBytes(int fd, size_t n) {
-  std::string s(n, 'x');
-  ASSERT_EQ(write(fd, s.data(), n), static_cast<ssize_t>(n));
-}
-
 // Waits until collecting from q gives an event on `ident` with data `want`.
 std::optional<kq_kevent> WaitData(TestQueue& q, uint64_t ident, int64_t want) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
