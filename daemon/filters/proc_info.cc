@@ -1,5 +1,7 @@
 #include "daemon/filters/proc_info.h"
 
+#include "daemon/util/read_file.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -15,24 +17,6 @@
 
 namespace kqd {
 namespace {
-
-// Reads a small /proc file whole. /proc files report their size as 0, so
-// read until EOF.
-bool ReadSmallFile(const char* path, std::string* out) {
-  ScopedFd fd(open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd) return false;
-  out->clear();
-  char buf[4096];
-  for (;;) {
-    ssize_t n = read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (n == 0) return true;
-    out->append(buf, static_cast<size_t>(n));
-  }
-}
 
 // Parses a decimal pid list separated by blanks ("12 34 "), appending.
 void ParsePids(const std::string& text, std::vector<pid_t>* out) {
@@ -52,7 +36,7 @@ bool ReadProcCreds(pid_t pid, ProcCreds* out) {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/status", pid);
   std::string text;
-  if (!ReadSmallFile(path, &text)) return false;
+  if (ReadWholeFile(path, &text) != 0) return false;
   bool have_tgid = false, have_uid = false;
   size_t pos = 0;
   while (pos < text.size()) {
@@ -79,7 +63,7 @@ bool ReadProcStat(pid_t pid, ProcStat* out) {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
   std::string text;
-  if (!ReadSmallFile(path, &text)) return false;
+  if (ReadWholeFile(path, &text) != 0) return false;
   // The command name (field 2) is in parentheses and may itself contain
   // spaces and ')': the fields resume after the last ')'.
   size_t close = text.rfind(')');
@@ -116,7 +100,7 @@ std::vector<pid_t> ListChildren(pid_t pid) {
   while (dirent* e = readdir(dir)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     std::string file = std::string(path) + "/" + e->d_name + "/children";
-    if (ReadSmallFile(file.c_str(), &text)) ParsePids(text, &children);
+    if (ReadWholeFile(file, &text) == 0) ParsePids(text, &children);
   }
   closedir(dir);
   return children;

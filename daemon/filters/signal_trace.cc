@@ -17,6 +17,8 @@
 #include <sstream>
 #include <utility>
 
+#include "daemon/util/read_file.h"
+
 namespace kqd {
 namespace {
 
@@ -29,30 +31,14 @@ constexpr const char* kEventDir = "/events/signal/signal_generate/";
 // bytes, so 32 pages hold ~1800 signals between two reactor wake-ups.
 constexpr size_t kRingPages = 32;
 
-int ReadFile(const std::string& path, std::string* out) {
-  ScopedFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return errno;
-  out->clear();
-  char buf[4096];
-  for (;;) {
-    ssize_t n = read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (n == 0) return 0;
-    out->append(buf, static_cast<size_t>(n));
-  }
-}
-
 // Finds the tracepoint's id and format text, mounting tracefs if needed.
 int FindTracepoint(uint64_t* id, std::string* format) {
   for (int attempt = 0; attempt < 2; attempt++) {
     for (const char* dir : kTracefsDirs) {
       std::string base = std::string(dir) + kEventDir;
       std::string id_text;
-      if (ReadFile(base + "id", &id_text) != 0) continue;
-      if (ReadFile(base + "format", format) != 0) continue;
+      if (ReadWholeFile(base + "id", &id_text) != 0) continue;
+      if (ReadWholeFile(base + "format", format) != 0) continue;
       char* end = nullptr;
       unsigned long long v = strtoull(id_text.c_str(), &end, 10);
       if (end == id_text.c_str()) continue;
@@ -84,7 +70,7 @@ std::vector<int> ParseCpuList(const std::string& text) {
 
 std::vector<int> OnlineCpus() {
   std::string text;
-  if (ReadFile("/sys/devices/system/cpu/online", &text) == 0) {
+  if (ReadWholeFile("/sys/devices/system/cpu/online", &text) == 0) {
     std::vector<int> cpus = ParseCpuList(text);
     if (!cpus.empty()) return cpus;
   }
