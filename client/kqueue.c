@@ -98,6 +98,12 @@ static int OpenKqueue(int open_flags) {
     }
     atomic_store_explicit(&verified_path_hash, hash, memory_order_relaxed);
   }
+  /* Tell the daemon which descriptor this queue is, so another kqueue of
+   * this process can watch it (EVFILT_READ on a kqueue): an empty kevent. */
+  if (kevent(fd, NULL, 0, NULL, 0, NULL) != 0) {
+    CloseQuietly(fd);
+    return -1;
+  }
   return fd;
 }
 
@@ -127,6 +133,9 @@ int kevent(int kq, const struct kevent *changelist, size_t nchanges,
   args.eventlist = (uint64_t)(uintptr_t)eventlist;
   /* The result is an int: more than INT_MAX events cannot be reported. */
   args.nevents = nevents > INT_MAX ? (uint64_t)INT_MAX : nevents;
+  /* Which descriptor this kqueue is in this process (see kqueue_abi.h). */
+  args.flags = KQ_KEVENT_KQFD;
+  args.kq_fd = kq;
   if (timeout != NULL) {
     args.flags |= KQ_KEVENT_TIMEOUT;
     args.timeout_sec = timeout->tv_sec;

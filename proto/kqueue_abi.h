@@ -162,15 +162,22 @@ KQ_STATIC_ASSERT(offsetof(struct kfilter_mapping, filter) == 16, "filter");
 
 /* kq_kevent_args.flags */
 #define KQ_KEVENT_TIMEOUT 0x1U /* timeout_sec/nsec are valid; else wait forever */
+#define KQ_KEVENT_KQFD 0x2U    /* kq_fd is the caller's descriptor of this kqueue */
 
 /*
  * Exactly kevent(2)'s arguments. The daemon reads `nchanges` records from
  * `changelist` and writes at most `nevents` records to `eventlist`, both in
  * the caller's memory. The ioctl returns the number of records written, as
  * kevent(2) does, or -1 with errno (EFAULT for a bad pointer, EINVAL for an
- * invalid timeout or a nonzero reserved field, EINTR when a signal arrives
- * while waiting, and the errno of a failed change when there is no room to
- * report it in the eventlist).
+ * invalid timeout, an unknown flag, or a nonzero kq_fd without
+ * KQ_KEVENT_KQFD, EINTR when a signal arrives while waiting, and the errno of
+ * a failed change when there is no room to report it in the eventlist).
+ *
+ * kq_fd: the descriptor the caller used for this ioctl, with
+ * KQ_KEVENT_KQFD. The daemon cannot otherwise tell which of its kqueues a
+ * client's descriptor is; knowing it lets another kqueue of the same process
+ * watch this one with EVFILT_READ (nesting). The client libraries always
+ * send it; a call with nchanges = nevents = 0 just records it.
  */
 struct kq_kevent_args {
   uint64_t changelist;  /* @0  const struct kq_kevent * */
@@ -180,7 +187,7 @@ struct kq_kevent_args {
   int64_t timeout_sec;  /* @32 */
   int64_t timeout_nsec; /* @40 */
   uint32_t flags;       /* @48 KQ_KEVENT_* */
-  uint32_t reserved;    /* @52 must be zero */
+  int32_t kq_fd;        /* @52 with KQ_KEVENT_KQFD, else zero */
 };                      /* 56 bytes */
 
 KQ_STATIC_ASSERT(sizeof(struct kq_kevent_args) == 56, "kq_kevent_args size");
@@ -191,7 +198,7 @@ KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, nevents) == 24, "nev");
 KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, timeout_sec) == 32, "sec");
 KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, timeout_nsec) == 40, "nsec");
 KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, flags) == 48, "flags");
-KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, reserved) == 52, "resv");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, kq_fd) == 52, "kq_fd");
 
 /*
  * 'k' with numbers from 0x40 up: no Linux VFS ioctl (FIOCLEX, FIONBIO,

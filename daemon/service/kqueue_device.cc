@@ -171,7 +171,9 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   kq_kevent_args args;
   if (in_size != sizeof args) return reply->ReplyError(EINVAL);
   std::memcpy(&args, in, sizeof args);
-  if (args.reserved != 0 || (args.flags & ~KQ_KEVENT_TIMEOUT) != 0)
+  if ((args.flags & ~(KQ_KEVENT_TIMEOUT | KQ_KEVENT_KQFD)) != 0 ||
+      (!(args.flags & KQ_KEVENT_KQFD) && args.kq_fd != 0) ||
+      ((args.flags & KQ_KEVENT_KQFD) && args.kq_fd < 0))
     return reply->ReplyError(EINVAL);
   if (!SpanFits(args.changelist, args.nchanges) || !SpanFits(args.eventlist, args.nevents))
     return reply->ReplyError(EFAULT);
@@ -180,6 +182,9 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   int err = 0;
   std::shared_ptr<RemoteProcess> process = processes_.Get(caller.tid, &err);
   if (!process) return reply->ReplyError(err);
+  // Which of the caller's descriptors is this kqueue: what lets another of
+  // its kqueues watch this one (EVFILT_READ on a kqueue fd).
+  if (args.flags & KQ_KEVENT_KQFD) process->RememberKqueueFd(args.kq_fd, kq);
   std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
   uint64_t wait_id = kq->Kevent(
       std::make_unique<RemoteKeventCall>(process, caller.tid, args, shared_reply));

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <linux/kcmp.h>
 #include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -78,6 +79,54 @@ bool RemoteProcess::exited() const {
   return poll(&pfd, 1, 0) > 0;
 }
 
+namespace {
+
+// The target of /proc/<pid>/fd/<fd> (resolved by procfs, not by FUSE), or
+// an errno.
+int FdLink(pid_t pid, int fd, std::string* target) {
+  char link[PATH_MAX];
+  std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  ssize_t n = readlink(path.c_str(), link, sizeof link - 1);
+  if (n < 0) return errno == ENOENT ? EBADF : errno;
+  target->assign(link, static_cast<size_t>(n));
+  return 0;
+}
+
+}  // namespace
+
+bool RemoteProcess::IsOurDevice(int fd) const {
+  std::string target;
+  return fd >= 0 && FdLink(pid_, fd, &target) == 0 && target == device_path_;
+}
+
+void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto& slot = kqueue_fds_[fd];
+  if (slot.lock() == kq) return;
+  slot = kq;
+  // Forget kqueues that are gone, so the map stays small.
+  for (auto it = kqueue_fds_.begin(); it != kqueue_fds_.end();) {
+    if (it->second.expired()) it = kqueue_fds_.erase(it); else ++it;
+  }
+}
+
+std::shared_ptr<Kqueue> RemoteProcess::KqueueForFd(int fd) const {
+  if (!IsOurDevice(fd)) return nullptr;
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = kqueue_fds_.find(fd);
+  if (it != kqueue_fds_.end()) {
+    if (auto kq = it->second.lock()) return kq;
+  }
+  // Another descriptor of a known kqueue (dup, dup2): same open file.
+  for (const auto& [known_fd, weak] : kqueue_fds_) {
+    auto kq = weak.lock();
+    if (kq && IsOurDevice(known_fd) &&
+        syscall(SYS_kcmp, pid_, pid_, KCMP_FILE, fd, known_fd) == 0)
+      return kq;
+  }
+  return nullptr;
+}
+
 ScopedFd RemoteProcess::DupFd(int fd, int* error) const {
   if (fd < 0) {
     *error = EBADF;
@@ -85,17 +134,16 @@ ScopedFd RemoteProcess::DupFd(int fd, int* error) const {
   }
   // Our own device must never be copied or polled from the daemon's loop:
   // the operation would be a request to ourselves that we could not answer
-  // while blocked in it. The link is resolved by procfs, not by FUSE.
-  char link[PATH_MAX];
-  std::string path = "/proc/" + std::to_string(pid_) + "/fd/" + std::to_string(fd);
-  ssize_t n = readlink(path.c_str(), link, sizeof link - 1);
-  if (n < 0) {
-    *error = errno == ENOENT ? EBADF : errno;
+  // while blocked in it.
+  std::string target;
+  if (int err = FdLink(pid_, fd, &target)) {
+    *error = err;
     return ScopedFd();
   }
-  link[n] = '\0';
-  if (device_path_ == link) {
-    *error = EOPNOTSUPP;  // nesting kqueues across the daemon: see docs
+  if (target == device_path_) {
+    // A kqueue the process never named with KQ_KEVENT_KQFD (KqueueForFd
+    // found nothing): we cannot tell which one it is.
+    *error = EOPNOTSUPP;
     return ScopedFd();
   }
   int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd_.get(), fd, 0));
@@ -120,17 +168,19 @@ std::shared_ptr<RemoteProcess> ProcessCache::Get(pid_t tid, int* error) {
     std::lock_guard<std::mutex> l(mu_);
     auto it = cache_.find(tgid);
     if (it != cache_.end()) {
-      auto p = it->second.lock();
+      const auto& p = it->second;
       // Same live process, same credentials: reuse (one pidfd per process).
-      if (p && !p->exited() && p->ruid() == ruid && p->euid() == euid) return p;
+      if (!p->exited() && p->ruid() == ruid && p->euid() == euid) return p;
     }
   }
   auto p = RemoteProcess::ForThread(tgid, device_path_, error);
   if (!p) return nullptr;
   std::lock_guard<std::mutex> l(mu_);
   cache_[tgid] = p;
-  for (auto it = cache_.begin(); it != cache_.end();) {
-    if (it->second.expired()) it = cache_.erase(it); else ++it;
+  if (++lookups_ % kSweepInterval == 0) {
+    for (auto it = cache_.begin(); it != cache_.end();) {
+      if (it->second->exited()) it = cache_.erase(it); else ++it;
+    }
   }
   return p;
 }

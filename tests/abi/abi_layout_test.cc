@@ -54,7 +54,9 @@ TEST(AbiLayout, KeventArgsAndVersion) {
   EXPECT_EQ(offsetof(kq_kevent_args, timeout_sec), 32u);
   EXPECT_EQ(offsetof(kq_kevent_args, timeout_nsec), 40u);
   EXPECT_EQ(offsetof(kq_kevent_args, flags), 48u);
-  EXPECT_EQ(offsetof(kq_kevent_args, reserved), 52u);
+  EXPECT_EQ(offsetof(kq_kevent_args, kq_fd), 52u);
+  EXPECT_EQ(KQ_KEVENT_TIMEOUT, 1u);
+  EXPECT_EQ(KQ_KEVENT_KQFD, 2u);
   EXPECT_EQ(sizeof(kq_version), 64u);
   EXPECT_EQ(offsetof(kq_version, daemon_version), 8u);
 }

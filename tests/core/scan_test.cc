@@ -178,12 +178,14 @@ TEST_F(ScanTest, UdataAndIdentAreBitExact) {
 
 TEST_F(ScanTest, ReadinessObserverFiresWhenQueueFills) {
   std::atomic<int> fired{0};
-  q_->kq().AddReadinessObserver([&] { fired++; });
+  uint64_t id = q_->kq().AddReadinessObserver([&] { fired++; });
   ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD)), 0);
   EXPECT_EQ(fired, 0);
   filter_->Set(1, 1);
   EXPECT_EQ(fired, 1);
   EXPECT_EQ(q_->kq().Pending(), 1u);
+  // `fired` dies with this scope; closing the queue notifies observers too.
+  q_->kq().RemoveReadinessObserver(id);
 }
 
 }  // namespace

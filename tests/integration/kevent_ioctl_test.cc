@@ -145,7 +145,11 @@ TEST_F(Device, BadPointersAreEfault) {
 
 TEST_F(Device, ReservedFieldsAndBadTimeoutsAreEinval) {
   kq_kevent_args a{};
-  a.reserved = 1;
+  a.kq_fd = 1;  // without KQ_KEVENT_KQFD it must be zero
+  EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
+  EXPECT_EQ(errno, EINVAL);
+  a.flags = KQ_KEVENT_KQFD;
+  a.kq_fd = -5;
   EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
   EXPECT_EQ(errno, EINVAL);
   a = kq_kevent_args{};
@@ -354,6 +358,51 @@ TEST_F(Device, PipeReadFromTheCallersOwnFds) {
   EXPECT_TRUE(out.flags & EV_EOF);
   close(p[0]);
   EXPECT_EQ(Change(kq_, Ev(p[0], EVFILT_READ, EV_ADD)), EBADF);
+}
+
+// Tells the daemon that `fd` is this process's descriptor of its kqueue
+// (what the client libraries do once per kqueue).
+int NameKqueueFd(int fd) {
+  kq_kevent_args a{};
+  a.flags = KQ_KEVENT_KQFD;
+  a.kq_fd = fd;
+  return ioctl(fd, KQ_IOC_KEVENT, &a);
+}
+
+TEST_F(Device, KqueueNestsInAnotherKqueue) {
+  int inner = SharedDaemon().OpenKqueue();
+  ASSERT_GE(inner, 0);
+  ASSERT_EQ(NameKqueueFd(inner), 0);
+  ASSERT_EQ(Change(kq_, Ev(inner, EVFILT_READ, EV_ADD, 0, 0, 77)), 0);
+  kq_kevent out;
+  EXPECT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 0), 0);
+  // An event pending in the inner queue makes the outer one report it.
+  ASSERT_EQ(Change(inner, Ev(1, EVFILT_USER, EV_ADD | EV_CLEAR, NOTE_TRIGGER)), 0);
+  ASSERT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 2000), 1);
+  EXPECT_EQ(out.ident, static_cast<uint64_t>(inner));
+  EXPECT_EQ(out.filter, EVFILT_READ);
+  EXPECT_EQ(out.data, 1);
+  EXPECT_EQ(out.udata, 77u);
+  // Drained, it is no longer readable.
+  ASSERT_EQ(Kevent(inner, nullptr, 0, &out, 1, 0), 1);
+  EXPECT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 0), 0);
+  // A cycle is refused.
+  ASSERT_EQ(NameKqueueFd(kq_), 0);
+  EXPECT_EQ(Change(inner, Ev(kq_, EVFILT_READ, EV_ADD)), ELOOP);
+  EXPECT_EQ(Change(kq_, Ev(kq_, EVFILT_READ, EV_ADD)), ELOOP);
+  // Another descriptor of the same kqueue is recognised (kcmp).
+  int copy = dup(inner);
+  ASSERT_EQ(Change(kq_, Ev(copy, EVFILT_READ, EV_ADD)), 0);
+  close(copy);
+  close(inner);
+}
+
+TEST_F(Device, UnnamedKqueueFdIsEopnotsupp) {
+  // Without KQ_KEVENT_KQFD the daemon cannot tell which kqueue this is.
+  int other = SharedDaemon().OpenKqueue();
+  ASSERT_GE(other, 0);
+  EXPECT_EQ(Change(kq_, Ev(other, EVFILT_READ, EV_ADD)), EOPNOTSUPP);
+  close(other);
 }
 
 int CountFds(pid_t pid) {

@@ -339,6 +339,14 @@ def _query_version(fd):
     return v.abi_version, v.daemon_version.decode("utf-8", "replace")
 
 
+def _kevent_args(fd):
+    """A kq_kevent_args naming the caller's descriptor of the kqueue."""
+    args = _abi.KqKeventArgs()
+    args.flags = _abi.KQ_KEVENT_KQFD
+    args.kq_fd = fd
+    return args
+
+
 def _open_kqueue_fd():
     path = _device_path()
     fd = _os.open(path, _os.O_RDWR | _os.O_CLOEXEC)
@@ -354,6 +362,9 @@ def _open_kqueue_fd():
             raise OSError(_errno.EPROTONOSUPPORT,
                           "kqueue device speaks ABI %d, this module ABI %d"
                           % (abi, _abi.KQ_ABI_VERSION), path)
+        # Tell the daemon which descriptor this queue is, so another kqueue
+        # can watch it (KQ_FILTER_READ on a kqueue): an empty kevent call.
+        _fcntl.ioctl(fd, _abi.KQ_IOC_KEVENT, _kevent_args(fd), True)
     except BaseException:
         _os.close(fd)
         raise
@@ -513,7 +524,7 @@ class kqueue(object):
 
         events = (_abi.KqKevent * maxevents)() if maxevents else None
 
-        args = _abi.KqKeventArgs()
+        args = _kevent_args(self._fd)
         args.changelist = ctypes.addressof(changes) if changes is not None else 0
         args.nchanges = nchanges
         args.eventlist = ctypes.addressof(events) if events is not None else 0
@@ -523,7 +534,7 @@ class kqueue(object):
             deadline = _time.monotonic_ns() + timeout_ns
             args.timeout_sec, args.timeout_nsec = divmod(timeout_ns,
                                                          _NS_PER_SEC)
-            args.flags = _abi.KQ_KEVENT_TIMEOUT
+            args.flags |= _abi.KQ_KEVENT_TIMEOUT
 
         fd = self._fd
         while True:

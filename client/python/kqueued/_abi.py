@@ -43,7 +43,7 @@ class KqKeventArgs(ctypes.Structure):
         ("timeout_sec", ctypes.c_int64),   # @32
         ("timeout_nsec", ctypes.c_int64),  # @40
         ("flags", ctypes.c_uint32),        # @48 KQ_KEVENT_*
-        ("reserved", ctypes.c_uint32),     # @52 must be zero
+        ("kq_fd", ctypes.c_int32),         # @52 with KQ_KEVENT_KQFD, else 0
     ]
 
 
@@ -85,7 +85,7 @@ _check_layout(KqKevent, 40, {"ident": 0, "filter": 8, "flags": 12,
 _check_layout(KqKeventArgs, 56, {"changelist": 0, "nchanges": 8,
                                  "eventlist": 16, "nevents": 24,
                                  "timeout_sec": 32, "timeout_nsec": 40,
-                                 "flags": 48, "reserved": 52})
+                                 "flags": 48, "kq_fd": 52})
 _check_layout(KfilterMapping, 24, {"name": 0, "len": 8, "filter": 16})
 _check_layout(KqVersion, 64, {"abi_version": 0, "daemon_version": 8})
 
@@ -115,6 +115,7 @@ assert KQ_IOC_VERSION == 0x80406B41
 
 # kq_kevent_args.flags
 KQ_KEVENT_TIMEOUT = 0x1
+KQ_KEVENT_KQFD = 0x2  # kq_fd names this kqueue's descriptor (nesting)
 
 KFILTER_MAXNAME = 256
 
