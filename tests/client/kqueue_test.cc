@@ -231,6 +231,29 @@ TEST_F(KqueueTest, UserEventRoundTrip) {
   EXPECT_EQ(kevent(kq.get(), nullptr, 0, out, 2, &kZero), 0);
 }
 
+TEST_F(KqueueTest, AKqueueWatchesAnotherKqueue) {
+  // kqueue() tells the daemon which descriptor each queue is, so nesting
+  // works as on BSD: the outer queue reports the inner one's pending count.
+  Fd outer(kqueue());
+  Fd inner(kqueue());
+  ASSERT_GE(outer.get(), 0);
+  ASSERT_GE(inner.get(), 0);
+  struct kevent watch = Ev(static_cast<uintptr_t>(inner.get()), EVFILT_READ, EV_ADD);
+  ASSERT_EQ(kevent(outer.get(), &watch, 1, nullptr, 0, nullptr), 0) << strerror(errno);
+  struct kevent out;
+  EXPECT_EQ(kevent(outer.get(), nullptr, 0, &out, 1, &kZero), 0);
+  struct kevent fire = Ev(7, EVFILT_USER, EV_ADD, NOTE_TRIGGER);
+  ASSERT_EQ(kevent(inner.get(), &fire, 1, nullptr, 0, nullptr), 0);
+  struct timespec wait = {2, 0};
+  ASSERT_EQ(kevent(outer.get(), nullptr, 0, &out, 1, &wait), 1);
+  EXPECT_EQ(out.ident, static_cast<uintptr_t>(inner.get()));
+  EXPECT_EQ(out.data, 1);
+  // A cycle is refused.
+  struct kevent back = Ev(static_cast<uintptr_t>(outer.get()), EVFILT_READ, EV_ADD);
+  EXPECT_EQ(kevent(inner.get(), &back, 1, nullptr, 0, nullptr), -1);
+  EXPECT_EQ(errno, ELOOP);
+}
+
 TEST_F(KqueueTest, PipeReadRoundTrip) {
   Pipe p;
   ASSERT_GE(p.r.get(), 0);

@@ -344,3 +344,26 @@ def test_changes_are_not_applied_twice_after_a_signal(kq):
     assert got == []
     with pytest.raises(FileNotFoundError):
         kq.control([kevent(21, USER, kqueued.KQ_EV_DELETE)], 0)
+
+
+# ---- nesting ------------------------------------------------------------------
+
+
+def test_a_kqueue_watches_another_kqueue(daemon):
+    outer, inner = kqueue(), kqueue()
+    try:
+        outer.control([kevent(inner.fileno(), kqueued.KQ_FILTER_READ,
+                              kqueued.KQ_EV_ADD)], 0)
+        assert outer.control(None, 1, 0) == []
+        inner.control([kevent(7, kqueued.KQ_FILTER_USER,
+                              kqueued.KQ_EV_ADD, kqueued.KQ_NOTE_TRIGGER)], 0)
+        got = outer.control(None, 1, 2)
+        assert len(got) == 1
+        assert got[0].ident == inner.fileno() and got[0].data == 1
+        with pytest.raises(OSError) as e:
+            inner.control([kevent(outer.fileno(), kqueued.KQ_FILTER_READ,
+                                  kqueued.KQ_EV_ADD)], 0)
+        assert e.value.errno == errno.ELOOP
+    finally:
+        outer.close()
+        inner.close()
