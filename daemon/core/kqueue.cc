@@ -16,6 +16,8 @@ constexpr size_t kChangeChunk = 64;
 // is answered from an event source (the rest stays queued for the next call).
 constexpr size_t kMaxCollect = 1u << 20;
 
+constexpr time_t kForeverSeconds = 100LL * 365 * 24 * 3600;
+
 bool ValidTimeout(const timespec& ts) {
   return ts.tv_sec >= 0 && ts.tv_nsec >= 0 && ts.tv_nsec < 1000000000;
 }
@@ -118,7 +120,9 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
       // Park the call; an activation or the timeout answers it.
       wait_id = next_wait_id_++;
       uint64_t timer_id = 0;
-      if (timeout != nullptr) {
+      // A timeout past kForeverSeconds (a century) is as good as none, and keeps
+      // the deadline arithmetic from overflowing.
+      if (timeout != nullptr && timeout->tv_sec < kForeverSeconds) {
         int64_t deadline = Reactor::Now(Reactor::Clock::kMonotonic) +
                            static_cast<int64_t>(timeout->tv_sec) * 1000000000 +
                            timeout->tv_nsec;

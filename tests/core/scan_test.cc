@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <set>
 
 #include "gtest/gtest.h"
@@ -52,6 +53,20 @@ TEST_F(ScanTest, TimeoutExpiresWithZero) {
   auto took = Clock::now() - start;
   EXPECT_GE(took, std::chrono::milliseconds(140));
   EXPECT_LT(took, std::chrono::milliseconds(2000));
+}
+
+TEST_F(ScanTest, HugeTimeoutWaitsLikeNone) {
+  // tv_sec near its maximum must not overflow into an expired deadline.
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD)), 0);
+  timespec ts{std::numeric_limits<time_t>::max(), 999999999};
+  uint64_t wait_id = 0;
+  auto p = q_->Start(1, &ts, &wait_id);
+  EXPECT_NE(wait_id, 0u);
+  EXPECT_FALSE(TestQueue::WaitFor(p, 200, nullptr, nullptr, nullptr));
+  filter_->Set(1, 1);
+  int result = 0;
+  ASSERT_TRUE(TestQueue::WaitFor(p, 5000, &result, nullptr, nullptr));
+  EXPECT_EQ(result, 1);
 }
 
 TEST_F(ScanTest, InvalidTimeoutIsEinval) {
