@@ -11,6 +11,9 @@ packages=(
   libfuse3-dev fuse3 googletest libgtest-dev libgmock-dev libbenchmark-dev
   # Python client tests
   python3 python3-pytest
+  # tools tests and scripts call: ip (the plug-in test's veth pair), pgrep,
+  # readelf/nm (static-binary and install checks)
+  iproute2 procps binutils
   # the CUSE-in-VM test tier (tests/vm): a stock Debian kernel booted in qemu
   qemu-system-x86 busybox-static cpio
 )
