@@ -2,7 +2,7 @@
 # Sets up a Debian 12 machine (as root) and runs every test of the project:
 # unit tests of the core, integration tests against private daemons (FUSE
 # transport), the client libraries and examples, the CUSE tier in a VM, and
-# the core again under ASan+UBSan and under TSan.
+# the native tiers again under ASan+UBSan and the core under TSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +19,9 @@ log=$(mktemp /tmp/kqueued-test-log.XXXXXX)
 
 run bazel test //...
 # ASan+UBSan on everything that runs natively (the daemon the integration
-# tests start is then an instrumented build too); TSan on the in-process
-# core, where the threads are.
-run bazel test --config=asan -- //tests/... -//tests/vm/...
+# tests start is then an instrumented build too), not the static binaries of
+# the VM tier; TSan on the in-process core, where the threads are.
+run bazel test --config=asan -- //tests/... -//tests/vm/... -//tests/cuse/...
 run bazel test --config=tsan //tests/core/...
 
 # One closing line for CI: counted from Bazel's per-target verdicts.
