@@ -1,4 +1,4 @@
-// EVFILT_READ and EVFILT_WRITE on file descriptors.
+// EVFILT_READ, EVFILT_WRITE and EVFILT_EMPTY on file descriptors.
 //
 // ident is an fd number in the registering process (kn.owner). Whenever the
 // filter needs the file it takes a transient copy (ProcessContext::DupFd),
@@ -7,8 +7,9 @@
 //
 //   Attach   copy the fd (EBADF if not open); if it is one of our kqueues,
 //            EVFILT_READ hands the knote to KqueueReadFilter (nesting);
-//            EVFILT_WRITE on a kqueue is EINVAL, as on BSD. Otherwise record
-//            the file's identity and type, and start an event source:
+//            EVFILT_WRITE and EVFILT_EMPTY on a kqueue are EINVAL, as on
+//            BSD; so is EVFILT_EMPTY on anything but a socket. Otherwise
+//            record the file's identity and type, and start an event source:
 //            an epoll item (pollable files), an inotify watch (EVFILT_READ
 //            on regular files and directories), or none (files that are
 //            always ready, and pipe ends the filter can never fire on).
@@ -25,6 +26,19 @@
 // recomputes from the file itself, so a spurious wake-up reports nothing
 // new, and EV_CLEAR knotes fire once per wake-up of the file (each write to
 // a pipe or socket).
+//
+// EVFILT_EMPTY (FreeBSD's, also in NetBSD 10): fires when the socket's send
+// queue is empty — for TCP, everything written has been acknowledged;
+// data 0. Its epoll item (EPOLLOUT, as WRITE) is not enough: Linux wakes a
+// TCP socket's writers only when a full buffer regains room, never when the
+// queue drains. So while an evaluation finds bytes queued, a reactor timer
+// looks again after 1 ms, doubling up to 64 ms until the queue is empty.
+// An EV_CLEAR knote fires once per drain, as BSD's fires at the wake-up of
+// the ACK that empties the buffer: only when the queue drained since the
+// last look (bytes were seen queued then; TCP's tcpi_bytes_acked moved; an
+// AF_UNIX or datagram socket woke us, which they do when sent memory is
+// freed). On TCP, which drains silently, it is also looked at every 64 ms
+// while empty, to catch a write and its ACK that both fall between looks.
 #ifndef KQUEUED_DAEMON_FILTERS_FD_FILTER_H_
 #define KQUEUED_DAEMON_FILTERS_FD_FILTER_H_
 
@@ -40,7 +54,7 @@ namespace kqd {
 
 class FdFilter : public FilterOps {
  public:
-  // filter: EVFILT_READ or EVFILT_WRITE.
+  // filter: EVFILT_READ, EVFILT_WRITE or EVFILT_EMPTY.
   FdFilter(Runtime* runtime, uint32_t filter);
 
   bool IsFdFilter() const override { return true; }
@@ -54,8 +68,14 @@ class FdFilter : public FilterOps {
 
  private:
   bool read() const { return filter_ == EVFILT_READ; }
+  bool empty() const { return filter_ == EVFILT_EMPTY; }
+  // EVFILT_EMPTY's evaluation of a copy of the knote's socket.
+  bool EmptyEvent(Knote& kn, int fd, long hint);
+  // EVFILT_EMPTY: makes sure the knote is looked at again later.
+  void ScheduleRecheck(Knote& kn);
 
   const uint32_t filter_;
+  Reactor* const reactor_;  // EVFILT_EMPTY's re-check timers
   const std::shared_ptr<FdWatcher> watcher_;
   KqueueReadFilter nested_;  // EVFILT_READ on a kqueue
 };

@@ -8,9 +8,9 @@
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/sockios.h>
+#include <linux/tcp.h>  // not <netinet/tcp.h>: its tcp_info lacks tcpi_bytes_acked
 #include <linux/unix_diag.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 
 #include "daemon/util/scoped_fd.h"
@@ -33,6 +34,10 @@ namespace {
 constexpr int64_t kPipeWriteLowat = PIPE_BUF;
 // An eventfd counter's maximum (a write blocks past it).
 constexpr uint64_t kEventfdMax = 0xfffffffffffffffeULL;
+// tcpi_state values (the kernel's include/net/tcp_states.h; <linux/tcp.h>
+// does not export them).
+constexpr uint8_t kTcpClose = 7;
+constexpr uint8_t kTcpListen = 10;
 
 short Poll(int fd, short events) {
   pollfd p{fd, events, 0};
@@ -346,6 +351,27 @@ int DescribeFile(int fd, FileInfo* out) {
       out->kind = FileKind::kPollable;
       return 0;
   }
+}
+
+SendQueue ReadSendQueue(int fd, const FileInfo& info) {
+  SendQueue q;
+  q.drains_silently = info.sock_domain != AF_UNIX && IsStreamLike(info);
+  if (IsTcp(info)) {
+    tcp_info ti{};
+    socklen_t len = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
+      // Reset or closed: what was never acknowledged never will be, and BSD
+      // drops it from the send buffer (soisdisconnected). Linux keeps
+      // write_seq - snd_una in SIOCOUTQ.
+      if (ti.tcpi_state == kTcpClose || ti.tcpi_state == kTcpListen) return q;
+      // Older kernels return a shorter structure.
+      if (len >= offsetof(tcp_info, tcpi_bytes_acked) + sizeof ti.tcpi_bytes_acked)
+        q.acked = ti.tcpi_bytes_acked;
+    }
+  }
+  // -1: no SIOCOUTQ for this socket (e.g. a TCP listener): nothing queued.
+  q.bytes = std::max<int64_t>(0, IoctlInt(fd, SIOCOUTQ));
+  return q;
 }
 
 bool CanEverFire(const FileInfo& info, bool read) {

@@ -48,6 +48,9 @@
 //                    POLLIN / POLLOUT, data = FIONREAD where it works, else 0.
 //   files epoll refuses (e.g. /dev/null, block devices): always ready,
 //                    data 0, as BSD's seltrue.
+//
+// EVFILT_EMPTY (sockets only, see ReadSendQueue): what is still in the
+// send queue, which is what FreeBSD's sbused(&so->so_snd) counts.
 #ifndef KQUEUED_DAEMON_FILTERS_FD_READINESS_H_
 #define KQUEUED_DAEMON_FILTERS_FD_READINESS_H_
 
@@ -115,6 +118,28 @@ Readiness ReadReadiness(int fd, const FileInfo& info, uint32_t sfflags,
                         int64_t sdata);
 Readiness WriteReadiness(int fd, const FileInfo& info, uint32_t sfflags,
                          int64_t sdata);
+
+// What is left in a socket's send queue, for EVFILT_EMPTY.
+struct SendQueue {
+  // Bytes not yet sent or not yet acknowledged (SIOCOUTQ): TCP counts
+  // write_seq - snd_una (a FIN counts one until acknowledged); AF_UNIX and
+  // UDP count the memory of what the peer has not read / the device has
+  // not sent yet. 0 for a listener, a TCP connection that was reset or
+  // closed (BSD flushes the send buffer then; Linux leaves snd_una behind),
+  // and families without SIOCOUTQ.
+  int64_t bytes = 0;
+  // TCP: bytes ever acknowledged (tcpi_bytes_acked), which tells that the
+  // queue drained between two looks; 0 elsewhere.
+  uint64_t acked = 0;
+  // Linux wakes nobody when this queue drains: stream sockets other than
+  // AF_UNIX wake writers only when a full buffer regains room
+  // (sk_stream_write_space needs SOCK_NOSPACE). AF_UNIX and datagram
+  // sockets wake their writer whenever sent memory is freed.
+  bool drains_silently = false;
+};
+
+// `info` must describe a socket.
+SendQueue ReadSendQueue(int fd, const FileInfo& info);
 
 // Whether the filter can ever fire for this file (READ on a pipe's write
 // end, WRITE on its read end cannot): no event source is needed then.

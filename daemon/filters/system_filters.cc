@@ -43,7 +43,7 @@ void RegisterSystemFilters(Runtime* runtime) {
   r.AddSystem(EVFILT_TIMER, "EVFILT_TIMER", MakeTimerFilter(runtime));
   r.AddSystem(EVFILT_FS, "EVFILT_FS", MakeFsFilter(runtime));
   r.AddSystem(EVFILT_USER, "EVFILT_USER", MakeUserFilter());
-  r.AddSystem(EVFILT_EMPTY, "EVFILT_EMPTY", nullptr);
+  r.AddSystem(EVFILT_EMPTY, "EVFILT_EMPTY", MakeFdFilter(runtime, EVFILT_EMPTY));
 }
 
 }  // namespace kqd

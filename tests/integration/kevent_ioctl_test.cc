@@ -1,9 +1,11 @@
 // The device at the ioctl level, from separate processes, against a private
 // daemon: kevent, KFILTER_BYNAME/BYFILTER, version, bad input, waiting,
 // EINTR, poll, sharing across fork.
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -15,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <set>
@@ -470,6 +473,78 @@ TEST_F(Device, UnprivilegedUserIsServed) {
   waitpid(child, &status, 0);
   EXPECT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST_F(Device, EmptyFiresWhenTheSendQueueIsDrained) {
+  // Watched by the daemon through pidfd_getfd copies: fires while nothing
+  // is queued, not while a peer that does not read leaves the connection
+  // full, and again once the peer took everything. An AF_UNIX socketpair
+  // always; a loopback TCP connection too where lo is up (not in the VM).
+  auto check = [this](int writer, int reader, const char* what) {
+    SCOPED_TRACE(what);
+    const uint64_t udata = 0x8000000000000001ull;
+    ASSERT_EQ(Change(kq_, Ev(writer, EVFILT_EMPTY, EV_ADD, 0, 0, udata)), 0);
+    kq_kevent out;
+    ASSERT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 2000), 1);  // nothing written yet
+    EXPECT_EQ(out.ident, static_cast<uint64_t>(writer));
+    EXPECT_EQ(out.filter, EVFILT_EMPTY);
+    EXPECT_EQ(out.data, 0);
+    EXPECT_EQ(out.udata, udata);
+
+    ASSERT_EQ(fcntl(writer, F_SETFL, O_NONBLOCK), 0);
+    std::string chunk(64 * 1024, 'q');
+    size_t sent = 0;
+    for (ssize_t n; (n = write(writer, chunk.data(), chunk.size())) > 0;) sent += n;
+    ASSERT_EQ(errno, EAGAIN);
+    EXPECT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 150), 0);
+
+    std::string buf(256 * 1024, '\0');
+    while (sent > 0) {
+      ssize_t n = read(reader, &buf[0], std::min(sent, buf.size()));
+      ASSERT_GT(n, 0) << strerror(errno);
+      sent -= n;
+    }
+    ASSERT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 3000), 1);
+    EXPECT_EQ(out.ident, static_cast<uint64_t>(writer));
+    EXPECT_EQ(out.data, 0);
+    EXPECT_EQ(out.udata, udata);
+    EXPECT_EQ(Change(kq_, Ev(writer, EVFILT_EMPTY, EV_DELETE)), 0);
+  };
+
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  check(sv[0], sv[1], "AF_UNIX");
+  close(sv[0]);
+  close(sv[1]);
+
+  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(ls, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(bind(ls, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(listen(ls, 1), 0);
+  ASSERT_EQ(getsockname(ls, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(client, 0);
+  if (connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    int server = accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(server, 0);
+    check(client, server, "TCP");
+    close(server);
+  } else {
+    ASSERT_EQ(errno, ENETUNREACH) << strerror(errno);  // lo is down
+  }
+  close(client);
+  close(ls);
+
+  // Sockets only, as on FreeBSD and NetBSD.
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  EXPECT_EQ(Change(kq_, Ev(p[1], EVFILT_EMPTY, EV_ADD)), EINVAL);
+  close(p[0]);
+  close(p[1]);
 }
 
 }  // namespace

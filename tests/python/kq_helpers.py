@@ -24,8 +24,12 @@ FILTER_NAMES = {
 
 def _probe_ident(filt, resources):
     """An ident EV_ADD can succeed with for this filter, if it is implemented."""
-    if filt in (kqueued.KQ_FILTER_READ, kqueued.KQ_FILTER_WRITE,
-                kqueued.KQ_FILTER_EMPTY):
+    if filt == kqueued.KQ_FILTER_EMPTY:  # sockets only, as on BSD
+        import socket
+        a, b = socket.socketpair()
+        resources += [a.detach(), b.detach()]
+        return resources[-2], 0, 0
+    if filt in (kqueued.KQ_FILTER_READ, kqueued.KQ_FILTER_WRITE):
         r, w = os.pipe()
         resources += [r, w]
         return (w if filt == kqueued.KQ_FILTER_WRITE else r), 0, 0
