@@ -16,18 +16,7 @@ namespace kqd {
 namespace testing {
 namespace {
 
-class ConcurrencyTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    filter_ = std::make_shared<ManualFilter>();
-    ASSERT_EQ(rt_.get()->filters().Register("MANUAL", filter_, &m_), 0);
-    q_ = rt_.NewQueue();
-  }
-  TestRuntime rt_;
-  std::shared_ptr<ManualFilter> filter_;
-  uint32_t m_ = 0;
-  std::unique_ptr<TestQueue> q_;
-};
+using ConcurrencyTest = ManualFilterTest;
 
 // The PR 50094 scenario: one always-ready level-triggered knote, two
 // threads polling it. In 1.65 a thread could find the count at zero while

@@ -15,6 +15,8 @@
 
 #include "daemon/core/filter_ops.h"
 #include "daemon/core/knote.h"
+#include "gtest/gtest.h"
+#include "tests/core/core_test_support.h"
 
 namespace kqd {
 namespace testing {
@@ -68,6 +70,21 @@ class ManualFilter : public FilterOps {
   std::mutex mu_;  // guards levels_ and knotes_
   std::map<uint64_t, int64_t> levels_;
   std::map<uint64_t, std::vector<std::weak_ptr<Knote>>> knotes_;
+};
+
+// A runtime with a ManualFilter registered as "MANUAL" (number m_), and one
+// queue: the fixture of the core's rule tests.
+class ManualFilterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    filter_ = std::make_shared<ManualFilter>();
+    ASSERT_EQ(rt_.get()->filters().Register("MANUAL", filter_, &m_), 0);
+    q_ = rt_.NewQueue();
+  }
+  TestRuntime rt_;
+  std::shared_ptr<ManualFilter> filter_;
+  uint32_t m_ = 0;
+  std::unique_ptr<TestQueue> q_;
 };
 
 }  // namespace testing

@@ -10,33 +10,22 @@ namespace kqd {
 namespace testing {
 namespace {
 
-class RegistrationTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    filter_ = std::make_shared<ManualFilter>();
-    ASSERT_EQ(rt_.get()->filters().Register("MANUAL", filter_, &manual_), 0);
-    q_ = rt_.NewQueue();
-  }
-  TestRuntime rt_;
-  std::shared_ptr<ManualFilter> filter_;
-  uint32_t manual_ = 0;
-  std::unique_ptr<TestQueue> q_;
-};
+using RegistrationTest = ManualFilterTest;
 
 TEST_F(RegistrationTest, AddEvaluatesAtOnce) {
   filter_->Set(1, 5);
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ADD, 0, 0, 77)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD, 0, 0, 77)), 0);
   auto evs = q_->Collect(8, 0);
   ASSERT_EQ(evs.size(), 1u);
   EXPECT_EQ(evs[0].ident, 1u);
-  EXPECT_EQ(evs[0].filter, manual_);
+  EXPECT_EQ(evs[0].filter, m_);
   EXPECT_EQ(evs[0].data, 5);
   EXPECT_EQ(evs[0].udata, 77u);
   EXPECT_EQ(evs[0].flags, EV_ADD);  // NetBSD reports flags as stored
 }
 
 TEST_F(RegistrationTest, AddWithFalseConditionReportsNothing) {
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ADD)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD)), 0);
   EXPECT_TRUE(q_->Collect(8, 0).empty());
   filter_->Set(1, 3);
   auto evs = q_->Collect(8, 0);
@@ -45,9 +34,9 @@ TEST_F(RegistrationTest, AddWithFalseConditionReportsNothing) {
 }
 
 TEST_F(RegistrationTest, SecondAddUpdatesSavedValuesAndUdataOnly) {
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ADD | EV_ONESHOT, 0x11, 0, 1)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD | EV_ONESHOT, 0x11, 0, 1)), 0);
   // The second EV_ADD neither changes ONESHOT nor adds a knote.
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ADD, 0x22, 9, 2)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD, 0x22, 9, 2)), 0);
   EXPECT_EQ(filter_->attaches, 1);
   filter_->Set(1, 1);
   auto evs = q_->Collect(8, 0);
@@ -56,26 +45,26 @@ TEST_F(RegistrationTest, SecondAddUpdatesSavedValuesAndUdataOnly) {
   EXPECT_EQ(evs[0].fflags, 0x22u);  // saved fflags updated
   EXPECT_TRUE(evs[0].flags & EV_ONESHOT);
   // Still oneshot: gone after retrieval.
-  EXPECT_EQ(q_->Change(Ev(1, manual_, EV_DELETE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(1, m_, EV_DELETE)), ENOENT);
 }
 
 TEST_F(RegistrationTest, AddOnDisabledKnoteDoesNotEnable) {
   filter_->Set(1, 1);
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ADD | EV_DISABLE)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD | EV_DISABLE)), 0);
   EXPECT_TRUE(q_->Collect(8, 0).empty());
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ADD)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD)), 0);
   EXPECT_TRUE(q_->Collect(8, 0).empty());
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ENABLE)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ENABLE)), 0);
   EXPECT_EQ(q_->Collect(8, 0).size(), 1u);
 }
 
 TEST_F(RegistrationTest, DisabledKnoteStaysActiveAndIsQueuedOnEnable) {
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ADD | EV_CLEAR)), 0);
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_DISABLE)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD | EV_CLEAR)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_DISABLE)), 0);
   filter_->Set(1, 4);  // fires while disabled
   EXPECT_TRUE(q_->Collect(8, 0).empty());
   EXPECT_EQ(q_->kq().Pending(), 0u);
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ENABLE)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ENABLE)), 0);
   EXPECT_EQ(q_->kq().Pending(), 1u);
   auto evs = q_->Collect(8, 0);
   ASSERT_EQ(evs.size(), 1u);
@@ -84,37 +73,37 @@ TEST_F(RegistrationTest, DisabledKnoteStaysActiveAndIsQueuedOnEnable) {
 
 TEST_F(RegistrationTest, DeleteRemovesAndDetaches) {
   filter_->Set(1, 1);
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ADD)), 0);
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_DELETE)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_DELETE)), 0);
   EXPECT_EQ(filter_->detaches, 1);
   EXPECT_TRUE(q_->Collect(8, 0).empty());
-  EXPECT_EQ(q_->Change(Ev(1, manual_, EV_DELETE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(1, m_, EV_DELETE)), ENOENT);
 }
 
 TEST_F(RegistrationTest, KnotesKeyedByIdentAndFilter) {
   uint32_t other = 0;
   ASSERT_EQ(rt_.get()->filters().Register("MANUAL2", std::make_shared<ManualFilter>(), &other), 0);
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ADD)), 0);
-  ASSERT_EQ(q_->Change(Ev(2, manual_, EV_ADD)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD)), 0);
+  ASSERT_EQ(q_->Change(Ev(2, m_, EV_ADD)), 0);
   ASSERT_EQ(q_->Change(Ev(1, other, EV_ADD)), 0);
   EXPECT_EQ(filter_->attaches, 2);
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_DELETE)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_DELETE)), 0);
   EXPECT_EQ(q_->Change(Ev(1, other, EV_DELETE)), 0);
-  EXPECT_EQ(q_->Change(Ev(2, manual_, EV_DELETE)), 0);
+  EXPECT_EQ(q_->Change(Ev(2, m_, EV_DELETE)), 0);
 }
 
 TEST_F(RegistrationTest, SysflagsAreMaskedOnInput) {
   filter_->Set(1, 1);
-  ASSERT_EQ(q_->Change(Ev(1, manual_, EV_ADD | EV_EOF | EV_ERROR | EV_FLAG1)), 0);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD | EV_EOF | EV_ERROR | EV_FLAG1)), 0);
   auto evs = q_->Collect(8, 0);
   ASSERT_EQ(evs.size(), 1u);
   EXPECT_EQ(evs[0].flags & EV_SYSFLAGS, 0u);
 }
 
 TEST_F(RegistrationTest, ModifyOrDeleteMissingIsEnoent) {
-  EXPECT_EQ(q_->Change(Ev(5, manual_, EV_DELETE)), ENOENT);
-  EXPECT_EQ(q_->Change(Ev(5, manual_, EV_ENABLE)), ENOENT);
-  EXPECT_EQ(q_->Change(Ev(5, manual_, EV_DISABLE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(5, m_, EV_DELETE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(5, m_, EV_ENABLE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(5, m_, EV_DISABLE)), ENOENT);
 }
 
 TEST_F(RegistrationTest, UnknownFilterIsEinval) {
@@ -127,15 +116,15 @@ TEST_F(RegistrationTest, UnimplementedSystemFiltersAreEinval) {
 }
 
 TEST_F(RegistrationTest, AttachErrorIsReturned) {
-  EXPECT_EQ(q_->Change(Ev(ManualFilter::kFailingIdent, manual_, EV_ADD)), ENXIO);
-  EXPECT_EQ(q_->Change(Ev(ManualFilter::kFailingIdent, manual_, EV_DELETE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(ManualFilter::kFailingIdent, m_, EV_ADD)), ENXIO);
+  EXPECT_EQ(q_->Change(Ev(ManualFilter::kFailingIdent, m_, EV_DELETE)), ENOENT);
 }
 
 TEST_F(RegistrationTest, ErrorsBecomeEntriesAndLaterChangesStillApply) {
   filter_->Set(2, 1);
   std::vector<kq_kevent> out;
   int err = 0;
-  int n = q_->Kevent({Ev(9, manual_, EV_DELETE, 0, 0, 99), Ev(2, manual_, EV_ADD),
+  int n = q_->Kevent({Ev(9, m_, EV_DELETE, 0, 0, 99), Ev(2, m_, EV_ADD),
                       Ev(1, 4242, EV_ADD, 0, 0, 98)},
                      &out, 8, nullptr, &err);
   ASSERT_EQ(n, 2);  // two error entries, no events collected
@@ -152,31 +141,31 @@ TEST_F(RegistrationTest, ErrorsBecomeEntriesAndLaterChangesStillApply) {
 TEST_F(RegistrationTest, ErrorWithoutRoomFailsAndStops) {
   int err = 0;
   std::vector<kq_kevent> out;
-  int n = q_->Kevent({Ev(1, manual_, EV_ADD), Ev(9, manual_, EV_DELETE),
-                      Ev(2, manual_, EV_ADD)},
+  int n = q_->Kevent({Ev(1, m_, EV_ADD), Ev(9, m_, EV_DELETE),
+                      Ev(2, m_, EV_ADD)},
                      &out, 0, nullptr, &err);
   EXPECT_EQ(n, -1);
   EXPECT_EQ(err, ENOENT);
-  EXPECT_EQ(q_->Change(Ev(1, manual_, EV_DELETE)), 0);       // applied
-  EXPECT_EQ(q_->Change(Ev(2, manual_, EV_DELETE)), ENOENT);  // not applied
+  EXPECT_EQ(q_->Change(Ev(1, m_, EV_DELETE)), 0);       // applied
+  EXPECT_EQ(q_->Change(Ev(2, m_, EV_DELETE)), ENOENT);  // not applied
 }
 
 TEST_F(RegistrationTest, ErrorsFillTheListThenTheCallFails) {
   int err = 0;
   std::vector<kq_kevent> out;
-  int n = q_->Kevent({Ev(8, manual_, EV_DELETE), Ev(9, manual_, EV_DELETE),
-                      Ev(2, manual_, EV_ADD)},
+  int n = q_->Kevent({Ev(8, m_, EV_DELETE), Ev(9, m_, EV_DELETE),
+                      Ev(2, m_, EV_ADD)},
                      &out, 1, nullptr, &err);
   EXPECT_EQ(n, -1);
   EXPECT_EQ(err, ENOENT);
-  EXPECT_EQ(q_->Change(Ev(2, manual_, EV_DELETE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(2, m_, EV_DELETE)), ENOENT);
 }
 
 TEST_F(RegistrationTest, ReceiptAnswersEveryChangeWithoutCollecting) {
   filter_->Set(1, 1);
   std::vector<kq_kevent> out;
-  int n = q_->Kevent({Ev(1, manual_, EV_ADD | EV_RECEIPT, 0, 0, 5),
-                      Ev(7, manual_, EV_DELETE | EV_RECEIPT, 0, 0, 6)},
+  int n = q_->Kevent({Ev(1, m_, EV_ADD | EV_RECEIPT, 0, 0, 5),
+                      Ev(7, m_, EV_DELETE | EV_RECEIPT, 0, 0, 6)},
                      &out, 8, nullptr);
   ASSERT_EQ(n, 2);
   EXPECT_EQ(out[0].flags, EV_ERROR);
@@ -193,11 +182,11 @@ TEST_F(RegistrationTest, ReceiptAnswersEveryChangeWithoutCollecting) {
 TEST_F(RegistrationTest, ReceiptWithoutRoomStopsAndReturnsZero) {
   int err = -1;
   std::vector<kq_kevent> out;
-  int n = q_->Kevent({Ev(1, manual_, EV_ADD | EV_RECEIPT), Ev(2, manual_, EV_ADD)},
+  int n = q_->Kevent({Ev(1, m_, EV_ADD | EV_RECEIPT), Ev(2, m_, EV_ADD)},
                      &out, 0, nullptr, &err);
   EXPECT_EQ(n, 0);
   EXPECT_EQ(err, 0);
-  EXPECT_EQ(q_->Change(Ev(2, manual_, EV_DELETE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(2, m_, EV_DELETE)), ENOENT);
 }
 
 TEST(FilterRegistryTest, RegisterUnregisterRules) {

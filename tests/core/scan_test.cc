@@ -17,18 +17,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-class ScanTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    filter_ = std::make_shared<ManualFilter>();
-    ASSERT_EQ(rt_.get()->filters().Register("MANUAL", filter_, &m_), 0);
-    q_ = rt_.NewQueue();
-  }
-  TestRuntime rt_;
-  std::shared_ptr<ManualFilter> filter_;
-  uint32_t m_ = 0;
-  std::unique_ptr<TestQueue> q_;
-};
+using ScanTest = ManualFilterTest;
 
 TEST_F(ScanTest, ZeroEventsReturnsAtOnceEvenWithTimeout) {
   ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD)), 0);
