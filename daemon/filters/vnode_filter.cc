@@ -190,17 +190,19 @@ VnodeFilter::VnodeFilter(Runtime* runtime)
 
 int VnodeFilter::Attach(Knote& kn) {
   if (!watch_) return ENOSYS;
-  // A kqueue takes EVFILT_READ only (NetBSD's kqueue_kqfilter).
-  if (kn.owner->KqueueForFd(Fd(kn))) return EINVAL;
+  // Only files and directories have vnode events: everything else is
+  // EOPNOTSUPP, as the project's contract says (NetBSD answers EINVAL for
+  // pipes, sockets, FIFOs and kqueues and EOPNOTSUPP for devices; one errno
+  // for "not a vnode" is easier to rely on).
+  if (kn.owner->KqueueForFd(Fd(kn))) return EOPNOTSUPP;
   int err = 0;
   ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
   if (!copy) return err != 0 ? err : EBADF;
   auto st = std::make_unique<VnodeState>();
   struct stat sb;
   if (int e = Look(copy.get(), &sb, &st->id)) return e;
-  if (st->id.type == S_IFBLK) return EOPNOTSUPP;  // NetBSD's spec_kqfilter
-  if (st->id.type != S_IFREG && st->id.type != S_IFDIR) return EINVAL;
-  if (st->id.type == S_IFREG && IsAnonInode(copy.get())) return EINVAL;
+  if (st->id.type != S_IFREG && st->id.type != S_IFDIR) return EOPNOTSUPP;
+  if (st->id.type == S_IFREG && IsAnonInode(copy.get())) return EOPNOTSUPP;
   st->dir = st->id.type == S_IFDIR;
   st->last = StatOf(sb);
 
