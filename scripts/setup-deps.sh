@@ -2,7 +2,21 @@
 # Installs, idempotently, everything kqueued needs to build, run and test on a
 # fresh Debian 12 machine (as root). Safe to run again: it installs only what is
 # missing and refreshes apt's lists only when it has to install something.
+#
+#   setup-deps.sh              packages only (enough to build and run)
+#   setup-deps.sh --vm-kernel  also Debian's stock kernel for the CUSE test
+#                              tier, fetched with apt-get download into
+#                              /var/cache/kqueued-vm (tests/vm/fetch-kernel.sh)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+vm_kernel=0
+for arg in "$@"; do
+  case "$arg" in
+    --vm-kernel) vm_kernel=1 ;;
+    *) echo "usage: setup-deps.sh [--vm-kernel]" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   # build
@@ -32,4 +46,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "setup-deps: all packages present"
+fi
+
+if [ "$vm_kernel" = 1 ]; then
+  bash tests/vm/fetch-kernel.sh
 fi

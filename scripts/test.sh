@@ -6,9 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup-deps.sh
-# The CUSE tier boots Debian's stock kernel: fetch it once into a cache.
-bash tests/vm/fetch-kernel.sh
+# Packages, and the stock kernel the CUSE tier boots (fetched once, cached).
+bash scripts/setup-deps.sh --vm-kernel
 
 status=0
 run() {
