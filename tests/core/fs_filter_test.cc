@@ -2,6 +2,7 @@
 // namespace reported as NetBSD's VQ_MOUNT / VQ_UNMOUNT, EV_CLEAR implied,
 // fflags given at registration ignored, one mount-table file per namespace.
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -30,6 +31,21 @@ using kqd::testing::TestRuntime;
 
 // NetBSD's <sys/mount.h> values.
 static_assert(kFsVqMount == 0x1 && kFsVqUnmount == 0x2, "NetBSD's VQ_* values");
+
+// EVFILT_FS reports every mount change in the owner's mount namespace, and
+// other tests (and the machine) mount and unmount while this one runs. In a
+// mount namespace of its own, with propagation off, the test sees only its
+// own mounts. Done before any test makes a runtime: unshare(CLONE_NEWNS)
+// needs a single-threaded process.
+class PrivateMountNamespace : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (unshare(CLONE_NEWNS) == 0) mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+  }
+};
+// gtest takes ownership of the environment.
+::testing::Environment* const kPrivateMounts =
+    ::testing::AddGlobalTestEnvironment(new PrivateMountNamespace);
 
 class FsTest : public ::testing::Test {
  protected:
