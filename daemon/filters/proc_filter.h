@@ -39,8 +39,8 @@
 // /proc/<pid>/stat while the process is a zombie, else (already reaped, and
 // the event lost) 0. An exit is reported some 10 ms after it happened: the
 // kernel sends the last exit event (with the status) just after the pidfd
-// turns readable, and earlier events still queued must come first (the .cc
-// explains).
+// turns readable, and earlier events still queued must come first
+// (proc_tracker.h explains).
 //
 // Without the connector (another namespace, an old kernel), pass null
 // events: exits are still reported through the pidfds (status from /proc
@@ -59,7 +59,7 @@
 // budget is thus bounded by the number of processes users may watch, itself
 // bounded by the per-uid knote limit (LimitConfig::knotes), and watching one
 // process from many kqueues costs one fd. Should pidfd_open still fail for
-// want of fds, the knote works from connector events alone (see the .cc).
+// want of fds, the knote works from connector events alone (see proc_tracker.h).
 #ifndef KQUEUED_DAEMON_FILTERS_PROC_FILTER_H_
 #define KQUEUED_DAEMON_FILTERS_PROC_FILTER_H_
 
