@@ -30,6 +30,7 @@
 #include "daemon/filters/proc_info.h"
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
+#include "tests/support/channel.h"
 #include "tests/core/core_test_support.h"
 
 namespace {
@@ -101,32 +102,7 @@ class Proc {
   bool reaped_ = false;
 };
 
-// A pipe the test reads and children write to (to report pids, readiness).
-class Channel {
- public:
-  Channel() {
-    if (pipe2(fds_, O_CLOEXEC) != 0) abort();
-  }
-  ~Channel() {
-    close(fds_[0]);
-    close(fds_[1]);
-  }
-  // In a child.
-  void Send(int32_t v) const {
-    if (write(fds_[1], &v, sizeof v) != sizeof v) _exit(100);
-  }
-  // In the test; -1 on timeout.
-  int32_t Receive(long timeout_ms = kWaitMs) const {
-    pollfd p{fds_[0], POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(timeout_ms)) != 1) return -1;
-    int32_t v;
-    if (read(fds_[0], &v, sizeof v) != sizeof v) return -1;
-    return v;
-  }
-
- private:
-  int fds_[2];
-};
+using Channel = kqd::testing::Channel;
 
 // Kills the processes it is given when the test ends, however it ends
 // (children that pause() would otherwise outlive a failed assertion).

@@ -19,6 +19,7 @@
 
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
+#include "tests/support/channel.h"
 #include "tests/integration/daemon_fixture.h"
 #include "tests/integration/raw_kevent.h"
 
@@ -52,30 +53,7 @@ std::vector<kq_kevent> CollectUntilExit(int kq, pid_t pid) {
   return all;
 }
 
-// One-way messages between the processes of a test (a pipe, inherited).
-class Channel {
- public:
-  Channel() {
-    if (pipe2(fds_, O_CLOEXEC) != 0) abort();
-  }
-  ~Channel() {
-    close(fds_[0]);
-    close(fds_[1]);
-  }
-  void Send(int32_t v) const {
-    if (write(fds_[1], &v, sizeof v) != sizeof v) _exit(100);
-  }
-  int32_t Receive(long timeout_ms = 10000) const {
-    pollfd p{fds_[0], POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(timeout_ms)) != 1) return -1;
-    int32_t v;
-    if (read(fds_[0], &v, sizeof v) != sizeof v) return -1;
-    return v;
-  }
-
- private:
-  int fds_[2];
-};
+using Channel = kqd::testing::Channel;
 
 int WaitStatus(pid_t pid) {
   int status = 0;
