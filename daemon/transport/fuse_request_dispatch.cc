@@ -390,9 +390,13 @@ void RequestDispatcher::OnPoll(fuse_req_t req, fuse_file_info* fi,
 }
 
 void RequestDispatcher::Disconnect() {
+  // ECONNABORTED: what the kernel itself answers every request in flight
+  // when a server dies (kill -9 aborts the connection), so a parked call
+  // sees one errno however the daemon went away (docs/abi.md).
   for (auto& pending : channel_->TakeAll()) {
-    channel_->Answer(pending.get(),
-                     [](fuse_req_t req) { fuse_reply_err(req, EIO); });
+    channel_->Answer(pending.get(), [](fuse_req_t req) {
+      fuse_reply_err(req, ECONNABORTED);
+    });
   }
   channel_->Close();
 }

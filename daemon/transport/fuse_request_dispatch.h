@@ -6,7 +6,7 @@
 // Threads: the libfuse entry points run on the session's loop thread. The
 // IoctlReply and PollNotifier objects handed to the handler may be used from
 // any thread and may outlive the transport; once the transport is stopped
-// they do nothing (a parked ioctl has been answered EIO by then).
+// they do nothing (a parked ioctl has been answered ECONNABORTED by then).
 #ifndef KQUEUED_DAEMON_TRANSPORT_FUSE_REQUEST_DISPATCH_H_
 #define KQUEUED_DAEMON_TRANSPORT_FUSE_REQUEST_DISPATCH_H_
 
@@ -89,7 +89,8 @@ class RequestDispatcher {
 
   // ---- Shutdown, after the loop thread has stopped reading requests.
 
-  // Answers every parked ioctl with EIO; afterwards replies and poll
+  // Answers every parked ioctl with ECONNABORTED (as the kernel does when a
+  // server dies); afterwards replies and poll
   // notifications held by the handler do nothing. Idempotent.
   void Disconnect();
   // After the session is closed (the kernel will send no more RELEASE):

@@ -27,8 +27,17 @@ class DaemonFixture {
   // Opens the device (a new kqueue); -1 with errno on failure.
   int OpenKqueue() const;
 
+  // Sends `sig` to the daemon and reaps it; returns its wait status (-1 if
+  // none was running). The device path is kept for Restart().
+  int Stop(int sig);
+  // Starts a new daemon on the same device path, with the same arguments,
+  // after Stop(); false with *error if it does not become ready.
+  bool Restart(std::string* error);
+
  private:
   DaemonFixture() = default;
+  bool Spawn(std::string* error);
+  std::vector<std::string> extra_args_;
   std::string dir_;
   std::string device_;
   pid_t pid_ = -1;
