@@ -49,6 +49,12 @@ class KeventCall {
   virtual int PutEvents(size_t first, const kq_kevent* events, size_t n) = 0;
   // The answer: result >= 0 when error == 0. Called exactly once.
   virtual void Complete(int result, int error) = 0;
+  // Whether the caller has closed the descriptor it made this call through
+  // (then the call ends with EBADF, as NetBSD's close() does to a thread
+  // waiting in kevent). Asked, under the kqueue's lock, only while the call
+  // is parked and some descriptor of the kqueue was closed. False when the
+  // call cannot tell (the default).
+  virtual bool DescriptorClosed() const { return false; }
 };
 
 class Kqueue : public std::enable_shared_from_this<Kqueue> {
@@ -67,6 +73,11 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // Answers a parked call with EINTR (a signal reached the caller). No-op if
   // it was answered meanwhile.
   void Interrupt(uint64_t wait_id);
+
+  // Some descriptor of this kqueue was closed: answers with EBADF every
+  // parked call whose DescriptorClosed() says its own descriptor is gone.
+  // Calls made through other descriptors (dup, fork) keep waiting.
+  void DescriptorClosed();
 
   // The last close: deletes every knote and answers parked calls with EBADF.
   // Further kevent calls fail with EBADF.

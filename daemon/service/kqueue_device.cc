@@ -16,9 +16,10 @@ namespace {
 // between the caller's memory and the core.
 class RemoteKeventCall : public KeventCall {
  public:
-  RemoteKeventCall(std::shared_ptr<ProcessContext> caller, pid_t tid,
+  RemoteKeventCall(std::shared_ptr<RemoteProcess> process, pid_t tid,
                    const kq_kevent_args& args, std::shared_ptr<IoctlReply> reply)
-      : caller_(std::move(caller)), tid_(tid), args_(args), reply_(std::move(reply)) {
+      : process_(std::move(process)), caller_(process_), tid_(tid), args_(args),
+        reply_(std::move(reply)) {
     timeout_.tv_sec = static_cast<time_t>(args.timeout_sec);
     timeout_.tv_nsec = static_cast<long>(args.timeout_nsec);
   }
@@ -37,6 +38,14 @@ class RemoteKeventCall : public KeventCall {
     return WriteCallerMemory(tid_, args_.eventlist + first * sizeof(kq_kevent), events,
                              n * sizeof(kq_kevent));
   }
+  // The caller named its descriptor (KQ_KEVENT_KQFD, as the C and Python
+  // clients always do) and that number no longer leads to our device in its
+  // process. Without the name we cannot tell which descriptor it used.
+  // (close() removes the number before the FLUSH that brings us here.)
+  bool DescriptorClosed() const override {
+    if (!(args_.flags & KQ_KEVENT_KQFD)) return false;
+    return !process_->HasDeviceFd(args_.kq_fd);
+  }
   void Complete(int result, int error) override {
     if (error != 0) {
       reply_->ReplyError(error);
@@ -47,7 +56,8 @@ class RemoteKeventCall : public KeventCall {
   }
 
  private:
-  std::shared_ptr<ProcessContext> caller_;
+  std::shared_ptr<RemoteProcess> process_;
+  std::shared_ptr<ProcessContext> caller_;  // process_, as the core sees it
   pid_t tid_;
   kq_kevent_args args_;
   timespec timeout_{};
@@ -110,6 +120,11 @@ void KqueueDevice::Release(uint64_t handle) {
   }
   e.kq->RemoveReadinessObserver(e.observer);
   e.kq->Close();
+}
+
+void KqueueDevice::Flush(uint64_t handle, const Caller& caller) {
+  (void)caller;  // any process sharing the kqueue may have closed it
+  if (std::shared_ptr<Kqueue> kq = Find(handle)) kq->DescriptorClosed();
 }
 
 size_t KqueueDevice::open_kqueues() const {

@@ -35,6 +35,9 @@ class RemoteProcess : public ProcessContext {
   std::shared_ptr<Kqueue> KqueueForFd(int fd) const override;
   void RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq);
 
+  // Whether the process's descriptor `fd` leads to our device (any kqueue).
+  bool HasDeviceFd(int fd) const { return IsOurDevice(fd); }
+
   // Whether the process has exited (its pidfd is readable).
   bool exited() const;
 

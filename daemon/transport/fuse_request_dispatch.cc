@@ -287,7 +287,10 @@ void RequestDispatcher::OnOpen(fuse_req_t req, fuse_file_info* fi) {
   fi->direct_io = 1;    // no page cache: read/write (if ever) reach us
   fi->nonseekable = 1;  // a kqueue has no file position
   fi->keep_cache = 0;
-  fi->noflush = 1;      // nothing to flush on close()
+  // FLUSH wanted: it is how we learn that a descriptor was closed while
+  // another thread waits in kevent() on it (RELEASE cannot come then: the
+  // waiting ioctl holds the file).
+  fi->noflush = 0;
   if (fuse_reply_open(req, fi) != 0) {
     // The kernel dropped the open (the caller was killed meanwhile): no
     // RELEASE will ever come for this handle, so release it here.
@@ -321,7 +324,8 @@ void RequestDispatcher::OnRelease(fuse_req_t req, fuse_file_info* fi) {
 }
 
 void RequestDispatcher::OnFlush(fuse_req_t req, fuse_file_info* fi) {
-  (void)fi;
+  RequestDispatcher* self = From(req);
+  self->handler_->Flush(fi->fh, CallerOf(req));
   fuse_reply_err(req, 0);
 }
 

@@ -79,8 +79,8 @@ class RequestDispatcher {
   static void OnInit(void* userdata);
   static void OnOpen(fuse_req* req, fuse_file_info* fi);
   static void OnRelease(fuse_req* req, fuse_file_info* fi);
-  // Nothing to write back on close(); answered so the kernel's FLUSH on
-  // every close costs one round trip at most.
+  // close(2) of a descriptor: tells the handler (DeviceHandler::Flush),
+  // then answers at once; nothing is written back.
   static void OnFlush(fuse_req* req, fuse_file_info* fi);
   static void OnIoctl(fuse_req* req, uint32_t cmd, void* arg,
                       fuse_file_info* fi, unsigned flags, const void* in,
