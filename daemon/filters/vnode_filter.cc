@@ -203,6 +203,14 @@ int VnodeFilter::Attach(Knote& kn) {
   if (int e = Look(copy.get(), &sb, &st->id)) return e;
   if (st->id.type != S_IFREG && st->id.type != S_IFDIR) return EOPNOTSUPP;
   if (st->id.type == S_IFREG && IsAnonInode(copy.get())) return EOPNOTSUPP;
+  // An O_PATH descriptor can be had for a file one cannot read; watching
+  // through it would report another user's activity on a file inotify
+  // refuses the caller. Demand what inotify demands: read permission, as
+  // the caller (issue 12 item 6).
+  const int fl = fcntl(copy.get(), F_GETFL);
+  if (fl >= 0 && (fl & O_PATH)) {
+    if (int e = kn.owner->CheckReadAccess(copy.get())) return e == ESRCH ? ESRCH : EACCES;
+  }
   st->dir = st->id.type == S_IFDIR;
   st->last = StatOf(sb);
 

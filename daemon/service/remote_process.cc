@@ -1,5 +1,7 @@
 #include "daemon/service/remote_process.h"
 
+#include "daemon/util/access_as.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <linux/kcmp.h>
@@ -152,6 +154,12 @@ ScopedFd RemoteProcess::DupFd(int fd, int* error) const {
     return ScopedFd();
   }
   return ScopedFd(copy);
+}
+
+int RemoteProcess::CheckReadAccess(int file) const {
+  FileCredentials creds;
+  if (int err = ReadFileCredentials(pid_, &creds)) return err;
+  return AccessAs(creds, file, R_OK);
 }
 
 std::shared_ptr<RemoteProcess> ProcessCache::Get(pid_t tid, int* error) {

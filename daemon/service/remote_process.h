@@ -33,6 +33,8 @@ class RemoteProcess : public ProcessContext {
   // them (KQ_KEVENT_KQFD); another descriptor of the same open file is
   // recognised with kcmp.
   std::shared_ptr<Kqueue> KqueueForFd(int fd) const override;
+  // The credentials are read afresh from /proc each time (they may change).
+  int CheckReadAccess(int file) const override;
   void RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq);
 
   // Whether the process's descriptor `fd` leads to our device (any kqueue).

@@ -29,6 +29,8 @@ class LocalProcess : public ProcessContext {
   bool can_kill_any() const override { return euid() == 0; }
   ScopedFd DupFd(int fd, int* error) const override;
   std::shared_ptr<Kqueue> KqueueForFd(int fd) const override;
+  // The test's own credentials: the kernel's check as itself.
+  int CheckReadAccess(int file) const override;
 
   // Makes `fd` name `kq` for KqueueForFd.
   void BindKqueue(int fd, const std::shared_ptr<Kqueue>& kq);
