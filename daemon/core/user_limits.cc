@@ -9,6 +9,7 @@ uint64_t UserLimits::Ceiling(Resource r) const {
     case Resource::kKqueues: return config_.kqueues;
     case Resource::kKnotes: return config_.knotes;
     case Resource::kTimers: return config_.timers;
+    case Resource::kFastTimers: return config_.timers;
     case Resource::kCount: break;
   }
   return 0;

@@ -14,7 +14,10 @@
 
 namespace kqd {
 
-enum class Resource { kKqueues, kKnotes, kTimers, kCount };
+// kFastTimers: timers with a period below kTimerFastPeriodNs
+// (timer_filter.h); their number stretches each one's wake-up interval, so a
+// user's share of the event loop stays bounded. Its ceiling is `timers`.
+enum class Resource { kKqueues, kKnotes, kTimers, kFastTimers, kCount };
 
 struct LimitConfig {
   // The seed's kq_calloutmax: timers per user.
