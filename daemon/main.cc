@@ -84,12 +84,16 @@ bool Parse(int argc, char** argv, Options* o) {
 }
 
 // The fd filters reserve high descriptor numbers; use all we may have.
-void RaiseFdLimit() {
+// Returns the descriptor budget now in force.
+uint64_t RaiseFdLimit() {
   rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
   }
+  return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : rl.rlim_cur;
 }
 
 }  // namespace
@@ -131,9 +135,10 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  RaiseFdLimit();
+  const uint64_t fd_budget = RaiseFdLimit();
 
-  kqd::Runtime runtime;
+  // Per-user limits sized to what this daemon can hold (docs/security.md).
+  kqd::Runtime runtime(kqd::LimitConfig::ForFdBudget(fd_budget));
   if (!runtime.reactor().ok()) {
     std::fprintf(stderr, "kqueued: cannot create the event loop: %s\n", std::strerror(errno));
     return 1;

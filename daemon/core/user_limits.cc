@@ -2,6 +2,12 @@
 
 namespace kqd {
 
+LimitConfig LimitConfig::ForFdBudget(uint64_t fd_budget) {
+  LimitConfig c;
+  c.daemon_fds = fd_budget / 8 < 16 ? 16 : fd_budget / 8;
+  return c;
+}
+
 UserLimits::Charge::~Charge() { limits_->Give(uid_, resource_); }
 
 uint64_t UserLimits::Ceiling(Resource r) const {
@@ -10,6 +16,7 @@ uint64_t UserLimits::Ceiling(Resource r) const {
     case Resource::kKnotes: return config_.knotes;
     case Resource::kTimers: return config_.timers;
     case Resource::kFastTimers: return config_.timers;
+    case Resource::kDaemonFds: return config_.daemon_fds;
     case Resource::kCount: break;
   }
   return 0;

@@ -186,7 +186,7 @@ std::vector<uint32_t> VnodeHints(uint32_t ev, bool dir, const VnodeStat* before,
 
 VnodeFilter::VnodeFilter(Runtime* runtime)
     : watch_(VnodeWatch::Create(&runtime->reactor())),
-      mounts_(MountTables::Create(&runtime->reactor())) {}
+      mounts_(MountTables::Create(&runtime->reactor(), &runtime->limits())) {}
 
 int VnodeFilter::Attach(Knote& kn) {
   if (!watch_) return ENOSYS;
@@ -224,7 +224,7 @@ int VnodeFilter::Attach(Knote& kn) {
   auto on_mounts = [weak](uint32_t vq) {
     if (vq & kFsVqUnmount) Knote::Notify(weak, kHintMountGone);
   };
-  if (mounts_->Subscribe(kn.owner->pid(), on_mounts, &st->mounts) == 0) {
+  if (mounts_->Subscribe(kn.owner->pid(), kn.owner->euid(), on_mounts, &st->mounts) == 0) {
     st->mount_id = MountIdOf(copy.get());
     // "" if the fd's mount is not in the owner's namespace (an fd received
     // from another namespace): then it is never taken for unmounted.

@@ -58,14 +58,21 @@ std::shared_ptr<RemoteProcess> RemoteProcess::ForThread(
   pid_t tgid = 0;
   uid_t ruid = 0, euid = 0;
   uint64_t capeff = 0;
+  errno = 0;
   if (!ReadStatus(tid, &tgid, &ruid, &euid, &capeff)) {
-    *error = ESRCH;
+    *error = (errno == EMFILE || errno == ENFILE) ? ENFILE : ESRCH;
     return nullptr;
   }
   std::shared_ptr<RemoteProcess> p(new RemoteProcess());
-  p->pidfd_.reset(PidfdOpen(tgid));
+  const int pidfd = PidfdOpen(tgid);
+  const int open_error = errno;
+  p->pidfd_.reset(pidfd);
   if (!p->pidfd_) {
-    *error = ESRCH;
+    errno = open_error;
+    // Out of descriptors is the daemon's trouble, not a vanished caller:
+    // ENFILE (the daemon's table is the "system" table here), as for every
+    // other descriptor the daemon fails to get (docs/security.md).
+    *error = (errno == EMFILE || errno == ENFILE) ? ENFILE : ESRCH;
     return nullptr;
   }
   p->pid_ = tgid;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,7 +42,8 @@ std::string RunfilePath(const std::string& relative) {
 }
 
 std::unique_ptr<DaemonFixture> DaemonFixture::Start(std::string* error,
-                                                    const std::vector<std::string>& extra_args) {
+                                                    const std::vector<std::string>& extra_args,
+                                                    unsigned long nofile) {
   std::unique_ptr<DaemonFixture> f(new DaemonFixture());
   // A daemon started by someone else (the CUSE tier's VM): use it as is.
   if (const char* external = getenv("KQUEUED_EXTERNAL_DEVICE")) {
@@ -60,6 +62,7 @@ std::unique_ptr<DaemonFixture> DaemonFixture::Start(std::string* error,
   f->dir_ = tmpl;
   f->device_ = f->dir_ + "/kqueue";
   f->extra_args_ = extra_args;
+  f->nofile_ = nofile;
   if (!f->Spawn(error)) return nullptr;
   return f;
 }
@@ -78,6 +81,10 @@ bool DaemonFixture::Spawn(std::string* error) {
     return false;
   }
   if (pid == 0) {
+    if (nofile_ != 0) {
+      rlimit rl{nofile_, nofile_};
+      if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(126);
+    }
     execv(bin.c_str(), argv.data());
     std::perror("exec kqueued");
     _exit(127);
