@@ -204,7 +204,11 @@ void FdWatcher::OnEpoll() {
   {
     std::lock_guard<std::mutex> l(mu_);
     for (int i = 0; i < n; i++) {
-      auto it = items_.find(events[i].data.u64);
+      // A copy: epoll_event is packed, and find() takes a reference,
+      // which must not bind to the misaligned member (UBSan, found by
+      // tests/fuzz/change_fuzzer; corpus/change/crash-fd-watch-packed).
+      const uint64_t token = events[i].data.u64;
+      auto it = items_.find(token);
       if (it != items_.end()) due.push_back(it->second);  // else: a zombie
     }
   }
