@@ -10,7 +10,6 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -20,6 +19,7 @@
 
 #include "daemon/core/runtime.h"
 #include "daemon/filters/system_filters.h"
+#include "daemon/os/fd_limit.h"
 #include "daemon/plugin/plugin_loader.h"
 #include "daemon/service/kqueue_device.h"
 #include "daemon/service/version.h"
@@ -83,15 +83,6 @@ bool Parse(int argc, char** argv, Options* o) {
   return true;
 }
 
-// The fd filters reserve high descriptor numbers; use all we may have.
-void RaiseFdLimit() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -131,7 +122,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  RaiseFdLimit();
+  kqd::RaiseFdLimit();
 
   kqd::Runtime runtime;
   if (!runtime.reactor().ok()) {

@@ -3,47 +3,19 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/kcmp.h>
-#include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <sstream>
+
+#include "daemon/os/pidfd.h"
+#include "daemon/os/proc_files.h"
 
 namespace kqd {
 namespace {
 
 constexpr int kCapKill = 5;
-
-int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
-
-// Reads Tgid, Uid (real, effective) and CapEff from /proc/<tid>/status.
-bool ReadStatus(pid_t tid, pid_t* tgid, uid_t* ruid, uid_t* euid, uint64_t* capeff) {
-  std::ifstream in("/proc/" + std::to_string(tid) + "/status");
-  if (!in) return false;
-  std::string line;
-  bool have_tgid = false, have_uid = false;
-  *capeff = 0;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string key;
-    fields >> key;
-    if (key == "Tgid:") {
-      fields >> *tgid;
-      have_tgid = true;
-    } else if (key == "Uid:") {
-      fields >> *ruid >> *euid;
-      have_uid = true;
-    } else if (key == "CapEff:") {
-      std::string hex;
-      fields >> hex;
-      *capeff = std::strtoull(hex.c_str(), nullptr, 16);
-    }
-  }
-  return have_tgid && have_uid;
-}
 
 }  // namespace
 
@@ -53,31 +25,26 @@ std::shared_ptr<RemoteProcess> RemoteProcess::ForThread(
     *error = ESRCH;  // the caller is not visible in our pid namespace
     return nullptr;
   }
-  pid_t tgid = 0;
-  uid_t ruid = 0, euid = 0;
-  uint64_t capeff = 0;
-  if (!ReadStatus(tid, &tgid, &ruid, &euid, &capeff)) {
+  ProcStatus status;
+  if (!ReadProcStatus(tid, &status)) {
     *error = ESRCH;
     return nullptr;
   }
   std::shared_ptr<RemoteProcess> p(new RemoteProcess());
-  p->pidfd_.reset(PidfdOpen(tgid));
+  p->pidfd_ = OpenPidfd(status.tgid);
   if (!p->pidfd_) {
     *error = ESRCH;
     return nullptr;
   }
-  p->pid_ = tgid;
-  p->ruid_ = ruid;
-  p->euid_ = euid;
-  p->cap_kill_ = (capeff >> kCapKill) & 1;
+  p->pid_ = status.tgid;
+  p->ruid_ = status.ruid;
+  p->euid_ = status.euid;
+  p->cap_kill_ = (status.cap_eff >> kCapKill) & 1;
   p->device_path_ = device_path;
   return p;
 }
 
-bool RemoteProcess::exited() const {
-  pollfd pfd{pidfd_.get(), POLLIN, 0};
-  return poll(&pfd, 1, 0) > 0;
-}
+bool RemoteProcess::exited() const { return PidfdExited(pidfd_.get()); }
 
 namespace {
 
@@ -157,20 +124,19 @@ ScopedFd RemoteProcess::DupFd(int fd, int* error) const {
 std::shared_ptr<RemoteProcess> ProcessCache::Get(pid_t tid, int* error) {
   // Always map the thread to its process through /proc: a cached thread id
   // could have been recycled by another process.
-  pid_t tgid = 0;
-  uid_t ruid = 0, euid = 0;
-  uint64_t capeff = 0;
-  if (tid <= 0 || !ReadStatus(tid, &tgid, &ruid, &euid, &capeff)) {
+  ProcStatus status;
+  if (tid <= 0 || !ReadProcStatus(tid, &status)) {
     *error = ESRCH;
     return nullptr;
   }
+  const pid_t tgid = status.tgid;
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = cache_.find(tgid);
     if (it != cache_.end()) {
       const auto& p = it->second;
       // Same live process, same credentials: reuse (one pidfd per process).
-      if (!p->exited() && p->ruid() == ruid && p->euid() == euid) return p;
+      if (!p->exited() && p->ruid() == status.ruid && p->euid() == status.euid) return p;
     }
   }
   auto p = RemoteProcess::ForThread(tgid, device_path_, error);

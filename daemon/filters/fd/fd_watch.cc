@@ -10,6 +10,8 @@
 
 #include <algorithm>
 
+#include "daemon/os/fd_limit.h"
+
 namespace kqd {
 namespace {
 
@@ -37,15 +39,11 @@ FdKeySlots& FdKeySlots::Get() {
 }
 
 FdKeySlots::FdKeySlots() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
-  if (rl.rlim_cur < rl.rlim_max) {
-    // The key numbers live at the top of the table: make the table as large
-    // as we are allowed to.
-    rlimit raised{rl.rlim_max, rl.rlim_max};
-    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
-  }
-  const rlim_t top = std::min(rl.rlim_cur, kMaxTop);
+  // The key numbers live at the top of the table: make the table as large
+  // as we are allowed to.
+  const rlim_t limit = RaiseFdLimit();
+  if (limit == 0) return;
+  const rlim_t top = std::min(limit, kMaxTop);
   const int count = std::min<int>(kMaxSlots, std::max<int>(kMinSlots, top / 16));
   if (top < static_cast<rlim_t>(4 * count)) return;  // too small a table
   devnull_.reset(open("/dev/null", O_RDONLY | O_CLOEXEC));

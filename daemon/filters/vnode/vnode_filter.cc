@@ -12,7 +12,7 @@
 #include <utility>
 
 #include "daemon/core/process_context.h"
-#include "daemon/filters/fd/fd_readiness.h"
+#include "daemon/os/file_identity.h"
 #include "daemon/util/scoped_fd.h"
 
 #ifndef STATX_MNT_ID
@@ -56,7 +56,7 @@ VnodeStat StatOf(const struct stat& st) {
   return s;
 }
 
-// fstat + the identity fd_readiness.h defines, in one look. 0 or an errno.
+// fstat + the identity file_identity.h defines, in one look. 0 or an errno.
 int Look(int fd, struct stat* st, FileIdentity* id) {
   if (fstat(fd, st) != 0) return errno;
   const int fl = fcntl(fd, F_GETFL);
