@@ -88,8 +88,12 @@ double MedianNs(const std::function<void()>& op) {
   return per[per.size() / 2];
 }
 
-void Die(const char* what) {
+void Cleanup();
+
+// Reports, stops the daemon and the floor server, and exits.
+[[noreturn]] void Die(const char* what) {
   fprintf(stderr, "kqbench: %s: %s\n", what, strerror(errno));
+  Cleanup();
   exit(1);
 }
 
@@ -127,6 +131,9 @@ cpu_set_t AllCpus() {
 // ---- the private daemon --------------------------------------------------------
 
 std::string g_dir;
+std::string g_floor_path;
+pid_t g_daemon = -1;  // what Cleanup() stops
+pid_t g_floor = -1;
 
 std::string DefaultDaemon(const char* argv0) {
   // bazel run: runfiles next to the binary.
@@ -152,6 +159,7 @@ pid_t StartDaemon(const std::string& bin, const std::string& device) {
           "--foreground", static_cast<char*>(nullptr));
     _exit(127);
   }
+  g_daemon = pid;
   for (int i = 0; i < 500; i++) {
     int fd = open(device.c_str(), O_RDWR | O_CLOEXEC);
     if (fd >= 0) {
@@ -163,11 +171,14 @@ pid_t StartDaemon(const std::string& bin, const std::string& device) {
     int status;
     if (waitpid(pid, &status, WNOHANG) == pid) {
       fprintf(stderr, "kqbench: %s exited during start-up\n", bin.c_str());
+      g_daemon = -1;
+      Cleanup();
       exit(1);
     }
     usleep(20000);
   }
   fprintf(stderr, "kqbench: the daemon did not become ready\n");
+  Cleanup();
   exit(1);
 }
 
@@ -229,6 +240,7 @@ pid_t StartFloor(const std::string& path) {
     fuse_session_destroy(se);
     _exit(0);
   }
+  g_floor = pid;
   for (int i = 0; i < 500; i++) {
     int f = open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (f >= 0) {
@@ -240,11 +252,14 @@ pid_t StartFloor(const std::string& path) {
     int status;
     if (waitpid(pid, &status, WNOHANG) == pid) {
       fprintf(stderr, "kqbench: the floor server could not start\n");
+      g_floor = -1;
+      Cleanup();
       exit(1);
     }
     usleep(20000);
   }
   fprintf(stderr, "kqbench: the floor server did not answer\n");
+  Cleanup();
   exit(1);
 }
 
@@ -566,18 +581,22 @@ void RunAll(const char* placement, const std::string& floor_path, std::vector<Pi
   fflush(stdout);
 }
 
-void Cleanup(pid_t daemon, pid_t floor, const std::string& floor_path) {
-  if (daemon > 0) {
-    kill(daemon, SIGTERM);
-    waitpid(daemon, nullptr, 0);
+void Cleanup() {
+  if (g_daemon > 0) {
+    kill(g_daemon, SIGTERM);
+    waitpid(g_daemon, nullptr, 0);
+    g_daemon = -1;
   }
-  if (floor > 0) {
-    kill(floor, SIGTERM);
-    waitpid(floor, nullptr, 0);
-    umount2(floor_path.c_str(), MNT_DETACH);
+  if (g_floor > 0) {
+    kill(g_floor, SIGTERM);
+    waitpid(g_floor, nullptr, 0);
+    umount2(g_floor_path.c_str(), MNT_DETACH);
+    g_floor = -1;
   }
-  std::string cmd = "rm -rf '" + g_dir + "'";
-  if (system(cmd.c_str()) != 0) {
+  if (!g_dir.empty()) {
+    unlink(g_floor_path.c_str());
+    rmdir(g_dir.c_str());
+    g_dir.clear();
   }
 }
 
@@ -617,9 +636,10 @@ int main(int argc, char** argv) {
   g_dir = tmpl;
   const std::string device = g_dir + "/kqueue";
   const std::string floor_path = g_dir + "/floor";
-  pid_t daemon = StartDaemon(daemon_bin, device);
+  g_floor_path = floor_path;
+  const pid_t daemon = g_daemon = StartDaemon(daemon_bin, device);
   setenv(KQ_DEVICE_ENV, device.c_str(), 1);
-  pid_t floor = StartFloor(floor_path);
+  const pid_t floor = g_floor = StartFloor(floor_path);
 
   // 9000 pipes for the add/delete and idle figures (18000 descriptors).
   const size_t kMany = 9000;
@@ -648,6 +668,6 @@ int main(int argc, char** argv) {
     RunAll("unpinned", floor_path, many);
   }
   ClosePipes(&many);
-  Cleanup(daemon, floor, floor_path);
+  Cleanup();
   return 0;
 }
