@@ -9,15 +9,20 @@
 #   PREFIX/include/kqueue/kqueue.hpp       the C++ layer
 #   PREFIX/include/kqueued/kqueue_abi.h    the device ABI (sys/event.h includes it)
 #
-# Build first:  bazel build //daemon:kqueued //client:all
-# Then:         client/install.sh --prefix /usr/local
+#   client/install.sh --prefix /usr/local
+#
+# builds the optimised daemon and libraries first
+# (bazel build -c opt //daemon:kqueued //client:all) and installs those: a
+# plain `bazel build` makes an unoptimised (-O0) daemon, several times slower.
 #
 # Options:
 #   --prefix DIR    where to install (default /usr/local)
 #   --destdir DIR   stage under DIR (paths inside kqueue.pc stay PREFIX-based),
 #                   as packagers expect
-#   --bin DIR       Bazel's output tree (default: the workspace's bazel-bin;
-#                   pass "$(bazel info bazel-bin)" if that link points elsewhere)
+#   --bin DIR       install what this Bazel output tree holds, without building
+#                   (packagers who built themselves; mind the -c opt)
+#   --no-build      install what the workspace's bazel-bin holds, without
+#                   building
 #   --src DIR       the source tree (default: this script's workspace)
 #   --version V     the version written to kqueue.pc (default: the daemon's)
 set -eu
@@ -27,6 +32,7 @@ src=$(dirname "$here")
 prefix=/usr/local
 destdir=
 bin=
+build=1
 version=
 
 die() {
@@ -47,6 +53,7 @@ while [ $# -gt 0 ]; do
     --destdir=*) destdir=${1#*=}; shift ;;
     --bin) [ $# -ge 2 ] || die "--bin needs a value"; bin=$2; shift 2 ;;
     --bin=*) bin=${1#*=}; shift ;;
+    --no-build) build=0; shift ;;
     --src) [ $# -ge 2 ] || die "--src needs a value"; src=$2; shift 2 ;;
     --src=*) src=${1#*=}; shift ;;
     --version) [ $# -ge 2 ] || die "--version needs a value"; version=$2; shift 2 ;;
@@ -60,13 +67,22 @@ case $prefix in
   /*) ;;
   *) die "--prefix must be an absolute path (it is written into kqueue.pc)" ;;
 esac
-[ -n "$bin" ] || bin=$src/bazel-bin
+if [ -z "$bin" ]; then
+  if [ "$build" = 1 ]; then
+    command -v bazel >/dev/null 2>&1 || die "bazel is not installed (or pass --bin DIR / --no-build)"
+    (cd "$src" && bazel build -c opt //daemon:kqueued //client:all) ||
+      die "the optimised build failed"
+    bin=$(cd "$src" && bazel info -c opt bazel-bin) || die "bazel info failed"
+  else
+    bin=$src/bazel-bin
+  fi
+fi
 
 daemon=$bin/daemon/kqueued
 shared=$bin/client/libkqueue.so
 static=$bin/client/libkqueue.a
 for f in "$daemon" "$shared" "$static"; do
-  [ -f "$f" ] || die "$f is missing: run 'bazel build //daemon:kqueued //client:all' first (or pass --bin)"
+  [ -f "$f" ] || die "$f is missing: run 'bazel build -c opt //daemon:kqueued //client:all' first (or drop --no-build/--bin)"
 done
 event_h=$src/client/include/sys/event.h
 kqueue_hpp=$src/client/include/kqueue/kqueue.hpp
