@@ -79,7 +79,13 @@ KqueueDevice::~KqueueDevice() {
 int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
   int err = 0;
   auto kq = Kqueue::Create(runtime_, caller.uid, &err);
-  if (!kq) return err;
+  if (!kq) {
+    runtime_->log().ClientLog(LogLevel::kWarning, caller.uid,
+                              "open refused for thread %d: %s (per-user kqueue limit %llu)",
+                              static_cast<int>(caller.tid), std::strerror(err),
+                              static_cast<unsigned long long>(runtime_->limits().config().kqueues));
+    return err;
+  }
   Entry e;
   e.kq = kq;
   e.notifier = std::make_shared<std::unique_ptr<PollNotifier>>();
@@ -161,6 +167,9 @@ void KqueueDevice::Ioctl(uint64_t handle, const Caller& caller, uint32_t cmd,
     case KFILTER_BYFILTER:
       return FilterByNumber(caller, in, in_size, reply.get());
     default:
+      runtime_->log().ClientLog(LogLevel::kDebug, caller.uid,
+                                "thread %d: unknown ioctl 0x%08x (ENOTTY)",
+                                static_cast<int>(caller.tid), cmd);
       return reply->ReplyError(ENOTTY);
   }
 }
@@ -173,8 +182,12 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   std::memcpy(&args, in, sizeof args);
   if ((args.flags & ~(KQ_KEVENT_TIMEOUT | KQ_KEVENT_KQFD)) != 0 ||
       (!(args.flags & KQ_KEVENT_KQFD) && args.kq_fd != 0) ||
-      ((args.flags & KQ_KEVENT_KQFD) && args.kq_fd < 0))
+      ((args.flags & KQ_KEVENT_KQFD) && args.kq_fd < 0)) {
+    runtime_->log().ClientLog(LogLevel::kInfo, caller.uid,
+                              "thread %d: kevent with invalid flags 0x%x / kq_fd %d (EINVAL)",
+                              static_cast<int>(caller.tid), args.flags, args.kq_fd);
     return reply->ReplyError(EINVAL);
+  }
   if (!SpanFits(args.changelist, args.nchanges) || !SpanFits(args.eventlist, args.nevents))
     return reply->ReplyError(EFAULT);
   // The count is returned as the ioctl's int result.
