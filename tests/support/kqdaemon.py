@@ -57,6 +57,7 @@ class Daemon(object):
         os.chmod(self.directory, 0o755)
         self.device = os.path.join(self.directory, "kqueue")
         self.log_path = os.path.join(self.directory, "stderr.log")
+        self._final_log = None
         args = [self.binary, "--device", self.device, "--transport", "fuse",
                 "--foreground"] + list(extra_args)
         with open(self.log_path, "wb") as log:
@@ -77,6 +78,9 @@ class Daemon(object):
         raise RuntimeError("kqueued not ready within %.0f s:\n%s" % (timeout, self.log()))
 
     def log(self):
+        """The daemon's stderr so far (kept after stop())."""
+        if self._final_log is not None:
+            return self._final_log
         with open(self.log_path, "r", errors="replace") as f:
             return f.read()
 
@@ -90,6 +94,8 @@ class Daemon(object):
                 self.proc.kill()
                 self.proc.wait()
         status = self.proc.returncode
+        if self._final_log is None:
+            self._final_log = self.log()
         # The mount is gone once the daemon has stopped; clean the rest.
         if not os.path.ismount(self.device):
             shutil.rmtree(self.directory, ignore_errors=True)

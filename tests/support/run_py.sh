@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs one stdlib-only Python test script (unittest) with Debian's python3,
 # from the runfiles tree under `bazel test` or from a checkout:
-#   tests/tools/run_py.sh tests/tools/kqstat_test.py
+#   tests/support/run_py.sh tests/tools/kqstat_test.py
 set -u
 if [[ -n "${TEST_SRCDIR:-}" ]]; then
   cd "${TEST_SRCDIR}/${TEST_WORKSPACE:-kqueued}" || exit 1
