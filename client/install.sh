@@ -2,22 +2,26 @@
 # Installs kqueued, the client library and its headers:
 #
 #   PREFIX/sbin/kqueued                    the daemon
+#   PREFIX/bin/kqstat                      what the daemon holds (kqstat(1))
 #   PREFIX/lib/libkqueue.so.1 (+ .so link) the shared library
 #   PREFIX/lib/libkqueue.a                 the static library
 #   PREFIX/lib/pkgconfig/kqueue.pc         pkg-config metadata
 #   PREFIX/include/sys/event.h             the BSD header
 #   PREFIX/include/kqueue/kqueue.hpp       the C++ layer
 #   PREFIX/include/kqueued/kqueue_abi.h    the device ABI (sys/event.h includes it)
+#   PREFIX/share/man/man{1,2,8}/...        kqstat.1, kqueue.2, kevent.2, kqueued.8
 #
-# Build first:  bazel build //daemon:kqueued //client:all
+# Build first (optimised: this is what gets installed):
+#               bazel build -c opt //daemon:kqueued //tools/kqstat //client:all
 # Then:         client/install.sh --prefix /usr/local
 #
 # Options:
 #   --prefix DIR    where to install (default /usr/local)
 #   --destdir DIR   stage under DIR (paths inside kqueue.pc stay PREFIX-based),
 #                   as packagers expect
-#   --bin DIR       Bazel's output tree (default: the workspace's bazel-bin;
-#                   pass "$(bazel info bazel-bin)" if that link points elsewhere)
+#   --bin DIR       Bazel's output tree (default: the -c opt tree,
+#                   "$(bazel info -c opt bazel-bin)", when bazel is at hand;
+#                   else the workspace's bazel-bin)
 #   --src DIR       the source tree (default: this script's workspace)
 #   --version V     the version written to kqueue.pc (default: the daemon's)
 set -eu
@@ -60,19 +64,27 @@ case $prefix in
   /*) ;;
   *) die "--prefix must be an absolute path (it is written into kqueue.pc)" ;;
 esac
-[ -n "$bin" ] || bin=$src/bazel-bin
+if [ -z "$bin" ]; then
+  # The optimised tree, whatever configuration bazel-bin points at.
+  if command -v bazel >/dev/null 2>&1; then
+    bin=$(cd "$src" && bazel info -c opt bazel-bin 2>/dev/null) || bin=
+  fi
+  [ -n "$bin" ] || bin=$src/bazel-bin
+fi
 
 daemon=$bin/daemon/kqueued
+kqstat=$bin/tools/kqstat/kqstat
 shared=$bin/client/libkqueue.so
 static=$bin/client/libkqueue.a
-for f in "$daemon" "$shared" "$static"; do
-  [ -f "$f" ] || die "$f is missing: run 'bazel build //daemon:kqueued //client:all' first (or pass --bin)"
+for f in "$daemon" "$kqstat" "$shared" "$static"; do
+  [ -f "$f" ] || die "$f is missing: run 'bazel build -c opt //daemon:kqueued //tools/kqstat //client:all' first (or pass --bin)"
 done
 event_h=$src/client/include/sys/event.h
 kqueue_hpp=$src/client/include/kqueue/kqueue.hpp
 abi_h=$src/proto/kqueue_abi.h
 pc_in=$src/client/kqueue.pc.in
-for f in "$event_h" "$kqueue_hpp" "$abi_h" "$pc_in"; do
+man_pages="$src/docs/man/kqstat.1 $src/docs/man/kqueue.2 $src/docs/man/kevent.2 $src/docs/man/kqueued.8"
+for f in "$event_h" "$kqueue_hpp" "$abi_h" "$pc_in" $man_pages; do
   [ -f "$f" ] || die "$f is missing (pass --src)"
 done
 
@@ -84,10 +96,16 @@ fi
 
 root=$destdir$prefix
 
-mkdir -p "$root/sbin" "$root/lib/pkgconfig" "$root/include/sys" \
-  "$root/include/kqueue" "$root/include/kqueued"
+mkdir -p "$root/sbin" "$root/bin" "$root/lib/pkgconfig" "$root/include/sys" \
+  "$root/include/kqueue" "$root/include/kqueued" "$root/share/man/man1" \
+  "$root/share/man/man2" "$root/share/man/man8"
 
 install -m 0755 "$daemon" "$root/sbin/kqueued"
+install -m 0755 "$kqstat" "$root/bin/kqstat"
+for page in $man_pages; do
+  section=${page##*.}
+  install -m 0644 "$page" "$root/share/man/man$section/$(basename "$page")"
+done
 # The soname is libkqueue.so.1; programs link against the unversioned name.
 install -m 0755 "$shared" "$root/lib/libkqueue.so.1"
 ln -sf libkqueue.so.1 "$root/lib/libkqueue.so"
