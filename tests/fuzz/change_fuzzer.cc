@@ -22,7 +22,7 @@
 
 #include "daemon/core/user_limits.h"
 #include "proto/kqueue_abi.h"
-#include "tests/core/core_test_support.h"
+#include "tests/support/core_test_support.h"
 
 namespace {
 
