@@ -33,6 +33,12 @@ class ProcessContext {
   // process has no such descriptor).
   virtual ScopedFd DupFd(int fd, int* error) const = 0;
 
+  // The same copy without DupFd's checks (e.g. that `fd` is not our own
+  // device): the cheapest way to the file, for a filter that verifies at
+  // once that the copy is the open file it registered (by kcmp, before
+  // using it in any way that could reach the file's driver).
+  virtual ScopedFd CopyFd(int fd, int* error) const { return DupFd(fd, error); }
+
   // If `fd` is a kqueue served by us, that kqueue (for kqueue nesting).
   virtual std::shared_ptr<Kqueue> KqueueForFd(int fd) const = 0;
 };

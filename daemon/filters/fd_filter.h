@@ -49,6 +49,7 @@
 #include "daemon/core/runtime.h"
 #include "daemon/filters/fd_watch.h"
 #include "daemon/filters/kqueue_read_filter.h"
+#include "daemon/util/scoped_fd.h"
 
 namespace kqd {
 
@@ -69,6 +70,11 @@ class FdFilter : public FilterOps {
  private:
   bool read() const { return filter_ == EVFILT_READ; }
   bool empty() const { return filter_ == EVFILT_EMPTY; }
+  // A transient copy of the knote's fd if it still names the open file the
+  // knote was attached to. Otherwise an invalid ScopedFd, with *gone
+  // telling whether the file is surely no longer there (closed, number
+  // reused, process gone) rather than just not obtainable right now.
+  ScopedFd CopyIfSame(Knote& kn, bool* gone);
   // EVFILT_EMPTY's evaluation of a copy of the knote's socket.
   bool EmptyEvent(Knote& kn, int fd, long hint);
   // EVFILT_EMPTY: makes sure the knote is looked at again later.

@@ -17,6 +17,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -221,18 +222,33 @@ Readiness SocketWrite(int fd, const FileInfo& info, uint32_t sfflags,
   return r;
 }
 
-Readiness PipeRead(int fd, uint32_t sfflags, int64_t sdata) {
+Readiness PipeRead(int fd, const FileInfo& info, uint32_t sfflags, int64_t sdata) {
   Readiness r;
   const short rev = Poll(fd, POLLIN);
+  if (info.id.accmode == O_WRONLY) {
+    // The write end (NetBSD's filt_piperead finds no peer): nothing to read
+    // ever, but EV_EOF once the last reader is gone (POLLERR), data 0.
+    r.eof = (rev & POLLERR) != 0;
+    r.fire = r.eof;
+    return r;
+  }
   r.data = std::max<int64_t>(0, IoctlInt(fd, FIONREAD));
   r.eof = (rev & POLLHUP) != 0;
   r.fire = r.eof || (r.data > 0 && r.data >= Lowat(sfflags, sdata, 1));
   return r;
 }
 
-Readiness PipeWrite(int fd, uint32_t sfflags, int64_t sdata) {
+Readiness PipeWrite(int fd, const FileInfo& info, uint32_t sfflags, int64_t sdata) {
   Readiness r;
   const short rev = Poll(fd, POLLOUT);
+  if (info.id.accmode == O_RDONLY) {
+    // The read end: never writable, but EV_EOF once the last writer is
+    // gone (POLLHUP), data 0 — as NetBSD's filt_pipewrite, which finds no
+    // peer then.
+    r.eof = (rev & POLLHUP) != 0;
+    r.fire = r.eof;
+    return r;
+  }
   if (rev & POLLERR) {  // no reader left
     r.eof = true;
     r.fire = true;
@@ -302,14 +318,17 @@ Readiness GenericWrite(int fd) {
 }  // namespace
 
 int ReadIdentity(int fd, FileIdentity* out) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) return errno;
+  // AT_STATX_DONT_SYNC: a FUSE file (our own device among them) answers
+  // from its cached attributes, never with a request to its server.
+  struct statx stx;
+  if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO, &stx) != 0)
+    return errno;
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0) return errno;
-  out->dev = st.st_dev;
-  out->ino = st.st_ino;
-  out->rdev = st.st_rdev;
-  out->type = st.st_mode & S_IFMT;
+  out->dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+  out->ino = stx.stx_ino;
+  out->rdev = makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
+  out->type = stx.stx_mode & S_IFMT;
   out->accmode = fl & O_ACCMODE;
   return 0;
 }
@@ -374,17 +393,11 @@ SendQueue ReadSendQueue(int fd, const FileInfo& info) {
   return q;
 }
 
-bool CanEverFire(const FileInfo& info, bool read) {
-  if (info.kind != FileKind::kPipe) return true;
-  return read ? info.id.accmode != O_WRONLY : info.id.accmode != O_RDONLY;
-}
-
 Readiness ReadReadiness(int fd, const FileInfo& info, uint32_t sfflags,
                         int64_t sdata) {
-  if (!CanEverFire(info, true)) return Readiness{};
   switch (info.kind) {
     case FileKind::kPipe:
-      return PipeRead(fd, sfflags, sdata);
+      return PipeRead(fd, info, sfflags, sdata);
     case FileKind::kSocket:
       return SocketRead(fd, info, sfflags, sdata);
     case FileKind::kEventfd:
@@ -405,10 +418,9 @@ Readiness ReadReadiness(int fd, const FileInfo& info, uint32_t sfflags,
 
 Readiness WriteReadiness(int fd, const FileInfo& info, uint32_t sfflags,
                          int64_t sdata) {
-  if (!CanEverFire(info, false)) return Readiness{};
   switch (info.kind) {
     case FileKind::kPipe:
-      return PipeWrite(fd, sfflags, sdata);
+      return PipeWrite(fd, info, sfflags, sdata);
     case FileKind::kSocket:
       return SocketWrite(fd, info, sfflags, sdata);
     case FileKind::kEventfd:

@@ -8,12 +8,16 @@
 //
 // Per type (bsd-semantics.md "Per-filter data"; deviations marked *):
 //   pipe/FIFO  READ  data = bytes buffered (FIONREAD); EV_EOF when no writer
-//                    is left (POLLHUP); never fires on a write-only end.
+//                    is left (POLLHUP). On a write-only end: fires only
+//                    with EV_EOF, data 0, once no reader is left (POLLERR),
+//                    as NetBSD's filt_piperead (asyncio watches its write
+//                    ends so).
 //              WRITE data = free space (F_GETPIPE_SZ - FIONREAD, FIONREAD
 //                    works on either end); fires at >= PIPE_BUF (Linux's
 //                    4096: the atomic write size, as BSD's 512 is there);
-//                    reader gone: EV_EOF, data 0 (POLLERR); never fires on a
-//                    read-only end.
+//                    reader gone: EV_EOF, data 0 (POLLERR). On a read-only
+//                    end: fires only with EV_EOF, data 0, once no writer is
+//                    left (POLLHUP), as NetBSD's filt_pipewrite.
 //   socket     READ  data = bytes in the receive queue (SIOCINQ), against
 //                    NOTE_LOWAT or else SO_RCVLOWAT; *datagram sockets:
 //                    Linux only tells the size of the next datagram, not
@@ -78,7 +82,9 @@ struct FileIdentity {
   bool operator!=(const FileIdentity& o) const { return !(*this == o); }
 };
 
-// 0 or an errno. fstat + F_GETFL: cheap enough for every evaluation.
+// 0 or an errno. statx (never a request to a FUSE server) + F_GETFL. The
+// fd filter uses it only for files it has no epoll item for; otherwise it
+// compares the open file itself (kcmp, fd_watch.h).
 int ReadIdentity(int fd, FileIdentity* out);
 
 enum class FileKind {
@@ -140,10 +146,6 @@ struct SendQueue {
 
 // `info` must describe a socket.
 SendQueue ReadSendQueue(int fd, const FileInfo& info);
-
-// Whether the filter can ever fire for this file (READ on a pipe's write
-// end, WRITE on its read end cannot): no event source is needed then.
-bool CanEverFire(const FileInfo& info, bool read);
 
 }  // namespace kqd
 

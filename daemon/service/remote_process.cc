@@ -146,6 +146,14 @@ ScopedFd RemoteProcess::DupFd(int fd, int* error) const {
     *error = EOPNOTSUPP;
     return ScopedFd();
   }
+  return CopyFd(fd, error);
+}
+
+ScopedFd RemoteProcess::CopyFd(int fd, int* error) const {
+  if (fd < 0) {
+    *error = EBADF;
+    return ScopedFd();
+  }
   int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd_.get(), fd, 0));
   if (copy < 0) {
     *error = errno == ESRCH ? EBADF : errno;

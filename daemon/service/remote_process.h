@@ -29,6 +29,8 @@ class RemoteProcess : public ProcessContext {
   uid_t euid() const override { return euid_; }
   bool can_kill_any() const override { return cap_kill_; }
   ScopedFd DupFd(int fd, int* error) const override;
+  // pidfd_getfd alone (one syscall).
+  ScopedFd CopyFd(int fd, int* error) const override;
   // Kqueues are known by the descriptors the process told us it used for
   // them (KQ_KEVENT_KQFD); another descriptor of the same open file is
   // recognised with kcmp.

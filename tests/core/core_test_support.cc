@@ -18,6 +18,15 @@ uid_t LocalProcess::ruid() const { return getuid(); }
 uid_t LocalProcess::euid() const { return geteuid(); }
 
 ScopedFd LocalProcess::DupFd(int fd, int* error) const {
+  // As the daemon's DupFd refuses its own device: a kqueue is not copied.
+  if (KqueueForFd(fd)) {
+    *error = EOPNOTSUPP;
+    return ScopedFd();
+  }
+  return CopyFd(fd, error);
+}
+
+ScopedFd LocalProcess::CopyFd(int fd, int* error) const {
   int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) *error = errno;
   return ScopedFd(copy);

@@ -27,7 +27,9 @@ class LocalProcess : public ProcessContext {
   uid_t ruid() const override;
   uid_t euid() const override;
   bool can_kill_any() const override { return euid() == 0; }
+  // EOPNOTSUPP for an fd bound to a kqueue (as the daemon's own device).
   ScopedFd DupFd(int fd, int* error) const override;
+  ScopedFd CopyFd(int fd, int* error) const override;
   std::shared_ptr<Kqueue> KqueueForFd(int fd) const override;
 
   // Makes `fd` name `kq` for KqueueForFd.
