@@ -71,6 +71,12 @@ class TestQueue {
   int Kevent(const std::vector<kq_kevent>& changes,
              std::vector<kq_kevent>* events, size_t nevents,
              const timespec* timeout, int* error = nullptr);
+  // The same call made by another process sharing the queue (after fork
+  // or SCM_RIGHTS).
+  int KeventAs(const std::shared_ptr<ProcessContext>& caller,
+               const std::vector<kq_kevent>& changes,
+               std::vector<kq_kevent>* events, size_t nevents,
+               const timespec* timeout, int* error = nullptr);
   // Just the changes, no collection; returns the errno of the call.
   int Change(const kq_kevent& change);
   // Collect with a timeout in ms (-1: forever).
