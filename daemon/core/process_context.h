@@ -30,7 +30,9 @@ class ProcessContext {
   // A transient copy (in the daemon) of the process's descriptor `fd`, used
   // for a moment and closed: knotes must not keep the client's file alive.
   // On failure returns an invalid ScopedFd and sets *error (EBADF if the
-  // process has no such descriptor).
+  // process has no such descriptor, EOPNOTSUPP if it is one of our own
+  // kqueues: those are never copied, and the fd filters then ask
+  // KqueueForFd).
   virtual ScopedFd DupFd(int fd, int* error) const = 0;
 
   // The same copy without DupFd's checks (e.g. that `fd` is not our own
