@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <memory>
 #include <set>
 #include <vector>
@@ -84,8 +86,15 @@ TEST_F(FdSharedQueueTest, SameNumberInTwoProcessesIsTwoKnotes) {
   ASSERT_EQ(ChangeAs(other, Ev(p.r.get(), EVFILT_READ, EV_ADD, 0, 0, 2)), 0);
   WriteBytes(p.w.get(), 1);
   // Both are there, each with its own udata: neither update hit the other.
+  // Level-triggered: each collection returns every active knote. The two
+  // are activated one after the other on the reactor thread: wait (2 s at
+  // most) for both, without spinning the reactor out of its CPU.
   std::vector<uint64_t> got;
-  for (int i = 0; i < 50 && got.size() < 2; i++) got = CollectUdata(20);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (got.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    got = CollectUdata(20);
+    if (got.size() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   EXPECT_EQ(got, (std::vector<uint64_t>{1, 2}));
   // A delete names the caller's own knote only.
   ASSERT_EQ(ChangeAs(other, Ev(p.r.get(), EVFILT_READ, EV_DELETE)), 0);
