@@ -414,6 +414,16 @@ int Kqueue::AttachChild(const kq_kevent& kev,
 
 size_t Kqueue::Pending() const { return pending_; }
 
+Kqueue::Stats Kqueue::Snapshot() const {
+  Stats s;
+  std::lock_guard<std::mutex> l(mu_);
+  s.knotes = knotes_.size();
+  s.pending = queue_.size();
+  s.waiters = waiters_.size();
+  for (const auto& [key, kn] : knotes_) s.knotes_by_filter[key.second]++;
+  return s;
+}
+
 uint64_t Kqueue::AddReadinessObserver(std::function<void()> fn) {
   std::lock_guard<std::mutex> l(observers_mu_);
   uint64_t id = next_observer_++;

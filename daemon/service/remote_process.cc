@@ -2,26 +2,28 @@
 
 #include <errno.h>
 #include <linux/kcmp.h>
-#include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "daemon/os/pidfd.h"
 
 namespace kqd {
 
 std::shared_ptr<RemoteProcess> RemoteProcess::Open(pid_t tgid, const DeviceIdentity* device,
                                                    int* error) {
-  ScopedFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, tgid, 0)));
-  if (tgid <= 0 || !pidfd) {
+  if (tgid <= 0) {
+    *error = ESRCH;
+    return nullptr;
+  }
+  ScopedFd pidfd = OpenPidfd(tgid);
+  if (!pidfd) {
     *error = ESRCH;
     return nullptr;
   }
   return std::shared_ptr<RemoteProcess>(new RemoteProcess(tgid, std::move(pidfd), device));
 }
 
-bool RemoteProcess::exited() const {
-  pollfd pfd{pidfd_.get(), POLLIN, 0};
-  return poll(&pfd, 1, 0) > 0;
-}
+bool RemoteProcess::exited() const { return PidfdExited(pidfd_.get()); }
 
 bool RemoteProcess::IsOurDevice(int fd) const { return device_->IsDeviceOf(pid_, fd); }
 
