@@ -10,7 +10,8 @@
 // event, for a fixed time. Printed per placement (everything on CPU 0, or
 // left to the scheduler) and per client count (1, 2, 8):
 //   - aggregate ops/s (all clients' calls per second of wall time);
-//   - the median and 99th percentile latency of one call (µs).
+//   - the median and 99th percentile latency of one call (µs);
+//   - the daemon's thread count right after the row.
 // Then, unpinned: the same single client while a hog process sends kevent
 // calls whose changelist is 64 MiB of untouched (zero) pages and whose
 // eventlist has room for every answer, so each change is applied and
@@ -173,8 +174,19 @@ pid_t StartHog(const std::string& device, size_t bytes, int report_fd) {
   }
 }
 
+int CountThreads(pid_t pid) {
+  if (pid <= 0) return -1;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return -1;
+  int n = 0;
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
 void PrintRow(const char* placement, int clients, const std::vector<ClientResult>& rs,
-              double seconds) {
+              double seconds, int daemon_threads) {
   uint64_t total = 0;
   std::vector<double> med, p99;
   for (const auto& r : rs) {
@@ -184,8 +196,8 @@ void PrintRow(const char* placement, int clients, const std::vector<ClientResult
   }
   std::sort(med.begin(), med.end());
   std::sort(p99.begin(), p99.end());
-  std::printf("%-9s %7d %12.0f %12.1f %12.1f\n", placement, clients, total / seconds,
-              med[med.size() / 2], p99.back());
+  std::printf("%-9s %7d %12.0f %12.1f %12.1f %8d\n", placement, clients, total / seconds,
+              med[med.size() / 2], p99.back(), daemon_threads);
 }
 
 }  // namespace
@@ -210,14 +222,14 @@ int main(int argc, char** argv) {
   const int64_t ns = static_cast<int64_t>(seconds * 1e9);
   std::printf("kevent throughput, zero-timeout empty KQ_IOC_KEVENT, %.1f s per row, %ld CPUs\n",
               seconds, sysconf(_SC_NPROCESSORS_ONLN));
-  std::printf("%-9s %7s %12s %12s %12s\n", "placement", "clients", "ops/s", "median µs",
-              "worst p99 µs");
+  std::printf("%-9s %7s %12s %12s %12s %8s\n", "placement", "clients", "ops/s", "median µs",
+              "worst p99 µs", "threads");
   for (int pinned = 1; pinned >= 0; pinned--) {
     const int cpu = pinned ? 0 : -1;
     if (daemon_pid > 0) PlaceProcess(daemon_pid, cpu);
     for (int clients : {1, 2, 8}) {
-      PrintRow(pinned ? "cpu0" : "unpinned", clients, RunClients(device, clients, cpu, ns),
-               seconds);
+      std::vector<ClientResult> rs = RunClients(device, clients, cpu, ns);
+      PrintRow(pinned ? "cpu0" : "unpinned", clients, rs, seconds, CountThreads(daemon_pid));
     }
   }
   if (daemon_pid > 0) PlaceProcess(daemon_pid, -1);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/transport/fuse_api.h"
@@ -21,6 +22,16 @@ namespace {
 // sit idle (and more than min_threads are alive): enough spares for a burst,
 // few enough that an idle daemon does not keep a crowd of threads.
 constexpr int kIdleSpares = 3;
+// ...but never within this long of the last start of a thread, so a steady
+// load that keeps the pool near its size does not create and retire
+// threads over and over.
+constexpr int64_t kRetireAfterSpawnNs = 1000000000;
+
+int64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
 
 // Set on serving threads: which loop they serve (Stop() from one of them
 // would wait for itself).
@@ -112,6 +123,7 @@ void SessionLoop::SpawnLocked() {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   live_[id] = t.native_handle();
   t.detach();
+  last_spawn_ns_.store(MonotonicNs(), std::memory_order_relaxed);
 }
 
 void SessionLoop::Post(std::function<void()> task) {
@@ -120,9 +132,10 @@ void SessionLoop::Post(std::function<void()> task) {
     tasks_.push_back(std::move(task));
     tasks_queued_.store(true, std::memory_order_release);
   }
-  // Posted on a serving thread: it runs the task itself once its request is
-  // done, no wake-up needed. Elsewhere, the task thread takes it.
-  if (tls_serving == this) return;
+  // The task thread takes it, unless a serving thread gets there first
+  // (each looks after every request). Always woken: the poster may be a
+  // serving thread about to spend long on a uid's queued requests. Tasks
+  // are rare (interrupts), the write is cheap.
   uint64_t one = 1;
   ssize_t n = write(task_fd_.get(), &one, sizeof(one));
   (void)n;  // EAGAIN: the counter is huge, a wake-up is pending anyway
@@ -214,6 +227,8 @@ void SessionLoop::RunTaskThread() {
 
 bool SessionLoop::ShouldRetire() {
   if (idle_.load(std::memory_order_relaxed) < kIdleSpares) return false;
+  if (MonotonicNs() - last_spawn_ns_.load(std::memory_order_relaxed) < kRetireAfterSpawnNs)
+    return false;
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int>(live_.size()) > options_.min_threads;
 }

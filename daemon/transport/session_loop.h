@@ -7,11 +7,11 @@
 // changelist, a caller page backed by a slow filesystem) holds only itself;
 // the others keep serving. The pool grows by one thread whenever a request
 // leaves no thread idle (up to max_threads) and shrinks back towards
-// min_threads when threads sit idle.
+// min_threads when threads sit idle (not within a second of growing).
 //
-// Tasks posted from any thread (interrupt callbacks) run on a serving thread
-// right after the request it is processing, or on a small task thread that
-// sleeps on an eventfd — never inside a libfuse call.
+// Tasks posted from any thread (interrupt callbacks) run on a small task
+// thread that sleeps on an eventfd, or on a serving thread between two
+// requests, whichever comes first — never inside a libfuse call.
 //
 // Signals: serving threads block every signal except kWakeSignal, whose
 // handler does nothing and is installed without SA_RESTART, so Stop() can
@@ -121,6 +121,7 @@ class SessionLoop {
                                      // while they run, else the owner's
   std::atomic<bool> stop_requested_{false};
   std::atomic<int> idle_{0};  // serving threads waiting in read()
+  std::atomic<int64_t> last_spawn_ns_{0};  // CLOCK_MONOTONIC of the last spawn
 
   mutable std::mutex mu_;
   std::condition_variable state_changed_;
