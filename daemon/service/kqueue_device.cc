@@ -34,6 +34,10 @@ class RemoteKeventCall : public KeventCall {
     return (args_.flags & KQ_KEVENT_TIMEOUT) ? &timeout_ : nullptr;
   }
   int FetchChanges(size_t first, kq_kevent* out, size_t n) override {
+    // The core fetches a large changelist one slice at a time: a caller
+    // interrupted meanwhile (SIGKILL included) or a daemon shutting down
+    // stops it here, with the changes applied so far kept.
+    if (reply_->Cancelled()) return EINTR;
     return ReadCallerMemory(tid_, args_.changelist + first * sizeof(kq_kevent), out,
                             n * sizeof(kq_kevent));
   }
