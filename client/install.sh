@@ -11,17 +11,20 @@
 #   PREFIX/include/kqueued/kqueue_abi.h    the device ABI (sys/event.h includes it)
 #   PREFIX/share/man/man{1,2,8}/...        kqstat.1, kqueue.2, kevent.2, kqueued.8
 #
-# Build first (optimised: this is what gets installed):
-#               bazel build -c opt //daemon:kqueued //tools/kqstat //client:all
-# Then:         client/install.sh --prefix /usr/local
+#   client/install.sh --prefix /usr/local
+#
+# builds the optimised daemon and libraries first
+# (bazel build -c opt //daemon:kqueued //tools/kqstat //client:all) and installs those: a
+# plain `bazel build` makes an unoptimised (-O0) daemon, several times slower.
 #
 # Options:
 #   --prefix DIR    where to install (default /usr/local)
 #   --destdir DIR   stage under DIR (paths inside kqueue.pc stay PREFIX-based),
 #                   as packagers expect
-#   --bin DIR       Bazel's output tree (default: the -c opt tree,
-#                   "$(bazel info -c opt bazel-bin)", when bazel is at hand;
-#                   else the workspace's bazel-bin)
+#   --bin DIR       install what this Bazel output tree holds, without building
+#                   (packagers who built themselves; mind the -c opt)
+#   --no-build      install what the workspace's bazel-bin holds, without
+#                   building
 #   --src DIR       the source tree (default: this script's workspace)
 #   --version V     the version written to kqueue.pc (default: the daemon's)
 set -eu
@@ -31,6 +34,7 @@ src=$(dirname "$here")
 prefix=/usr/local
 destdir=
 bin=
+build=1
 version=
 
 die() {
@@ -51,6 +55,7 @@ while [ $# -gt 0 ]; do
     --destdir=*) destdir=${1#*=}; shift ;;
     --bin) [ $# -ge 2 ] || die "--bin needs a value"; bin=$2; shift 2 ;;
     --bin=*) bin=${1#*=}; shift ;;
+    --no-build) build=0; shift ;;
     --src) [ $# -ge 2 ] || die "--src needs a value"; src=$2; shift 2 ;;
     --src=*) src=${1#*=}; shift ;;
     --version) [ $# -ge 2 ] || die "--version needs a value"; version=$2; shift 2 ;;
@@ -65,11 +70,14 @@ case $prefix in
   *) die "--prefix must be an absolute path (it is written into kqueue.pc)" ;;
 esac
 if [ -z "$bin" ]; then
-  # The optimised tree, whatever configuration bazel-bin points at.
-  if command -v bazel >/dev/null 2>&1; then
-    bin=$(cd "$src" && bazel info -c opt bazel-bin 2>/dev/null) || bin=
+  if [ "$build" = 1 ]; then
+    command -v bazel >/dev/null 2>&1 || die "bazel is not installed (or pass --bin DIR / --no-build)"
+    (cd "$src" && bazel build -c opt //daemon:kqueued //tools/kqstat //client:all) ||
+      die "the optimised build failed"
+    bin=$(cd "$src" && bazel info -c opt bazel-bin) || die "bazel info failed"
+  else
+    bin=$src/bazel-bin
   fi
-  [ -n "$bin" ] || bin=$src/bazel-bin
 fi
 
 daemon=$bin/daemon/kqueued
@@ -77,7 +85,7 @@ kqstat=$bin/tools/kqstat/kqstat
 shared=$bin/client/libkqueue.so
 static=$bin/client/libkqueue.a
 for f in "$daemon" "$kqstat" "$shared" "$static"; do
-  [ -f "$f" ] || die "$f is missing: run 'bazel build -c opt //daemon:kqueued //tools/kqstat //client:all' first (or pass --bin)"
+  [ -f "$f" ] || die "$f is missing: run 'bazel build -c opt //daemon:kqueued //tools/kqstat //client:all' first (or drop --no-build/--bin)"
 done
 event_h=$src/client/include/sys/event.h
 kqueue_hpp=$src/client/include/kqueue/kqueue.hpp

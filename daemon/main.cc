@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -23,13 +22,14 @@
 
 #include "daemon/core/runtime.h"
 #include "daemon/filters/system_filters.h"
+#include "daemon/os/fd_limit.h"
 #include "daemon/plugin/plugin_loader.h"
 #include "daemon/service/kqueue_device.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/transport.h"
-#include "daemon/util/logger.h"
+#include "daemon/os/logger.h"
 #include "daemon/util/scoped_fd.h"
-#include "daemon/util/sd_notify.h"
+#include "daemon/os/sd_notify.h"
 
 namespace {
 
@@ -94,15 +94,6 @@ bool Parse(int argc, char** argv, Options* o) {
   return true;
 }
 
-// The fd filters reserve high descriptor numbers; use all we may have.
-void RaiseFdLimit() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -139,7 +130,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  RaiseFdLimit();
+  kqd::RaiseFdLimit();
 
   kqd::Runtime runtime;
   kqd::Logger& log = runtime.log();

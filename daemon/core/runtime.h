@@ -10,7 +10,7 @@
 #include "daemon/core/filter_registry.h"
 #include "daemon/core/reactor.h"
 #include "daemon/core/user_limits.h"
-#include "daemon/util/logger.h"
+#include "daemon/os/logger.h"
 
 namespace kqd {
 

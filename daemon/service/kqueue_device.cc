@@ -10,7 +10,7 @@
 
 #include "daemon/service/version.h"
 #include "daemon/transport/caller_memory.h"
-#include "daemon/util/read_file.h"
+#include "daemon/os/read_file.h"
 
 namespace kqd {
 namespace {
@@ -19,9 +19,10 @@ namespace {
 // between the caller's memory and the core.
 class RemoteKeventCall : public KeventCall {
  public:
-  RemoteKeventCall(std::shared_ptr<ProcessContext> caller, pid_t tid,
-                   const kq_kevent_args& args, std::shared_ptr<IoctlReply> reply)
-      : caller_(std::move(caller)), tid_(tid), args_(args), reply_(std::move(reply)) {
+  RemoteKeventCall(std::shared_ptr<CallerContext> caller, const kq_kevent_args& args,
+                   std::shared_ptr<IoctlReply> reply)
+      : context_(std::move(caller)), caller_(context_), tid_(context_->tid()), args_(args),
+        reply_(std::move(reply)) {
     timeout_.tv_sec = static_cast<time_t>(args.timeout_sec);
     timeout_.tv_nsec = static_cast<long>(args.timeout_nsec);
   }
@@ -41,16 +42,22 @@ class RemoteKeventCall : public KeventCall {
                              n * sizeof(kq_kevent));
   }
   void Complete(int result, int error) override {
+    // From here on the thread id may name another thread.
+    context_->EndCall();
     if (error != 0) {
       reply_->ReplyError(error);
     } else {
-      kq_kevent_args out = args_;  // the ioctl is _IOWR: echo the arguments
-      reply_->ReplyOk(result, &out, sizeof out);
+      // Nothing is copied back into the argument block (the daemon never
+      // changes it): the kernel then never writes it, so an argument block
+      // in read-only memory cannot fail the call after its changes were
+      // applied and its events taken (docs/abi.md).
+      reply_->ReplyOk(result, nullptr, 0);
     }
   }
 
  private:
-  std::shared_ptr<ProcessContext> caller_;
+  std::shared_ptr<CallerContext> context_;
+  std::shared_ptr<ProcessContext> caller_;  // context_, as the core sees it
   pid_t tid_;
   kq_kevent_args args_;
   timespec timeout_{};
@@ -97,7 +104,7 @@ void Append(std::string* out, const T& record) {
 }  // namespace
 
 KqueueDevice::KqueueDevice(Runtime* runtime, std::string device_path)
-    : runtime_(runtime), processes_(std::move(device_path)) {}
+    : runtime_(runtime), processes_(&runtime->reactor(), std::move(device_path)) {}
 
 KqueueDevice::~KqueueDevice() {
   std::map<uint64_t, Entry> entries;
@@ -134,7 +141,10 @@ int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
   // Who opened it, for kqstat; the cache entry is what its first kevent
   // call would make anyway.
   int ignored = 0;
-  if (auto process = processes_.Get(caller.tid, &ignored)) e.opener = process->pid();
+  if (auto context = processes_.Get(caller.tid, &ignored)) {
+    e.opener = context->pid();
+    context->EndCall();
+  }
   std::lock_guard<std::mutex> l(mu_);
   *handle = next_handle_++;
   entries_.emplace(*handle, std::move(e));
@@ -231,14 +241,14 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   // The count is returned as the ioctl's int result.
   if (args.nevents > INT32_MAX) args.nevents = INT32_MAX;
   int err = 0;
-  std::shared_ptr<RemoteProcess> process = processes_.Get(caller.tid, &err);
-  if (!process) return reply->ReplyError(err);
+  std::shared_ptr<CallerContext> context = processes_.Get(caller.tid, &err);
+  if (!context) return reply->ReplyError(err);
   // Which of the caller's descriptors is this kqueue: what lets another of
   // its kqueues watch this one (EVFILT_READ on a kqueue fd).
-  if (args.flags & KQ_KEVENT_KQFD) process->RememberKqueueFd(args.kq_fd, kq);
+  if (args.flags & KQ_KEVENT_KQFD) context->process()->RememberKqueueFd(args.kq_fd, kq);
   std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
   uint64_t wait_id = kq->Kevent(
-      std::make_unique<RemoteKeventCall>(process, caller.tid, args, shared_reply));
+      std::make_unique<RemoteKeventCall>(std::move(context), args, shared_reply));
   if (wait_id != 0) {
     // A signal to the caller answers the parked call with EINTR. If the call
     // was answered meanwhile, Interrupt finds nothing and the transport

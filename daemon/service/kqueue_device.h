@@ -13,7 +13,7 @@
 
 #include "daemon/core/kqueue.h"
 #include "daemon/core/runtime.h"
-#include "daemon/service/remote_process.h"
+#include "daemon/service/process_cache.h"
 #include "daemon/transport/device_handler.h"
 
 namespace kqd {

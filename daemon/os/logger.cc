@@ -1,4 +1,4 @@
-#include "daemon/util/logger.h"
+#include "daemon/os/logger.h"
 
 #include <errno.h>
 #include <fcntl.h>

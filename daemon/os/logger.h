@@ -10,8 +10,8 @@
 // ClientLog, which is rate-limited per client uid: a misbehaving client can
 // fill its own small budget and no more; what it loses is counted and the
 // count appears on its next line that gets through.
-#ifndef KQUEUED_DAEMON_UTIL_LOGGER_H_
-#define KQUEUED_DAEMON_UTIL_LOGGER_H_
+#ifndef KQUEUED_DAEMON_OS_LOGGER_H_
+#define KQUEUED_DAEMON_OS_LOGGER_H_
 
 #include <sys/types.h>
 
@@ -99,4 +99,4 @@ class Logger {
 
 }  // namespace kqd
 
-#endif  // KQUEUED_DAEMON_UTIL_LOGGER_H_
+#endif  // KQUEUED_DAEMON_OS_LOGGER_H_
