@@ -127,6 +127,27 @@ class LogTest(unittest.TestCase):
         self.assertGreaterEqual(len(unknown), 10)
         self.assertLess(len(unknown), 40, unknown)
 
+    def test_a_limit_reached_is_logged(self):
+        sys.path.insert(0, os.path.dirname(os.path.dirname(
+            kqdaemon.runfile("client/python/kqueued/__init__.py"))))
+        import kqueued
+        d = kqdaemon.Daemon()
+        try:
+            os.environ["KQUEUE_DEVICE"] = d.device
+            kq = kqueued.kqueue()
+            # 4096 timers per user: the 4097th fails with ENOMEM.
+            changes = [kqueued.kevent(i, kqueued.KQ_FILTER_TIMER, kqueued.KQ_EV_ADD, 0, 3600000)
+                       for i in range(4100)]
+            errors = kq.control(changes, 8)
+            self.assertTrue(errors and all(e.flags & kqueued.KQ_EV_ERROR for e in errors))
+            self.assertEqual(errors[0].data, 12)  # ENOMEM
+            kq.close()
+        finally:
+            d.stop()
+        lines = [l for l in d.log().splitlines() if "per-user limit" in l]
+        self.assertTrue(lines, d.log())
+        self.assertEqual(lines[0], "kqueued: warning: per-user limit of 4096 timers reached (uid 0)")
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
