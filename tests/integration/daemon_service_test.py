@@ -61,6 +61,25 @@ class NotifyTest(unittest.TestCase):
     def test_abstract_socket(self):
         self.run_daemon(abstract=True)
 
+    def test_restart_after_a_crash(self):
+        # What Restart=on-failure does after SIGKILL: start again on the same
+        # path, over the dead mount the crash left; READY=1 again.
+        first = kqdaemon.Daemon()
+        try:
+            first.proc.kill()
+            first.proc.wait(10)
+            sock, address = notify_socket(False)
+            env = dict(os.environ, NOTIFY_SOCKET=address)
+            second = kqdaemon.Daemon(env=env, wait_ready=False, device=first.device)
+            try:
+                self.assertIn("READY=1", sock.recv(4096).decode().split("\n"), second.log())
+                self.assertEqual(kqdaemon.abi_version(first.device), 2)
+            finally:
+                self.assertEqual(second.stop(), 0)
+                sock.close()
+        finally:
+            first.stop()
+
     def test_no_ready_when_start_fails(self):
         sock, address = notify_socket(False)
         env = dict(os.environ, NOTIFY_SOCKET=address)
