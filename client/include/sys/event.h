@@ -23,8 +23,8 @@
  *    ENOSYS  No kqueue service: the device does not exist (ENOENT), is not
  *            served by a daemon any more (ENOTCONN, ENXIO, ENODEV), or is not
  *            a kqueue device at all (it rejects the version ioctl).
- *    EPROTO  The daemon speaks a different ABI version than this library was
- *            built for (KQ_ABI_VERSION). Upgrade one of the two.
+ *    EPROTO  The daemon speaks an older ABI version than this library was
+ *            built for (KQ_ABI_VERSION). Upgrade the daemon.
  *    EINVAL  kqueue1() flags other than O_CLOEXEC and O_NONBLOCK.
  *    EACCES, EPERM, EMFILE, ENFILE, ENOMEM: from open(2), unchanged.
  *  kevent():

@@ -14,6 +14,8 @@
 #include "daemon/core/kqueue.h"
 #include "daemon/core/process_context.h"
 #include "daemon/filters/proc/proc_info.h"
+#include "daemon/os/pidfd.h"
+#include "daemon/os/proc_files.h"
 
 namespace kqd {
 namespace proc {
@@ -49,8 +51,8 @@ int ProcTracker::Attach(Knote& kn, bool tracked_child, ProcKnoteState* st) {
 
   ScopedFd pidfd = OpenPidfd(pid);
   const int open_error = pidfd ? 0 : errno;
-  ProcCreds creds;
-  bool have_creds = ReadProcCreds(pid, &creds) && creds.tgid == pid;
+  ProcStatus creds;
+  bool have_creds = ReadProcStatus(pid, &creds) && creds.tgid == pid;
   bool gone;
   if (pidfd) {
     // The pidfd pins the process: if it still holds its pid after the read,
