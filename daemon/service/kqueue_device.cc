@@ -10,7 +10,7 @@
 
 #include "daemon/service/version.h"
 #include "daemon/transport/caller_memory.h"
-#include "daemon/util/read_file.h"
+#include "daemon/os/read_file.h"
 
 namespace kqd {
 namespace {
