@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -78,6 +79,12 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // parked call whose DescriptorClosed() says its own descriptor is gone.
   // Calls made through other descriptors (dup, fork) keep waiting.
   void DescriptorClosed();
+  // How many times DescriptorClosed() has been called. A call parked on
+  // another thread than the one that handles closes reads it before
+  // Kevent() and, if it changed by the time the call is parked, calls
+  // DescriptorClosed() itself: a close that overtook the parking is not
+  // lost.
+  uint64_t descriptor_closes() const { return descriptor_closes_.load(); }
 
   // The last close: deletes every knote and answers parked calls with EBADF.
   // Further kevent calls fail with EBADF.
@@ -134,7 +141,13 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
       for (auto& a : actions) a();
     }
   };
-  using Key = std::pair<uint64_t, uint32_t>;  // (ident, filter)
+  // (ident, filter, owner): owner is 0, or for fd filters the pid of the
+  // registering process — on a queue shared after fork() or SCM_RIGHTS
+  // each process names its own descriptors (docs/abi.md). A pid is only a
+  // number, but a knote whose process exited is found gone (its pidfd)
+  // before a reused pid could take it over.
+  using Key = std::tuple<uint64_t, uint32_t, pid_t>;
+  static Key KeyOf(const Knote& kn);
 
   Kqueue(Runtime* runtime, uid_t uid, std::unique_ptr<UserLimits::Charge> charge);
 
@@ -171,6 +184,7 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   std::list<std::shared_ptr<Knote>> queue_;  // active, enabled knotes
   std::deque<Waiter> waiters_;
   uint64_t next_wait_id_ = 1;
+  std::atomic<uint64_t> descriptor_closes_{0};
   // queue_.size(), for Pending() without mu_.
   std::atomic<size_t> pending_{0};
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <array>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,9 @@ namespace kqd {
 // ENOMEM. When the daemon itself has no descriptor left, the call gets
 // ENFILE (the "system" table being the daemon's), never a misleading errno.
 enum class Resource { kKqueues, kKnotes, kTimers, kFastTimers, kDaemonFds, kCount };
+
+// "kqueues", "knotes", "timers" ...: for log lines.
+const char* ResourceName(Resource r);
 
 struct LimitConfig {
   // The seed's kq_calloutmax: timers per user.
@@ -73,6 +77,11 @@ class UserLimits : public std::enable_shared_from_this<UserLimits> {
   uint64_t Ceiling(Resource r) const;
   const LimitConfig& config() const { return config_; }
 
+  // Called (without the lock) each time Take refuses: the daemon logs it.
+  // Set before clients are served; null to stop.
+  using RefusalObserver = std::function<void(uid_t, Resource, uint64_t ceiling)>;
+  void set_refusal_observer(RefusalObserver fn);
+
  private:
   explicit UserLimits(LimitConfig config) : config_(config) {}
   void Give(uid_t uid, Resource r);
@@ -80,6 +89,7 @@ class UserLimits : public std::enable_shared_from_this<UserLimits> {
   const LimitConfig config_;
   mutable std::mutex mu_;  // guards used_
   std::map<uid_t, std::array<uint64_t, static_cast<int>(Resource::kCount)>> used_;
+  RefusalObserver on_refused_;  // guarded by mu_
 };
 
 }  // namespace kqd
