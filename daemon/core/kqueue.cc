@@ -395,7 +395,6 @@ void Kqueue::Interrupt(uint64_t wait_id) {
 }
 
 void Kqueue::DescriptorClosed() {
-  descriptor_closes_++;
   Deferred deferred;
   std::lock_guard<std::mutex> l(mu_);
   for (auto it = waiters_.begin(); it != waiters_.end();) {

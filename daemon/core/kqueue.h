@@ -85,6 +85,9 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // DescriptorClosed() itself: a close that overtook the parking is not
   // lost.
   uint64_t descriptor_closes() const { return descriptor_closes_.load(); }
+  // Counts a close without examining the waiters (lock-free, for threads
+  // that must not wait for the kqueue's lock); DescriptorClosed() follows.
+  void NoteDescriptorClosed() { descriptor_closes_++; }
 
   // The last close: deletes every knote and answers parked calls with EBADF.
   // Further kevent calls fail with EBADF.

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -170,9 +171,34 @@ void KqueueDevice::Release(uint64_t handle) {
   e.kq->Close();
 }
 
+namespace {
+
+// Whether thread `tid` (as the kernel's request names it) is one of ours.
+bool IsOurThread(pid_t tid) {
+  if (tid <= 0) return false;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d", static_cast<int>(tid));
+  return access(path, F_OK) == 0;
+}
+
+}  // namespace
+
 void KqueueDevice::Flush(uint64_t handle, const Caller& caller) {
-  (void)caller;  // any process sharing the kqueue may have closed it
-  if (std::shared_ptr<Kqueue> kq = Find(handle)) kq->DescriptorClosed();
+  // The daemon closing a copy of a client's device descriptor (DupFd checks
+  // a copy's identity) closes nothing of the client's.
+  if (IsOurThread(caller.tid)) return;
+  std::shared_ptr<Kqueue> kq = Find(handle);
+  if (!kq) return;
+  // Counted now, so a kevent parking on a lane meanwhile looks again;
+  // the waiters themselves are examined on the reactor thread: this runs
+  // on the transport's loop thread, which must never wait for a kqueue
+  // lock (the lock holder may itself be waiting for this FLUSH's answer,
+  // when it is the daemon closing such a copy).
+  kq->NoteDescriptorClosed();
+  std::weak_ptr<Kqueue> weak = kq;
+  runtime_->reactor().Post([weak] {
+    if (auto k = weak.lock()) k->DescriptorClosed();
+  });
 }
 
 size_t KqueueDevice::open_kqueues() const {
@@ -263,8 +289,12 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
       std::make_unique<RemoteKeventCall>(std::move(context), args, shared_reply));
   // A close() handled (on the transport's loop thread) while this call was
   // on its way to parking found nothing to end: look again.
-  if (wait_id != 0 && (args.flags & KQ_KEVENT_KQFD) && kq->descriptor_closes() != closes)
-    kq->DescriptorClosed();
+  if (wait_id != 0 && (args.flags & KQ_KEVENT_KQFD) && kq->descriptor_closes() != closes) {
+    std::weak_ptr<Kqueue> weak = kq;
+    runtime_->reactor().Post([weak] {
+      if (auto k = weak.lock()) k->DescriptorClosed();
+    });
+  }
   if (wait_id != 0) {
     // A signal to the caller answers the parked call with EINTR. If the call
     // was answered meanwhile, Interrupt finds nothing and the transport
