@@ -54,6 +54,15 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
   size_t nevents = call->nevents();
   size_t nerrors = 0;  // EV_ERROR entries written so far
 
+  // An invalid timeout fails the call before anything is done, whatever
+  // nevents is (NetBSD looks at it only when it scans: with nevents 0 it
+  // returns 0 there; docs/abi.md promises EINVAL).
+  const timespec* timeout = call->timeout();
+  if (timeout != nullptr && !ValidTimeout(*timeout)) {
+    call->Complete(0, EINVAL);
+    return 0;
+  }
+
   kq_kevent chunk[kChangeChunk];
   for (size_t first = 0; first < nchanges; first += kChangeChunk) {
     const size_t n = std::min(kChangeChunk, nchanges - first);
@@ -98,11 +107,10 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
     return 0;
   }
 
-  const timespec* timeout = call->timeout();
-  if (timeout != nullptr && !ValidTimeout(*timeout)) {
-    call->Complete(0, EINVAL);
-    return 0;
-  }
+  // Causality: every event whose cause the kernel recorded before this call
+  // is handed to its knote before the scan (see Reactor's CATCH-UP). Taken
+  // without mu_: the sources' callbacks take it.
+  runtime_->reactor().CatchUp();
 
   std::vector<kq_kevent> events;
   uint64_t wait_id = 0;

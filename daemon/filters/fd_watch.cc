@@ -19,8 +19,11 @@ constexpr rlim_t kMaxTop = 65536;
 constexpr int kMaxSlots = 1024;
 constexpr int kMinSlots = 16;
 // Events drained from a watcher's epoll per reactor wake-up; more stay
-// ready and the (level-triggered) reactor calls again.
+// ready and the (level-triggered) reactor calls again — except in a
+// Reactor::CatchUp(), which reads the epoll to its end (up to
+// kCatchUpBatches batches).
 constexpr int kEpollBatch = 256;
+constexpr int kCatchUpBatches = 64;
 // What changes a file's size (or a directory's entries).
 constexpr uint32_t kInodeMask =
     IN_MODIFY | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO;
@@ -197,18 +200,22 @@ size_t FdWatcher::item_count() const {
 }
 
 void FdWatcher::OnEpoll() {
-  epoll_event events[kEpollBatch];
-  const int n = epoll_wait(epoll_.get(), events, kEpollBatch, 0);
-  if (n <= 0) return;
-  std::vector<Callback> due;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    for (int i = 0; i < n; i++) {
-      auto it = items_.find(events[i].data.u64);
-      if (it != items_.end()) due.push_back(it->second);  // else: a zombie
+  const int batches = Reactor::CatchingUp() ? kCatchUpBatches : 1;
+  for (int b = 0; b < batches; b++) {
+    epoll_event events[kEpollBatch];
+    const int n = epoll_wait(epoll_.get(), events, kEpollBatch, 0);
+    if (n <= 0) return;
+    std::vector<Callback> due;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (int i = 0; i < n; i++) {
+        auto it = items_.find(events[i].data.u64);
+        if (it != items_.end()) due.push_back(it->second);  // else: a zombie
+      }
     }
+    for (auto& cb : due) cb();  // no lock held: they take kqueue locks
+    if (n < kEpollBatch) return;
   }
-  for (auto& cb : due) cb();  // no lock held: they take kqueue locks
 }
 
 void FdWatcher::OnInotify() {

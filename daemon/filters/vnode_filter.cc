@@ -264,7 +264,23 @@ bool VnodeFilter::Event(Knote& kn, long hint) {
     VnodeStat now;
     if (copy) now = StatOf(sb);
     Apply(kn, VnodeHints(events, st->dir, &st->last, copy ? &now : nullptr));
-    if (copy) st->last = now;
+    if (copy) {
+      // A regular file's size moves its baseline only with the events that
+      // concern it (and links and attributes theirs): an IN_ATTRIB read
+      // after a truncation but before the truncation's IN_MODIFY must not
+      // swallow the size change, which that IN_MODIFY then reports.
+      const bool lost = (events & W::kOverflow) != 0;
+      if (st->dir || lost || (events & W::kModify)) {
+        st->last.size = now.size;
+        st->last.mtime_ns = now.mtime_ns;
+      }
+      if (st->dir || lost || (events & W::kAttrib)) {
+        st->last.nlink = now.nlink;
+        st->last.mode = now.mode;
+        st->last.uid = now.uid;
+        st->last.gid = now.gid;
+      }
+    }
     revoke = (events & W::kUnmount) != 0;
     if (!revoke && (events & W::kIgnored) && copy) {
       // The kernel dropped the watch while the file is still open to the
