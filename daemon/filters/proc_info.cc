@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -129,6 +130,33 @@ bool PidfdHoldsPid(int pidfd) {
 bool PidfdExited(int pidfd) {
   pollfd p{pidfd, POLLIN, 0};
   return poll(&p, 1, 0) > 0;
+}
+
+namespace {
+
+// PIDFD_GET_INFO (Linux 6.13; the exit status since 6.15), declared here
+// because the build's kernel headers may predate it. Only the first version
+// of the structure (64 bytes) is used: the kernel takes the size from the
+// command and fills what fits.
+struct PidfdInfoV0 {
+  uint64_t mask;
+  uint64_t cgroupid;
+  uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+  int32_t exit_code;
+};
+static_assert(sizeof(PidfdInfoV0) == 64, "PIDFD_INFO_SIZE_VER0");
+constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, PidfdInfoV0);
+constexpr uint64_t kPidfdInfoExit = 1u << 3;
+
+}  // namespace
+
+bool PidfdExitStatus(int pidfd, int* status) {
+  PidfdInfoV0 info{};
+  info.mask = kPidfdInfoExit;
+  if (ioctl(pidfd, kPidfdGetInfo, &info) != 0) return false;  // ENOTTY: before 6.13
+  if (!(info.mask & kPidfdInfoExit)) return false;  // not reaped yet, or before 6.15
+  *status = info.exit_code;
+  return true;
 }
 
 }  // namespace kqd

@@ -58,6 +58,12 @@ bool PidfdHoldsPid(int pidfd);
 // Whether the process behind `pidfd` has exited (the pidfd is readable).
 bool PidfdExited(int pidfd);
 
+// The wait(2)-style status of the process behind `pidfd` once it has been
+// reaped (PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15 and later). False
+// while it is alive or a zombie (read /proc then: ReadProcStat), and always
+// on older kernels.
+bool PidfdExitStatus(int pidfd, int* status);
+
 }  // namespace kqd
 
 #endif  // KQUEUED_DAEMON_FILTERS_PROC_INFO_H_

@@ -297,33 +297,75 @@ void ProcTracker::OnFork(pid_t parent, pid_t child, uint64_t when) {
 }
 
 void ProcTracker::OnExit(const ProcEvent& ev) {
-  std::lock_guard<std::mutex> l(mu_);
-  for (const auto& p : LiveLocked(ev.tgid)) {
-    // With a pidfd: the process is gone if the pidfd is readable (else this
-    // was one thread of several). Without: the leader's exit is the end.
-    const bool gone = p->pidless ? ev.pid == ev.tgid : PidfdExited(p->pidfd.get());
-    p->have_status = true;
-    p->final_status = gone;
-    p->status = ev.exit_status;
-    if (gone) ArmGraceLocked(p);
+  Notes notes;
+  int status = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& p : LiveLocked(ev.tgid)) {
+      // With a pidfd: the process is gone if the pidfd is readable (else this
+      // was one thread of several). Without: the leader's exit is the end.
+      const bool gone = p->pidless ? ev.pid == ev.tgid : PidfdExited(p->pidfd.get());
+      p->have_status = true;
+      p->final_status = gone;
+      p->status = ev.exit_status;
+      if (!gone) continue;
+      if (p->pidless) {
+        ArmGraceLocked(p);  // the leader's exit event may be an exec's (see Process)
+        continue;
+      }
+      // The whole process is gone and this is its last thread's exit event:
+      // the stream is in order, so everything it sent before is reported.
+      status = p->status;
+      FinishLocked(p, &notes);
+    }
   }
+  NotifyExit(notes, status);
 }
 
 void ProcTracker::OnPidfdReadable(const std::shared_ptr<Process>& p) {
+  // The kernel made the pidfd readable (exit_notify) before it woke the
+  // parent's wait(): a kevent after waitpid() catches up to here, and must
+  // report NOTE_EXIT now. The process's fork and exec events were sent
+  // before its exit, so reading the connector to its end reports them
+  // first; only its own exit event may still be on its way.
+  if (events_) events_->Drain();
   Notes notes;
   int status = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (p->exited || !p->pidfd) return;  // reported already, or retired
-    if (events_) {
+    if (events_ && !StatusKnownLocked(*p, &status)) {
+      // A kernel before 6.15, the process reaped and its exit event not yet
+      // read: wait (briefly) for that event, which has the status.
       ArmGraceLocked(p);
       return;
     }
-    // No connector: nothing more will come.
-    status = ExitStatusLocked(*p);
+    if (!events_) status = ExitStatusLocked(*p);  // nothing more will come
     FinishLocked(p, &notes);
   }
   NotifyExit(notes, status);
+}
+
+bool ProcTracker::StatusKnownLocked(const Process& p, int* status) {
+  if (p.final_status) {
+    *status = p.status;
+    return true;
+  }
+  if (!p.pidfd) return false;
+  // Reaped (6.15+): the kernel kept the status with the pidfd.
+  if (PidfdExitStatus(p.pidfd.get(), status)) return true;
+  // A zombie: /proc has it (the pidfd check after the read makes sure the
+  // stat was this process's). It is the leader's exit code, the process's
+  // unless the leader ended (pthread_exit) before another thread's
+  // exit_group, which the connector's event would have told.
+  ProcStat stat;
+  if (ReadProcStat(p.pid, &stat) && (stat.state == 'Z' || stat.state == 'X') &&
+      PidfdHoldsPid(p.pidfd.get())) {
+    *status = stat.exit_code;
+    return true;
+  }
+  // Reaped between the two looks.
+  return PidfdExitStatus(p.pidfd.get(), status);
 }
 
 void ProcTracker::ArmGraceLocked(const std::shared_ptr<Process>& p) {

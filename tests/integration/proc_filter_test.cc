@@ -111,6 +111,30 @@ TEST_F(ProcDevice, ExitOfAForkedChildWithItsStatus) {
   EXPECT_EQ(WaitStatus(child), 3 << 8);
 }
 
+TEST_F(ProcDevice, ExitIsSeenByAKeventAfterWaitpid) {
+  // Causality: once waitpid() has returned, a zero-timeout kevent reports
+  // NOTE_EXIT with the status. (The proc connector's exit event can come
+  // after the parent's wait returned; the pidfd is readable before.)
+  for (int round = 0; round < 100; round++) {
+    Channel go;
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      go.Receive();
+      _exit(round % 100);
+    }
+    ASSERT_EQ(Change(kq_, Watch(child, NOTE_EXIT, EV_ADD, round)), 0);
+    go.Send(1);
+    ASSERT_EQ(WaitStatus(child), (round % 100) << 8);
+    kq_kevent ev{};
+    ASSERT_EQ(Kevent(kq_, nullptr, 0, &ev, 1, 0), 1) << "round " << round;
+    EXPECT_EQ(ev.ident, static_cast<uint64_t>(child));
+    EXPECT_EQ(ev.fflags, NOTE_EXIT);
+    EXPECT_EQ(ev.data, (round % 100) << 8) << "round " << round;
+    EXPECT_EQ(ev.udata, static_cast<uint64_t>(round));
+  }
+}
+
 TEST_F(ProcDevice, SignalledChild) {
   pid_t child = fork();
   ASSERT_GE(child, 0);
