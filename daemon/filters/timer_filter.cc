@@ -170,6 +170,10 @@ class TimerFilter : public FilterOps {
     if (int err = ParseSpec(kn.sfflags, kn.sdata, &spec)) return err;
     auto charge = runtime_->limits().Take(kn.owner->euid(), Resource::kTimers);
     if (!charge) return ENOMEM;  // the seed's kq_calloutmax
+    // NetBSD's filt_timerattach sets EV_CLEAR for relative timers only: an
+    // absolute timer that has fired stays triggered (level) unless the
+    // caller asked for EV_CLEAR (or EV_ONESHOT) itself.
+    if (!(kn.sfflags & NOTE_ABSTIME)) kn.kev.flags |= EV_CLEAR;
     kn.state = std::make_unique<TimerState>(&runtime_->reactor(), std::move(charge));
     kn.state_as<TimerState>()->Start(kn, spec);
     return 0;
@@ -198,6 +202,7 @@ class TimerFilter : public FilterOps {
     if (int err = ParseSpec(change.fflags, change.data, &spec)) return err;
     kn.sfflags = change.fflags;
     kn.sdata = change.data;
+    if (!(kn.sfflags & NOTE_ABSTIME)) kn.kev.flags |= EV_CLEAR;  // as at attach
     // An event still queued with the old count is dropped when collected:
     // the core re-evaluates it and finds nothing. (An EV_ONESHOT one is not
     // re-evaluated, and would be reported with data 0.)
@@ -206,7 +211,7 @@ class TimerFilter : public FilterOps {
     return 0;
   }
 
-  uint32_t ImpliedFlags() const override { return EV_CLEAR; }
+  // EV_CLEAR is implied for relative timers only: Attach sets it.
 
  private:
   Runtime* const runtime_;

@@ -190,19 +190,21 @@ VnodeFilter::VnodeFilter(Runtime* runtime)
 
 int VnodeFilter::Attach(Knote& kn) {
   if (!watch_) return ENOSYS;
-  // Only files and directories have vnode events: everything else is
-  // EOPNOTSUPP, as the project's contract says (NetBSD answers EINVAL for
-  // pipes, sockets, FIFOs and kqueues and EOPNOTSUPP for devices; one errno
-  // for "not a vnode" is easier to rely on).
-  if (kn.owner->KqueueForFd(Fd(kn))) return EOPNOTSUPP;
+  // Only files and directories have vnode events. The errno for the rest
+  // follows NetBSD: its pipe, socket, FIFO, kqueue and eventfd/timerfd
+  // kqfilters answer EINVAL for a filter they do not know; devices (and
+  // what NetBSD has no counterpart for, an O_PATH symlink) EOPNOTSUPP.
+  if (kn.owner->KqueueForFd(Fd(kn))) return EINVAL;
   int err = 0;
   ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
   if (!copy) return err != 0 ? err : EBADF;
   auto st = std::make_unique<VnodeState>();
   struct stat sb;
   if (int e = Look(copy.get(), &sb, &st->id)) return e;
+  if (st->id.type == S_IFIFO || st->id.type == S_IFSOCK) return EINVAL;
+  // eventfd, timerfd, pidfd... (mode 0 or S_IFREG, depending on the kernel)
+  if ((st->id.type == 0 || st->id.type == S_IFREG) && IsAnonInode(copy.get())) return EINVAL;
   if (st->id.type != S_IFREG && st->id.type != S_IFDIR) return EOPNOTSUPP;
-  if (st->id.type == S_IFREG && IsAnonInode(copy.get())) return EOPNOTSUPP;
   st->dir = st->id.type == S_IFDIR;
   st->last = StatOf(sb);
 

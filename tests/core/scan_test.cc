@@ -67,6 +67,18 @@ TEST_F(ScanTest, InvalidTimeoutIsEinval) {
   }
 }
 
+TEST_F(ScanTest, InvalidTimeoutIsEinvalEvenWithoutEventsAndAppliesNothing) {
+  // docs/abi.md: EINVAL for such a timeout, whatever nevents is (NetBSD
+  // only looks at it when it scans). The call fails before any change.
+  for (timespec ts : {timespec{0, -1}, timespec{0, 1000000000}, timespec{-1, 0}}) {
+    int err = 0;
+    std::vector<kq_kevent> out;
+    EXPECT_EQ(q_->Kevent({Ev(7, m_, EV_ADD)}, &out, 0, &ts, &err), -1);
+    EXPECT_EQ(err, EINVAL);
+    EXPECT_EQ(q_->Change(Ev(7, m_, EV_DELETE)), ENOENT);  // not added
+  }
+}
+
 TEST_F(ScanTest, NullTimeoutWaitsUntilAnEvent) {
   ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD)), 0);
   uint64_t wait_id = 0;
