@@ -38,7 +38,7 @@ bool ReadProcCreds(pid_t pid, ProcCreds* out) {
   std::snprintf(path, sizeof path, "/proc/%d/status", pid);
   std::string text;
   if (ReadWholeFile(path, &text) != 0) return false;
-  bool have_tgid = false, have_uid = false;
+  bool have_tgid = false, have_uid = false, have_gid = false;
   size_t pos = 0;
   while (pos < text.size()) {
     size_t eol = text.find('\n', pos);
@@ -54,10 +54,25 @@ bool ReadProcCreds(pid_t pid, ProcCreds* out) {
       out->euid = static_cast<uid_t>(b);
       out->suid = static_cast<uid_t>(c);
       have_uid = true;
+    } else if (std::strncmp(line, "Gid:", 4) == 0 &&
+               std::sscanf(line + 4, "%lu %lu %lu", &a, &b, &c) == 3) {
+      out->rgid = static_cast<gid_t>(a);
+      out->egid = static_cast<gid_t>(b);
+      out->sgid = static_cast<gid_t>(c);
+      have_gid = true;
     }
     pos = eol + 1;
   }
-  return have_tgid && have_uid;
+  return have_tgid && have_uid && have_gid;
+}
+
+bool IsSetId(const ProcCreds& c) {
+  return c.euid != c.ruid || c.suid != c.ruid || c.egid != c.rgid || c.sgid != c.rgid;
+}
+
+bool MayTrack(const ProcCreds& forker, const ProcCreds& child) {
+  if (forker.euid == 0) return true;
+  return forker.ruid == child.ruid && !IsSetId(child);
 }
 
 bool ReadProcStat(pid_t pid, ProcStat* out) {

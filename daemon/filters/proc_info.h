@@ -14,15 +14,23 @@
 
 namespace kqd {
 
-// /proc/<pid>/status: the thread-group id and the Uid: line (real,
-// effective, saved set-user-ID; the fs uid is not needed).
+// /proc/<pid>/status: the thread-group id and the Uid: and Gid: lines
+// (real, effective, saved set-ID; the fs ids are not needed).
 struct ProcCreds {
   pid_t tgid = 0;
   uid_t ruid = 0;
   uid_t euid = 0;
   uid_t suid = 0;
+  gid_t rgid = 0;
+  gid_t egid = 0;
+  gid_t sgid = 0;
 };
 bool ReadProcCreds(pid_t pid, ProcCreds* out);
+
+// Whether the process is "set-id" — Linux's nearest to NetBSD's PK_SUGID:
+// its effective or saved user or group id differs from the real one (it ran
+// a set-id program, or changed ids without dropping them all).
+bool IsSetId(const ProcCreds& creds);
 
 // /proc/<pid>/stat: state (field 3), ppid (4), starttime (22, clock ticks
 // since boot: with the pid it names one process for good) and exit_code (52,
@@ -40,10 +48,18 @@ bool ReadProcStat(pid_t pid, ProcStat* out);
 // zombies included. Empty if the process is gone.
 std::vector<pid_t> ListChildren(pid_t pid);
 
-// kill(2)'s permission rule, which NetBSD's EVFILT_PROC applies: the
-// watcher's real or effective uid equals the target's real or saved
-// set-user-ID, or the watcher has CAP_KILL.
+// kill(2)'s permission rule, which the project applies to an EVFILT_PROC
+// registration: the watcher's real or effective uid equals the target's
+// real or saved set-user-ID, or the watcher has CAP_KILL. (NetBSD applies
+// KAUTH_PROCESS_KEVENT_FILTER instead — see MayTrack — which also refuses
+// a set-id target of the same user; docs/filters.md lists the difference.)
 bool MaySignal(const ProcessContext& watcher, const ProcCreds& target);
+
+// NetBSD's KAUTH_PROCESS_KEVENT_FILTER, which authorises the knote NOTE_TRACK
+// attaches to a new child with the FORKING process's credentials
+// (`forker`): allowed if the forker is root (effective uid 0), or if its
+// real uid is the child's and the child is not set-id.
+bool MayTrack(const ProcCreds& forker, const ProcCreds& child);
 
 // pidfd_open(pid, 0), close-on-exec (as every pidfd is). Invalid with errno
 // set on failure: ESRCH for no such process, EINVAL for a thread that is not

@@ -74,7 +74,11 @@ int ProcTracker::Attach(Knote& kn, bool tracked_child, ProcKnoteState* st) {
     if (!tracked_child || open_error == EINVAL) return ESRCH;
     pidless = true;
   } else {
-    if (have_creds ? !MaySignal(*kn.owner, creds) : !kn.owner->can_kill_any()) return EACCES;
+    // A tracked child was authorised by its fork job (NetBSD's rule, with
+    // the forking process's credentials); a registration by kill(2)'s.
+    if (!tracked_child &&
+        (have_creds ? !MaySignal(*kn.owner, creds) : !kn.owner->can_kill_any()))
+      return EACCES;
     if (!pidfd) {
       // Out of fds: fall back to the connector alone, which needs it.
       if (!events_) return ENOMEM;
@@ -216,9 +220,25 @@ void ProcTracker::RememberChildLocked(Watcher* w, pid_t parent, pid_t child) {
   w->prune_at = std::max<size_t>(64, 2 * w->known_children.size());
 }
 
+bool ProcTracker::ForkMayBeTracked(pid_t parent, pid_t child) {
+  // NetBSD decides in fork1(), with the parent's credentials and the new
+  // child's, which are then the parent's. We decide when the fork event is
+  // read: from what /proc says now. A process already gone stands in for
+  // the other (at the fork their credentials were the same); with neither,
+  // nothing is attached anyway (Attach finds the child gone).
+  ProcCreds forker, target;
+  const bool have_forker = ReadProcCreds(parent, &forker) && forker.tgid == parent;
+  const bool have_target = ReadProcCreds(child, &target) && target.tgid == child;
+  if (!have_forker && !have_target) return true;
+  if (!have_forker) forker = target;
+  if (!have_target) target = forker;
+  return MayTrack(forker, target);
+}
+
 ForkJob ProcTracker::MakeJobLocked(const Watcher& w, pid_t parent, pid_t child) {
   ForkJob job;
   job.parent = w.kn;
+  job.parent_pid = parent;
   job.child = child;
   if (w.sfflags & NOTE_TRACK) {
     job.track = true;
@@ -235,8 +255,11 @@ std::vector<pid_t> ProcTracker::RunForkJobs(std::vector<ForkJob>* jobs) {
     uint32_t flags = 0;
     if (job.track) {
       // NetBSD attaches the child's knote before marking the parent's, so
-      // the child's NOTE_CHILD is queued first.
-      int err = job.kq ? job.kq->AttachChild(job.child_kev, job.owner) : EBADF;
+      // the child's NOTE_CHILD is queued first. It authorises it with the
+      // forking process's credentials (see MayTrack), not the watcher's.
+      int err = EACCES;
+      if (ForkMayBeTracked(job.parent_pid, job.child))
+        err = job.kq ? job.kq->AttachChild(job.child_kev, job.owner) : EBADF;
       if (err != 0) {
         flags |= kTrackErr;
       } else {

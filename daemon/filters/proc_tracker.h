@@ -141,6 +141,7 @@ class ProcKnoteState : public KnoteState {
 // carried out without it.
 struct ForkJob {
   std::weak_ptr<Knote> parent;
+  pid_t parent_pid = 0;
   pid_t child = 0;
   bool track = false;
   std::shared_ptr<Kqueue> kq;
@@ -227,6 +228,10 @@ class ProcTracker : public std::enable_shared_from_this<ProcTracker> {
   void RetireLocked(const std::shared_ptr<Process>& p);
   void RememberChildLocked(Watcher* w, pid_t parent, pid_t child);
   ForkJob MakeJobLocked(const Watcher& w, pid_t parent, pid_t child);
+  // NOTE_TRACK's authorisation of a child's knote (NetBSD's
+  // KAUTH_PROCESS_KEVENT_FILTER with the forking process's credentials).
+  // Reads /proc: call without mu_.
+  static bool ForkMayBeTracked(pid_t parent, pid_t child);
 
   Runtime* const runtime_;
   const std::shared_ptr<ProcEvents> events_;
