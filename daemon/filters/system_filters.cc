@@ -4,14 +4,14 @@
 #include <cstdio>
 #include <cstring>
 
-#include "daemon/filters/fd_filter.h"
-#include "daemon/filters/fs_filter.h"
-#include "daemon/filters/proc_events.h"
-#include "daemon/filters/proc_filter.h"
-#include "daemon/filters/signal_filter.h"
-#include "daemon/filters/timer_filter.h"
-#include "daemon/filters/user_filter.h"
-#include "daemon/filters/vnode_filter.h"
+#include "daemon/filters/fd/fd_filter.h"
+#include "daemon/filters/fs/fs_filter.h"
+#include "daemon/filters/proc/proc_events.h"
+#include "daemon/filters/proc/proc_filter.h"
+#include "daemon/filters/signal/signal_filter.h"
+#include "daemon/filters/timer/timer_filter.h"
+#include "daemon/filters/user/user_filter.h"
+#include "daemon/filters/vnode/vnode_filter.h"
 
 namespace kqd {
 

@@ -17,7 +17,7 @@ namespace {
 class BsdStyleTest : public ClientTest {};
 
 TEST_F(BsdStyleTest, PassesAgainstTheDaemon) {
-  Child child({Runfile("tests/client/bsd_style")});
+  Child child({kqd::testing::RunfilePath("tests/client/bsd_style")});
   std::string output = child.ReadAll(std::chrono::seconds(60));
   int status = 0;
   ASSERT_TRUE(child.Wait(&status, std::chrono::seconds(10))) << output;

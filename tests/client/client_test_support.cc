@@ -12,7 +12,7 @@
 
 #include <cstdio>
 
-#include "tests/integration/daemon_fixture.h"
+#include "tests/support/daemon_fixture.h"
 
 extern char** environ;
 
@@ -33,14 +33,6 @@ bool DaemonAccepts(const struct kevent& change, std::string* why) {
   if (!ok) *why = strerror(errno);
   close(kq);
   return ok;
-}
-
-std::string Runfile(const std::string& path) {
-  std::string base;
-  if (const char* s = getenv("TEST_SRCDIR")) base = s;
-  std::string ws = "kqueued";
-  if (const char* w = getenv("TEST_WORKSPACE")) ws = w;
-  return base + "/" + ws + "/" + path;
 }
 
 Child::Child(const std::vector<std::string>& argv) {

@@ -8,10 +8,14 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "tests/support/runfiles.h"
 
 namespace kqd {
 namespace client_test {
@@ -36,9 +40,14 @@ bool DaemonAccepts(const struct kevent& change, std::string* why);
                    << ")";                                                          \
   } while (0)
 
-// The absolute path of a file in this test's runfiles, e.g.
-// "examples/c/echo_server".
-std::string Runfile(const std::string& path);
+// One struct kevent (the client's) built in a line.
+inline struct kevent Ev(uintptr_t ident, uint32_t filter, uint32_t flags, uint32_t fflags = 0,
+                        int64_t data = 0, void* udata = nullptr) {
+  struct kevent ev;
+  std::memset(&ev, 0, sizeof ev);
+  EV_SET(&ev, ident, filter, flags, fflags, data, udata);
+  return ev;
+}
 
 // A child process with stdout (and stderr, merged) on a pipe. Killed and
 // reaped by the destructor if still running.

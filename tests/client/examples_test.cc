@@ -33,14 +33,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct kevent Ev(uintptr_t ident, uint32_t filter, uint32_t flags, uint32_t fflags = 0,
-                 int64_t data = 0) {
-  struct kevent ev;
-  memset(&ev, 0, sizeof ev);
-  EV_SET(&ev, ident, filter, flags, fflags, data, 0);
-  return ev;
-}
-
 // Whether the daemon watches sockets for `filter`; *why if not.
 bool SocketFilterWorks(uint32_t filter, std::string* why) {
   int sv[2];
@@ -148,7 +140,7 @@ TEST_F(ExamplesTest, EchoServerServesThreeClients) {
   // EVFILT_WRITE; without that filter, stay below the socket buffers.
   const bool big = SocketFilterWorks(EVFILT_WRITE, &why);
 
-  Child server({Runfile("examples/c/echo_server"), "--exit-after", "3", "0"});
+  Child server({kqd::testing::RunfilePath("examples/c/echo_server"), "--exit-after", "3", "0"});
   int port = StartEchoServer(&server);
   ASSERT_GT(port, 0) << server.ReadAll(1s);
 
@@ -184,7 +176,7 @@ TEST_F(ExamplesTest, EchoServerRefusesClientsOverTheLimit) {
   if (!SocketFilterWorks(EVFILT_READ, &why))
     GTEST_SKIP() << "EVFILT_READ on sockets is not available from the daemon: " << why;
   Child server(
-      {Runfile("examples/c/echo_server"), "--max-clients", "1", "--exit-after", "1", "0"});
+      {kqd::testing::RunfilePath("examples/c/echo_server"), "--max-clients", "1", "--exit-after", "1", "0"});
   int port = StartEchoServer(&server);
   ASSERT_GT(port, 0) << server.ReadAll(1s);
 
@@ -210,7 +202,7 @@ TEST_F(ExamplesTest, EchoServerRefusesClientsOverTheLimit) {
 
 // Runs shared_queue and checks every event reached exactly one worker.
 void RunSharedQueue(const std::vector<std::string>& extra, int events) {
-  std::vector<std::string> argv = {Runfile("examples/c/shared_queue"), "--workers", "4",
+  std::vector<std::string> argv = {kqd::testing::RunfilePath("examples/c/shared_queue"), "--workers", "4",
                                    "--events", std::to_string(events)};
   argv.insert(argv.end(), extra.begin(), extra.end());
   Child child(argv);
@@ -260,7 +252,7 @@ TEST_F(ExamplesTest, FileWatchReportsWriteAndDelete) {
     if (!ok) GTEST_SKIP() << "EVFILT_VNODE is not available from the daemon: " << why;
   }
 
-  Child watcher({Runfile("examples/c/file_watch"), path});
+  Child watcher({kqd::testing::RunfilePath("examples/c/file_watch"), path});
   std::string line;
   ASSERT_TRUE(watcher.ReadLine(&line, 10s));
   ASSERT_EQ(line, "watching 1 files");
@@ -316,7 +308,7 @@ TEST_F(ExamplesTest, ProcWatchFollowsACommand) {
   std::string why;
   if (!ProcFilterWorks(NOTE_EXIT | NOTE_FORK | NOTE_EXEC, &why))
     GTEST_SKIP() << "EVFILT_PROC is not available from the daemon: " << why;
-  Child watcher({Runfile("examples/c/proc_watch"), "--", "/bin/sh", "-c",
+  Child watcher({kqd::testing::RunfilePath("examples/c/proc_watch"), "--", "/bin/sh", "-c",
                  "/bin/true & wait; exit 3"});
   std::string output = watcher.ReadAll(20s);
   int status = 0;
@@ -332,7 +324,7 @@ TEST_F(ExamplesTest, ProcWatchTracksChildren) {
   std::string why;
   if (!ProcFilterWorks(NOTE_EXIT | NOTE_FORK | NOTE_EXEC | NOTE_TRACK, &why))
     GTEST_SKIP() << "EVFILT_PROC with NOTE_TRACK is not available from the daemon: " << why;
-  Child watcher({Runfile("examples/c/proc_watch"), "--track", "--", "/bin/sh", "-c",
+  Child watcher({kqd::testing::RunfilePath("examples/c/proc_watch"), "--track", "--", "/bin/sh", "-c",
                  "/bin/true & wait; exit 0"});
   std::string output = watcher.ReadAll(20s);
   int status = 0;

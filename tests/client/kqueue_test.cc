@@ -21,39 +21,16 @@
 
 #include <gtest/gtest.h>
 
+#include "daemon/util/scoped_fd.h"
 #include "tests/client/client_test_support.h"
-#include "tests/integration/daemon_fixture.h"
+#include "tests/support/daemon_fixture.h"
 
 namespace kqd {
 namespace client_test {
 namespace {
 
-// An owned descriptor, so a failed assertion does not leak it.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset(int fd) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_;
-};
-
 struct Pipe {
-  Fd r, w;
+  ScopedFd r, w;
   Pipe() {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) == 0) {
@@ -63,14 +40,6 @@ struct Pipe {
   }
 };
 
-struct kevent Ev(uintptr_t ident, uint32_t filter, uint32_t flags, uint32_t fflags = 0,
-                 int64_t data = 0, void* udata = nullptr) {
-  struct kevent ev;
-  memset(&ev, 0, sizeof ev);
-  EV_SET(&ev, ident, filter, flags, fflags, data, udata);
-  return ev;
-}
-
 const struct timespec kZero = {0, 0};
 
 class KqueueTest : public ClientTest {};
@@ -78,7 +47,7 @@ class KqueueTest : public ClientTest {};
 // ---- kqueue() and kqueue1() ----------------------------------------------
 
 TEST_F(KqueueTest, KqueueIsNotCloseOnExecNorNonBlocking) {
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0) << strerror(errno);
   EXPECT_EQ(fcntl(kq.get(), F_GETFD) & FD_CLOEXEC, 0);
   int fl = fcntl(kq.get(), F_GETFL);
@@ -88,25 +57,25 @@ TEST_F(KqueueTest, KqueueIsNotCloseOnExecNorNonBlocking) {
 
 TEST_F(KqueueTest, Kqueue1Flags) {
   {
-    Fd kq(kqueue1(0));
+    ScopedFd kq(kqueue1(0));
     ASSERT_GE(kq.get(), 0) << strerror(errno);
     EXPECT_EQ(fcntl(kq.get(), F_GETFD) & FD_CLOEXEC, 0);
     EXPECT_EQ(fcntl(kq.get(), F_GETFL) & O_NONBLOCK, 0);
   }
   {
-    Fd kq(kqueue1(O_CLOEXEC));
+    ScopedFd kq(kqueue1(O_CLOEXEC));
     ASSERT_GE(kq.get(), 0) << strerror(errno);
     EXPECT_NE(fcntl(kq.get(), F_GETFD) & FD_CLOEXEC, 0);
     EXPECT_EQ(fcntl(kq.get(), F_GETFL) & O_NONBLOCK, 0);
   }
   {
-    Fd kq(kqueue1(O_NONBLOCK));
+    ScopedFd kq(kqueue1(O_NONBLOCK));
     ASSERT_GE(kq.get(), 0) << strerror(errno);
     EXPECT_EQ(fcntl(kq.get(), F_GETFD) & FD_CLOEXEC, 0);
     EXPECT_NE(fcntl(kq.get(), F_GETFL) & O_NONBLOCK, 0);
   }
   {
-    Fd kq(kqueue1(O_CLOEXEC | O_NONBLOCK));
+    ScopedFd kq(kqueue1(O_CLOEXEC | O_NONBLOCK));
     ASSERT_GE(kq.get(), 0) << strerror(errno);
     EXPECT_NE(fcntl(kq.get(), F_GETFD) & FD_CLOEXEC, 0);
     EXPECT_NE(fcntl(kq.get(), F_GETFL) & O_NONBLOCK, 0);
@@ -124,7 +93,7 @@ TEST_F(KqueueTest, Kqueue1RejectsOtherFlags) {
 
 TEST_F(KqueueTest, NonBlockingQueueStillHonoursTheTimeout) {
   // O_NONBLOCK is a property of the descriptor; kevent() waits as told.
-  Fd kq(kqueue1(O_NONBLOCK | O_CLOEXEC));
+  ScopedFd kq(kqueue1(O_NONBLOCK | O_CLOEXEC));
   ASSERT_GE(kq.get(), 0);
   struct kevent out;
   struct timespec ts = {0, 100 * 1000 * 1000};
@@ -165,7 +134,7 @@ TEST_F(KqueueTest, NotAKqueueDeviceIsEnosys) {
 
   std::string path = std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") +
                      "/not-a-kqueue";
-  Fd f(open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
+  ScopedFd f(open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
   ASSERT_GE(f.get(), 0);
   setenv(KQ_DEVICE_ENV, path.c_str(), 1);
   errno = 0;
@@ -180,14 +149,14 @@ TEST_F(KqueueTest, WorksAgainAfterTheDeviceIsBack) {
     setenv(KQ_DEVICE_ENV, "/nonexistent-kqueued-dir/kqueue", 1);
     EXPECT_EQ(kqueue(), -1);
   }
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   EXPECT_GE(kq.get(), 0) << strerror(errno);
 }
 
 TEST_F(KqueueTest, EachCallIsANewQueue) {
   struct kevent add = Ev(1, EVFILT_USER, EV_ADD | EV_CLEAR);
   KQ_SKIP_UNLESS_ACCEPTS(add, "EVFILT_USER");
-  Fd a(kqueue()), b(kqueue());
+  ScopedFd a(kqueue()), b(kqueue());
   ASSERT_GE(a.get(), 0);
   ASSERT_GE(b.get(), 0);
   struct kevent trigger = Ev(1, EVFILT_USER, 0, NOTE_TRIGGER);
@@ -206,7 +175,7 @@ TEST_F(KqueueTest, EachCallIsANewQueue) {
 
 TEST_F(KqueueTest, UserEventRoundTrip) {
   KQ_SKIP_UNLESS_ACCEPTS(Ev(1, EVFILT_USER, EV_ADD), "EVFILT_USER");
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   void* const udata = reinterpret_cast<void*>(uintptr_t{0xdeadbeefcafef00dull});
   struct kevent add = Ev(42, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, udata);
@@ -234,8 +203,8 @@ TEST_F(KqueueTest, UserEventRoundTrip) {
 TEST_F(KqueueTest, AKqueueWatchesAnotherKqueue) {
   // kqueue() tells the daemon which descriptor each queue is, so nesting
   // works as on BSD: the outer queue reports the inner one's pending count.
-  Fd outer(kqueue());
-  Fd inner(kqueue());
+  ScopedFd outer(kqueue());
+  ScopedFd inner(kqueue());
   ASSERT_GE(outer.get(), 0);
   ASSERT_GE(inner.get(), 0);
   struct kevent watch = Ev(static_cast<uintptr_t>(inner.get()), EVFILT_READ, EV_ADD);
@@ -258,7 +227,7 @@ TEST_F(KqueueTest, PipeReadRoundTrip) {
   Pipe p;
   ASSERT_GE(p.r.get(), 0);
   KQ_SKIP_UNLESS_ACCEPTS(Ev(p.r.get(), EVFILT_READ, EV_ADD), "EVFILT_READ on a pipe");
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   struct kevent add = Ev(p.r.get(), EVFILT_READ, EV_ADD, 0, 0, &p);
   ASSERT_EQ(kevent(kq.get(), &add, 1, nullptr, 0, nullptr), 0) << strerror(errno);
@@ -278,7 +247,7 @@ TEST_F(KqueueTest, PipeReadRoundTrip) {
 
 TEST_F(KqueueTest, TimerFires) {
   KQ_SKIP_UNLESS_ACCEPTS(Ev(1, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, 1000), "EVFILT_TIMER");
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   struct kevent add = Ev(7, EVFILT_TIMER, EV_ADD, 0, 20);  // 20 ms, periodic
   ASSERT_EQ(kevent(kq.get(), &add, 1, nullptr, 0, nullptr), 0) << strerror(errno);
@@ -294,7 +263,7 @@ TEST_F(KqueueTest, TimerFires) {
 
 TEST_F(KqueueTest, ReceiptAndErrors) {
   KQ_SKIP_UNLESS_ACCEPTS(Ev(1, EVFILT_USER, EV_ADD), "EVFILT_USER");
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   struct kevent changes[3] = {
       Ev(1, EVFILT_USER, EV_ADD | EV_RECEIPT),
@@ -317,7 +286,7 @@ TEST_F(KqueueTest, ReceiptAndErrors) {
 
 TEST_F(KqueueTest, ManyEventsInOneCall) {
   KQ_SKIP_UNLESS_ACCEPTS(Ev(1, EVFILT_USER, EV_ADD), "EVFILT_USER");
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   // 2000 records are 80 KB each way: far past what a restricted FUSE ioctl
   // copies, so this checks that the arrays travel by address.
@@ -346,7 +315,7 @@ TEST_F(KqueueTest, NotAKqueueIsEbadf) {
   EXPECT_EQ(kevent(p.r.get(), nullptr, 0, &out, 1, &kZero), -1);
   EXPECT_EQ(errno, EBADF) << strerror(errno);
 
-  Fd null(open("/dev/null", O_RDWR | O_CLOEXEC));
+  ScopedFd null(open("/dev/null", O_RDWR | O_CLOEXEC));
   errno = 0;
   EXPECT_EQ(kevent(null.get(), nullptr, 0, &out, 1, &kZero), -1);
   EXPECT_EQ(errno, EBADF) << strerror(errno);
@@ -374,7 +343,7 @@ TEST_F(KqueueTest, NotAKqueueIsEbadf) {
 // ---- Timeouts ----------------------------------------------------------
 
 TEST_F(KqueueTest, ZeroTimeoutPolls) {
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   struct kevent out;
   int64_t start = NowMs();
@@ -383,7 +352,7 @@ TEST_F(KqueueTest, ZeroTimeoutPolls) {
 }
 
 TEST_F(KqueueTest, TimeoutExpires) {
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   struct kevent out;
   struct timespec ts = {0, 100 * 1000 * 1000};
@@ -395,7 +364,7 @@ TEST_F(KqueueTest, TimeoutExpires) {
 }
 
 TEST_F(KqueueTest, NoEventSlotsReturnsAtOnce) {
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   int64_t start = NowMs();
   EXPECT_EQ(kevent(kq.get(), nullptr, 0, nullptr, 0, nullptr), 0) << strerror(errno);
@@ -403,7 +372,7 @@ TEST_F(KqueueTest, NoEventSlotsReturnsAtOnce) {
 }
 
 TEST_F(KqueueTest, InvalidTimeoutIsEinval) {
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   struct kevent out;
   for (struct timespec ts : {timespec{0, 1000000000}, timespec{0, -1}, timespec{-1, 0}}) {
@@ -415,7 +384,7 @@ TEST_F(KqueueTest, InvalidTimeoutIsEinval) {
 
 TEST_F(KqueueTest, NullTimeoutWaitsForTheEvent) {
   KQ_SKIP_UNLESS_ACCEPTS(Ev(1, EVFILT_USER, EV_ADD), "EVFILT_USER");
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   struct kevent add = Ev(5, EVFILT_USER, EV_ADD | EV_CLEAR);
   ASSERT_EQ(kevent(kq.get(), &add, 1, nullptr, 0, nullptr), 0);
@@ -447,7 +416,7 @@ void ExpectEintr(int sa_flags) {
   ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
   handled = 0;
 
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   std::atomic<bool> done{false};
   pthread_t self = pthread_self();
@@ -481,7 +450,7 @@ TEST_F(KqueueTest, SignalInterruptsWaitEvenWithSaRestart) { ExpectEintr(SA_RESTA
 
 TEST_F(KqueueTest, PollSeesPendingEvents) {
   KQ_SKIP_UNLESS_ACCEPTS(Ev(1, EVFILT_USER, EV_ADD), "EVFILT_USER");
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   struct kevent add = Ev(1, EVFILT_USER, EV_ADD | EV_CLEAR);
   ASSERT_EQ(kevent(kq.get(), &add, 1, nullptr, 0, nullptr), 0);
@@ -497,7 +466,7 @@ TEST_F(KqueueTest, PollSeesPendingEvents) {
 // ---- KFILTER ioctls, through plain ioctl(2) -----------------------------
 
 TEST_F(KqueueTest, FilterByName) {
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   const char* names[] = {"EVFILT_READ",   "EVFILT_WRITE", "EVFILT_AIO",  "EVFILT_VNODE",
                          "EVFILT_PROC",   "EVFILT_SIGNAL", "EVFILT_TIMER", "EVFILT_FS",
@@ -518,7 +487,7 @@ TEST_F(KqueueTest, FilterByName) {
 }
 
 TEST_F(KqueueTest, FilterByNameTooLong) {
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   // No NUL within KFILTER_MAXNAME bytes: NetBSD's copyinstr gives
   // ENAMETOOLONG.
@@ -530,7 +499,7 @@ TEST_F(KqueueTest, FilterByNameTooLong) {
 }
 
 TEST_F(KqueueTest, FilterByFilter) {
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   char buf[KFILTER_MAXNAME];
   struct kfilter_mapping m = {buf, sizeof buf, EVFILT_TIMER};
@@ -557,7 +526,7 @@ TEST_F(KqueueTest, FilterByFilter) {
 
 TEST_F(KqueueTest, ChildSharesTheQueue) {
   KQ_SKIP_UNLESS_ACCEPTS(Ev(1, EVFILT_USER, EV_ADD), "EVFILT_USER");
-  Fd kq(kqueue());
+  ScopedFd kq(kqueue());
   ASSERT_GE(kq.get(), 0);
   struct kevent add = Ev(9, EVFILT_USER, EV_ADD | EV_ONESHOT);
   ASSERT_EQ(kevent(kq.get(), &add, 1, nullptr, 0, nullptr), 0);

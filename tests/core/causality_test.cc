@@ -21,8 +21,8 @@
 #include "daemon/util/scoped_fd.h"
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
-#include "tests/core/core_test_support.h"
-#include "tests/core/fd_test_util.h"
+#include "tests/support/core_test_support.h"
+#include "tests/support/fd_test_util.h"
 
 namespace {
 

@@ -8,8 +8,8 @@
 #include <set>
 
 #include "gtest/gtest.h"
-#include "tests/core/core_test_support.h"
-#include "tests/core/manual_filter.h"
+#include "tests/support/core_test_support.h"
+#include "tests/support/manual_filter.h"
 
 namespace kqd {
 namespace testing {

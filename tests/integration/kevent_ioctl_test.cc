@@ -27,8 +27,8 @@
 
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
-#include "tests/integration/daemon_fixture.h"
-#include "tests/integration/raw_kevent.h"
+#include "tests/support/daemon_fixture.h"
+#include "tests/support/raw_kevent.h"
 
 namespace kqd {
 namespace testing {

@@ -16,8 +16,9 @@
 #include "gtest/gtest.h"
 #include "plugins/netdev/netdev_filter.h"
 #include "proto/kqueue_abi.h"
-#include "tests/integration/daemon_fixture.h"
-#include "tests/integration/raw_kevent.h"
+#include "tests/support/daemon_fixture.h"
+#include "tests/support/raw_kevent.h"
+#include "tests/support/runfiles.h"
 
 namespace kqd {
 namespace testing {

@@ -1,0 +1,252 @@
+#include "daemon/filters/fd/fd_filter.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "daemon/core/process_context.h"
+#include "daemon/filters/fd/fd_readiness.h"
+#include "daemon/util/scoped_fd.h"
+
+namespace kqd {
+namespace {
+
+constexpr long kHintWake = 1;     // the file's wait queue was woken
+constexpr long kHintRecheck = 2;  // EVFILT_EMPTY's timer: look again
+
+// EVFILT_EMPTY's re-check delays (fd_filter.h). Short at first: a drain
+// takes about a round trip, and AF_UNIX wakes its writer a moment before
+// the freed memory is subtracted, so a look right at the wake-up can still
+// find a few bytes. The ceiling bounds how late a drain is seen, and the
+// cost of a knote that stays non-empty (or EV_CLEAR and idle): 16 looks a
+// second.
+constexpr int64_t kRecheckMinNs = 1000000;   // 1 ms
+constexpr int64_t kRecheckMaxNs = 64000000;  // 64 ms
+
+// One pending reactor timer; dropping it cancels it.
+class RecheckTimer {
+ public:
+  RecheckTimer() = default;
+  ~RecheckTimer() { Cancel(); }
+  RecheckTimer(const RecheckTimer&) = delete;
+  RecheckTimer& operator=(const RecheckTimer&) = delete;
+
+  bool armed() const { return id_ != 0; }
+  void Arm(Reactor* reactor, int64_t delay_ns, Reactor::TimerCallback cb) {
+    Cancel();
+    reactor_ = reactor;
+    id_ = reactor->AddTimer(Reactor::Clock::kMonotonic,
+                            Reactor::Now(Reactor::Clock::kMonotonic) + delay_ns,
+                            std::move(cb));
+  }
+  // It ran: nothing is left to cancel.
+  void Fired() { id_ = 0; }
+  void Cancel() {
+    if (id_ != 0) reactor_->CancelTimer(id_);
+    id_ = 0;
+  }
+
+ private:
+  Reactor* reactor_ = nullptr;
+  uint64_t id_ = 0;
+};
+
+// What EVFILT_EMPTY remembers between two looks at a send queue.
+struct EmptyWatch {
+  RecheckTimer timer;                   // at most one pending re-check
+  int64_t interval_ns = kRecheckMinNs;  // delay of the next one
+  bool saw_queued = false;              // the last look found bytes queued
+  uint64_t acked = 0;                   // SendQueue::acked at the last look
+};
+
+struct FdState : KnoteState {
+  FileInfo info;
+  FdWatcher::Item item;          // epoll item, if any
+  FdWatcher::InodeWatch inode;   // inotify subscription, if any
+  EmptyWatch empty;              // EVFILT_EMPTY only
+};
+
+int Fd(const Knote& kn) { return static_cast<int>(kn.kev.ident); }
+
+// A transient copy of the knote's fd if it still names the file the knote
+// was attached to. Otherwise an invalid ScopedFd, with *gone telling whether
+// the file is surely no longer there (closed, number reused, process gone)
+// rather than just not obtainable right now (e.g. EMFILE in the daemon).
+ScopedFd CopyIfSame(const Knote& kn, const FileIdentity& id, bool* gone) {
+  int err = 0;
+  ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
+  if (!copy) {
+    *gone = err == 0 || err == EBADF || err == ESRCH;
+    return ScopedFd();
+  }
+  FileIdentity now;
+  if (ReadIdentity(copy.get(), &now) != 0 || now != id) {
+    *gone = true;
+    return ScopedFd();
+  }
+  *gone = false;
+  return copy;
+}
+
+}  // namespace
+
+FdFilter::FdFilter(Runtime* runtime, uint32_t filter)
+    : filter_(filter),
+      reactor_(&runtime->reactor()),
+      // Only EVFILT_READ watches regular files (WRITE on them is always
+      // ready), so only it needs an inotify instance.
+      watcher_(FdWatcher::Create(&runtime->reactor(), filter == EVFILT_READ)) {}
+
+int FdFilter::Attach(Knote& kn) {
+  if (kn.owner->KqueueForFd(Fd(kn))) {
+    // A kqueue supports EVFILT_READ only (BSD's kqueue_kqfilter).
+    return read() ? nested_.Attach(kn) : EINVAL;
+  }
+  int err = 0;
+  ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
+  if (!copy) return err != 0 ? err : EBADF;
+  auto st = std::make_unique<FdState>();
+  if (int e = DescribeFile(copy.get(), &st->info)) return e;
+  // Only sockets implement EVFILT_EMPTY on FreeBSD and NetBSD; the
+  // kqfilter of pipes, vnodes, ttys... answers EINVAL to it.
+  if (empty() && st->info.kind != FileKind::kSocket) return EINVAL;
+
+  std::weak_ptr<Knote> weak = kn.weak_from_this();
+  auto wake = [weak] { Knote::Notify(weak, kHintWake); };
+  if (CanEverFire(st->info, read())) {
+    if (st->info.kind == FileKind::kRegular) {
+      if (read()) {
+        if (int e = watcher_->WatchInode(copy.get(), wake, &st->inode)) return e;
+      }
+    } else {
+      // Per filter, so that a READ knote is not woken by every ACK that
+      // frees send space, nor a WRITE knote by every arriving packet.
+      // EPOLLERR and EPOLLHUP are always reported. EVFILT_EMPTY takes the
+      // write-space wake-ups too (a reset comes as EPOLLERR).
+      const uint32_t events = read() ? (EPOLLIN | EPOLLRDHUP | EPOLLPRI) : EPOLLOUT;
+      const FdWatcher::InodeKey inode{st->info.id.dev, st->info.id.ino};
+      int e = watcher_->Watch(copy.get(), inode, events, wake, &st->item);
+      if (e == EPERM) {
+        st->info.kind = FileKind::kUnpollable;  // no poll: always ready
+      } else if (e != 0) {
+        return e;
+      }
+    }
+  }
+  kn.state = std::move(st);
+  return 0;  // `copy` closes here: nothing of the client's file is kept
+}
+
+void FdFilter::Detach(Knote& kn) {
+  if (KqueueReadFilter::Owns(kn)) {
+    nested_.Detach(kn);
+    return;
+  }
+  auto* st = kn.state_as<FdState>();
+  if (st == nullptr) return;
+  st->empty.timer.Cancel();
+  if (st->item.token != 0) {
+    // With the same file we can delete the item; without it, the item has
+    // vanished with the file or is a harmless zombie (fd_watch.h).
+    ScopedFd copy;
+    bool gone = true;
+    if (!(kn.status & Knote::kGone)) copy = CopyIfSame(kn, st->info.id, &gone);
+    watcher_->Unwatch(st->item, copy ? copy.get() : -1);
+  }
+  watcher_->UnwatchInode(st->inode);
+}
+
+bool FdFilter::Event(Knote& kn, long hint) {
+  if (KqueueReadFilter::Owns(kn)) return nested_.Event(kn, hint);
+  // A wake-up of a knote that is queued anyway and will be re-evaluated
+  // when collected (level-triggered, not EV_ONESHOT) changes nothing: spare
+  // a busy socket the copy and the ioctls for every packet.
+  if (hint == kHintWake && (kn.status & Knote::kQueued) &&
+      !(kn.kev.flags & (EV_CLEAR | EV_ONESHOT)))
+    return true;
+  auto* st = kn.state_as<FdState>();
+  if (hint == kHintRecheck) st->empty.timer.Fired();
+  bool gone = false;
+  ScopedFd copy = CopyIfSame(kn, st->info.id, &gone);
+  if (!copy) {
+    if (gone) {
+      kn.status |= Knote::kGone;  // closed: dropped silently, as on BSD
+      return false;
+    }
+    // Cannot look now: no change. EVFILT_EMPTY, which may have nothing
+    // else to prompt it, looks again later.
+    if (empty()) ScheduleRecheck(kn);
+    return (kn.status & Knote::kActive) != 0;
+  }
+  if (empty()) return EmptyEvent(kn, copy.get(), hint);
+  const Readiness r = read() ? ReadReadiness(copy.get(), st->info, kn.sfflags, kn.sdata)
+                             : WriteReadiness(copy.get(), st->info, kn.sfflags, kn.sdata);
+  kn.kev.data = r.data;
+  kn.kev.fflags = r.fflags;
+  if (r.eof) {
+    kn.kev.flags |= EV_EOF;
+  } else {
+    kn.kev.flags &= ~EV_EOF;
+  }
+  return r.fire;
+}
+
+bool FdFilter::EmptyEvent(Knote& kn, int fd, long hint) {
+  auto* st = kn.state_as<FdState>();
+  EmptyWatch& w = st->empty;
+  const SendQueue q = ReadSendQueue(fd, st->info);
+  // Whether the queue drained since the last look: bytes were queued then,
+  // or TCP has acknowledged more since (a write and its ACK between two
+  // looks), or the socket woke us and its wake-ups mean freed send memory.
+  // A TCP socket's EPOLLOUT means a full buffer regained room, or is the
+  // report epoll makes when the item is added: no drain by itself.
+  const bool drained = w.saw_queued || q.acked != w.acked ||
+                       (hint == kHintWake && !q.drains_silently);
+  const bool was_queued = w.saw_queued;
+  w.saw_queued = q.bytes > 0;
+  w.acked = q.acked;
+  // BSD reports sbused(&so_snd) in data, which is 0 whenever the event
+  // holds, and never EV_EOF or fflags.
+  kn.kev.data = 0;
+  kn.kev.fflags = 0;
+  kn.kev.flags &= ~EV_EOF;
+  bool fire;
+  if (q.bytes > 0) {
+    fire = false;
+    if (!was_queued) w.interval_ns = kRecheckMinNs;  // a new wait: look soon
+  } else {
+    // An EV_CLEAR knote fires once per drain, as BSD's fires on the wake-up
+    // of the ACK that empties the buffer — not whenever a look finds the
+    // queue still empty. Other knotes, and every look of the core (EV_ADD,
+    // collection), report the state.
+    fire = hint == kHintEvaluate || !(kn.kev.flags & EV_CLEAR) || drained;
+    if (fire) w.interval_ns = kRecheckMinNs;
+  }
+  if (q.bytes > 0 || (q.drains_silently && (kn.kev.flags & EV_CLEAR)))
+    ScheduleRecheck(kn);
+  return fire;
+}
+
+void FdFilter::ScheduleRecheck(Knote& kn) {
+  EmptyWatch& w = kn.state_as<FdState>()->empty;
+  if (w.timer.armed()) return;
+  std::weak_ptr<Knote> weak = kn.weak_from_this();
+  w.timer.Arm(reactor_, w.interval_ns, [weak] { Knote::Notify(weak, kHintRecheck); });
+  w.interval_ns = std::min(2 * w.interval_ns, kRecheckMaxNs);
+}
+
+bool FdFilter::StillValid(Knote& kn) {
+  if (KqueueReadFilter::Owns(kn)) return nested_.StillValid(kn);
+  auto* st = kn.state_as<FdState>();
+  bool gone = false;
+  ScopedFd copy = CopyIfSame(kn, st->info.id, &gone);
+  return copy.valid() || !gone;
+}
+
+std::shared_ptr<FilterOps> MakeFdFilter(Runtime* runtime, uint32_t filter) {
+  return std::make_shared<FdFilter>(runtime, filter);
+}
+
+}  // namespace kqd

@@ -1,0 +1,121 @@
+#include "tests/support/daemon_fixture.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "proto/kqueue_abi.h"
+#include "tests/support/runfiles.h"
+
+namespace kqd {
+namespace testing {
+namespace {
+
+std::string DaemonBinary() {
+  if (const char* env = getenv("KQUEUED_BIN")) return env;
+  return RunfilePath("daemon/kqueued");
+}
+
+}  // namespace
+
+std::unique_ptr<DaemonFixture> DaemonFixture::Start(std::string* error,
+                                                    const std::vector<std::string>& extra_args) {
+  std::unique_ptr<DaemonFixture> f(new DaemonFixture());
+  // A daemon started by someone else (the CUSE tier's VM): use it as is.
+  if (const char* external = getenv("KQUEUED_EXTERNAL_DEVICE")) {
+    f->device_ = external;
+    setenv(KQ_DEVICE_ENV, external, 1);
+    return f;
+  }
+  // Not under TEST_TMPDIR: an allow_other mount there must be reachable by
+  // the unprivileged users some tests switch to.
+  char tmpl[] = "/tmp/kqueued-test-XXXXXX";
+  if (!mkdtemp(tmpl)) {
+    *error = std::string("mkdtemp: ") + strerror(errno);
+    return nullptr;
+  }
+  chmod(tmpl, 0755);
+  f->dir_ = tmpl;
+  f->device_ = f->dir_ + "/kqueue";
+  std::string bin = DaemonBinary();
+  std::vector<std::string> args = {bin, "--device", f->device_, "--transport", "fuse",
+                                   "--foreground"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) {
+    *error = "fork failed";
+    return nullptr;
+  }
+  if (pid == 0) {
+    execv(bin.c_str(), argv.data());
+    std::perror("exec kqueued");
+    _exit(127);
+  }
+  f->pid_ = pid;
+  // Ready when the device answers the version ioctl.
+  for (int i = 0; i < 500; i++) {
+    int fd = open(f->device_.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+      kq_version v{};
+      int rc = ioctl(fd, KQ_IOC_VERSION, &v);
+      close(fd);
+      if (rc == 0 && v.abi_version == KQ_ABI_VERSION) {
+        setenv(KQ_DEVICE_ENV, f->device_.c_str(), 1);
+        return f;
+      }
+    }
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      f->pid_ = -1;
+      *error = "kqueued exited during start-up (binary " + bin + ")";
+      return nullptr;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  *error = "kqueued did not become ready within 10 s";
+  return nullptr;
+}
+
+DaemonFixture::~DaemonFixture() {
+  if (pid_ > 0) {
+    kill(pid_, SIGTERM);
+    int status;
+    waitpid(pid_, &status, 0);
+  }
+  if (!dir_.empty()) {
+    unlink(device_.c_str());
+    rmdir(dir_.c_str());
+  }
+}
+
+int DaemonFixture::OpenKqueue() const { return open(device_.c_str(), O_RDWR | O_CLOEXEC); }
+
+DaemonFixture& SharedDaemon() {
+  // A function-local static: destroyed (daemon stopped, mount gone) at exit.
+  static std::unique_ptr<DaemonFixture> shared = [] {
+    std::string error;
+    auto f = DaemonFixture::Start(&error);
+    if (!f) {
+      std::fprintf(stderr, "cannot start kqueued: %s\n", error.c_str());
+      std::abort();
+    }
+    return f;
+  }();
+  return *shared;
+}
+
+}  // namespace testing
+}  // namespace kqd
