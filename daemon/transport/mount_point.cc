@@ -11,7 +11,8 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <sstream>
+
+#include "daemon/os/mountinfo.h"
 
 namespace kqd {
 
@@ -88,34 +89,12 @@ std::string Describe(mode_t mode) {
 
 }  // namespace
 
-std::string UnescapeMountinfoPath(const std::string& field) {
-  std::string out;
-  out.reserve(field.size());
-  for (size_t i = 0; i < field.size(); ++i) {
-    if (field[i] == '\\' && i + 3 < field.size()) {
-      const char* p = field.c_str() + i + 1;
-      if (p[0] >= '0' && p[0] <= '3' && p[1] >= '0' && p[1] <= '7' &&
-          p[2] >= '0' && p[2] <= '7') {
-        out.push_back(static_cast<char>((p[0] - '0') * 64 + (p[1] - '0') * 8 +
-                                        (p[2] - '0')));
-        i += 3;
-        continue;
-      }
-    }
-    out.push_back(field[i]);
-  }
-  return out;
-}
-
 bool IsMountedAt(const std::string& path) {
   std::ifstream mountinfo("/proc/self/mountinfo");
   std::string line;
   while (std::getline(mountinfo, line)) {
-    // Fields: id parent major:minor root mount-point options ...
-    std::istringstream fields(line);
-    std::string id, parent, dev, root, mount_point;
-    if (!(fields >> id >> parent >> dev >> root >> mount_point)) continue;
-    if (UnescapeMountinfoPath(mount_point) == path) return true;
+    MountinfoLine m;
+    if (ParseMountinfoLine(line, &m) && m.mount_point == path) return true;
   }
   return false;
 }

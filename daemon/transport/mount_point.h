@@ -23,9 +23,6 @@ namespace kqd {
 // (canonical, absolute).
 bool IsMountedAt(const std::string& path);
 
-// Undoes mountinfo's octal escapes ("\040" for a space, and \011 \012 \134).
-std::string UnescapeMountinfoPath(const std::string& field);
-
 class MountPoint {
  public:
   // Null with *error when the file cannot be claimed.

@@ -1,5 +1,5 @@
 // The pure decision tables: ioctl transfer planning (incl. CUSE's
-// unrestricted mode, which cannot run here) and mountinfo unescaping.
+// unrestricted mode, which cannot run here), and the mount-point check.
 #include <errno.h>
 #include <sys/ioctl.h>
 
@@ -99,14 +99,6 @@ TEST(PlanIoctl, UnrestrictedNeverLoops) {
   }
   EXPECT_EQ(PlanIoctl(KQ_IOC_KEVENT, flags, 8, 8).action, Action::kReject);
   EXPECT_EQ(PlanIoctl(KQ_IOC_KEVENT, flags, 8, 8).error, EIO);
-}
-
-TEST(Mountinfo, Unescape) {
-  EXPECT_EQ(UnescapeMountinfoPath("/dev/kqueue"), "/dev/kqueue");
-  EXPECT_EQ(UnescapeMountinfoPath("/tmp/a\\040b"), "/tmp/a b");
-  EXPECT_EQ(UnescapeMountinfoPath("/x\\011y\\012z\\134w"), "/x\ty\nz\\w");
-  EXPECT_EQ(UnescapeMountinfoPath("/trailing\\04"), "/trailing\\04");
-  EXPECT_EQ(UnescapeMountinfoPath("/bad\\999"), "/bad\\999");
 }
 
 TEST(Mountinfo, RootIsMounted) {

@@ -301,19 +301,6 @@ Readiness GenericWrite(int fd) {
 
 }  // namespace
 
-int ReadIdentity(int fd, FileIdentity* out) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) return errno;
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0) return errno;
-  out->dev = st.st_dev;
-  out->ino = st.st_ino;
-  out->rdev = st.st_rdev;
-  out->type = st.st_mode & S_IFMT;
-  out->accmode = fl & O_ACCMODE;
-  return 0;
-}
-
 int DescribeFile(int fd, FileInfo* out) {
   if (int err = ReadIdentity(fd, &out->id)) return err;
   switch (out->id.type) {

@@ -58,28 +58,9 @@
 
 #include <cstdint>
 
+#include "daemon/os/file_identity.h"
+
 namespace kqd {
-
-// Which file an fd named when a knote was attached. Two opens of one inode
-// with the same access mode cannot be told apart from here (that would
-// need the old file, which the daemon must not hold): a number reused that
-// way counts as the same file.
-struct FileIdentity {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  dev_t rdev = 0;
-  mode_t type = 0;   // st_mode & S_IFMT
-  int accmode = 0;   // O_RDONLY / O_WRONLY / O_RDWR
-
-  bool operator==(const FileIdentity& o) const {
-    return dev == o.dev && ino == o.ino && rdev == o.rdev && type == o.type &&
-           accmode == o.accmode;
-  }
-  bool operator!=(const FileIdentity& o) const { return !(*this == o); }
-};
-
-// 0 or an errno. fstat + F_GETFL: cheap enough for every evaluation.
-int ReadIdentity(int fd, FileIdentity* out);
 
 enum class FileKind {
   kPipe,        // pipe or FIFO

@@ -10,6 +10,8 @@
 
 #include <algorithm>
 
+#include "daemon/os/fd_limit.h"
+
 namespace kqd {
 namespace {
 
@@ -40,15 +42,11 @@ FdKeySlots& FdKeySlots::Get() {
 }
 
 FdKeySlots::FdKeySlots() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
-  if (rl.rlim_cur < rl.rlim_max) {
-    // The key numbers live at the top of the table: make the table as large
-    // as we are allowed to.
-    rlimit raised{rl.rlim_max, rl.rlim_max};
-    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
-  }
-  const rlim_t top = std::min(rl.rlim_cur, kMaxTop);
+  // The key numbers live at the top of the table: make the table as large
+  // as we are allowed to.
+  const rlim_t limit = RaiseFdLimit();
+  if (limit == 0) return;
+  const rlim_t top = std::min(limit, kMaxTop);
   const int count = std::min<int>(kMaxSlots, std::max<int>(kMinSlots, top / 16));
   if (top < static_cast<rlim_t>(4 * count)) return;  // too small a table
   devnull_.reset(open("/dev/null", O_RDONLY | O_CLOEXEC));
@@ -97,10 +95,11 @@ std::shared_ptr<FdWatcher> FdWatcher::Create(Reactor* reactor, bool with_inotify
   if (token <= 0) return w;
   w->reactor_token_ = token;
   if (with_inotify) {
-    w->inotify_.reset(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+    w->inotify_ = InotifyMux::Create();
     if (w->inotify_) {
-      token = reactor->AddFd(w->inotify_.get(), EPOLLIN, [weak](uint32_t) {
-        if (auto self = weak.lock()) self->OnInotify();
+      std::weak_ptr<InotifyMux> mux = w->inotify_;
+      token = reactor->AddFd(w->inotify_->inotify_fd(), EPOLLIN, [mux](uint32_t) {
+        if (auto m = mux.lock()) m->OnReadable();
       });
       if (token > 0) w->inotify_token_ = token;
     }
@@ -112,7 +111,7 @@ FdWatcher::FdWatcher(Passkey, Reactor* reactor) : reactor_(reactor) {}
 
 FdWatcher::~FdWatcher() {
   if (reactor_token_ > 0) reactor_->RemoveFd(epoll_.get(), reactor_token_);
-  if (inotify_token_ > 0) reactor_->RemoveFd(inotify_.get(), inotify_token_);
+  if (inotify_token_ > 0) reactor_->RemoveFd(inotify_->inotify_fd(), inotify_token_);
 }
 
 int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
@@ -168,30 +167,14 @@ void FdWatcher::Unwatch(const Item& item, int file) {
 
 int FdWatcher::WatchInode(int file, Callback cb, InodeWatch* out) {
   if (!inotify_ || inotify_token_ <= 0) return ENOSYS;
-  char path[64];
-  snprintf(path, sizeof path, "/proc/self/fd/%d", file);
-  std::lock_guard<std::mutex> l(mu_);
-  // One watch per inode in an instance: a second knote on the same inode
-  // gets the same wd (the mask is always the same, so nothing changes).
-  const int wd = inotify_add_watch(inotify_.get(), path, kInodeMask);
-  if (wd < 0) return errno;
-  const uint64_t token = next_token_++;
-  inode_watches_[wd].emplace(token, std::move(cb));
-  out->wd = wd;
-  out->token = token;
-  return 0;
+  // A second knote on the same inode shares the wd (the mask is always the
+  // same, so nothing changes). Whatever happened, the knote re-evaluates.
+  return inotify_->Subscribe(file, kInodeMask, [cb = std::move(cb)](uint32_t) { cb(); }, out);
 }
 
 void FdWatcher::UnwatchInode(const InodeWatch& watch) {
-  if (watch.wd < 0) return;
-  std::lock_guard<std::mutex> l(mu_);
-  auto it = inode_watches_.find(watch.wd);
-  if (it == inode_watches_.end()) return;  // the kernel dropped it already
-  it->second.erase(watch.token);
-  if (it->second.empty()) {
-    inotify_rm_watch(inotify_.get(), watch.wd);
-    inode_watches_.erase(it);
-  }
+  // -1: every subscriber asks for the same mask, there is none to narrow.
+  if (inotify_) inotify_->Unsubscribe(watch, -1);
 }
 
 size_t FdWatcher::item_count() const {
@@ -216,36 +199,6 @@ void FdWatcher::OnEpoll() {
     for (auto& cb : due) cb();  // no lock held: they take kqueue locks
     if (n < kEpollBatch) return;
   }
-}
-
-void FdWatcher::OnInotify() {
-  alignas(inotify_event) char buf[16384];
-  std::vector<Callback> due;
-  for (;;) {
-    const ssize_t n = read(inotify_.get(), buf, sizeof buf);
-    if (n <= 0) break;
-    std::lock_guard<std::mutex> l(mu_);
-    for (ssize_t off = 0; off < n;) {
-      const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
-      off += sizeof(inotify_event) + ev->len;
-      if (ev->mask & IN_Q_OVERFLOW) {
-        // Events were lost: everyone re-evaluates.
-        for (auto& [wd, subs] : inode_watches_)
-          for (auto& [token, cb] : subs) due.push_back(cb);
-        continue;
-      }
-      auto it = inode_watches_.find(ev->wd);
-      if (it == inode_watches_.end()) continue;
-      if (ev->mask & IN_IGNORED) {
-        // The inode was deleted (or unmounted): the kernel removed the
-        // watch. Its knotes see no more growth; forget the wd.
-        inode_watches_.erase(it);
-        continue;
-      }
-      for (auto& [token, cb] : it->second) due.push_back(cb);
-    }
-  }
-  for (auto& cb : due) cb();
 }
 
 }  // namespace kqd

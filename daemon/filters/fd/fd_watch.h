@@ -59,9 +59,9 @@
 // file.
 //
 // REGULAR FILES cannot be epolled (EPERM). EVFILT_READ on them is driven by
-// one inotify instance per watcher: IN_MODIFY on the inode, watched through
-// /proc/self/fd/<copy> (a watch pins the inode, not the open file). inotify
-// shares one watch descriptor per inode, so knotes are multiplexed by wd.
+// one inotify instance per watcher (an InotifyMux, daemon/os): IN_MODIFY and
+// directory entry changes on the inode, watched through /proc/self/fd/<copy>
+// (a watch pins the inode, not the open file).
 //
 // Lock order: callers may hold a kqueue mutex; FdWatcher::mu_ is taken next,
 // then FdKeySlots' mutex. Callbacks run on the reactor thread with no lock
@@ -82,6 +82,7 @@
 #include <vector>
 
 #include "daemon/core/reactor.h"
+#include "daemon/os/inotify_mux.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -125,10 +126,7 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
     InodeKey inode{};
   };
   // One inotify subscription of a knote.
-  struct InodeWatch {
-    int wd = -1;  // -1: none
-    uint64_t token = 0;
-  };
+  using InodeWatch = InotifyMux::Subscription;
 
   // with_inotify: also make the inotify instance (EVFILT_READ needs it).
   static std::shared_ptr<FdWatcher> Create(Reactor* reactor, bool with_inotify);
@@ -166,11 +164,10 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
 
  private:
   void OnEpoll();
-  void OnInotify();
 
   Reactor* const reactor_;
   ScopedFd epoll_;
-  ScopedFd inotify_;
+  std::shared_ptr<InotifyMux> inotify_;  // null: not asked for, or failed
   int64_t reactor_token_ = 0;
   int64_t inotify_token_ = 0;
 
@@ -178,8 +175,6 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   uint64_t next_token_ = 1;
   std::unordered_map<uint64_t, Callback> items_;  // epoll token -> callback
   std::map<InodeKey, std::set<int>> slots_in_use_;
-  // inotify: wd -> (token -> callback)
-  std::unordered_map<int, std::map<uint64_t, Callback>> inode_watches_;
 };
 
 }  // namespace kqd

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "daemon/core/process_context.h"
+#include "daemon/os/mountinfo.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -145,13 +146,9 @@ class MountNamespace {
     std::istringstream lines(text);
     std::string line;
     while (std::getline(lines, line)) {
-      // "id parent major:minor root mountpoint options ..."; names have
-      // their spaces escaped (\040), so fields split on spaces.
-      std::istringstream f(line);
-      uint64_t id = 0, parent = 0;
-      std::string dev, root;
-      if (!(f >> id >> parent >> dev >> root)) continue;
-      (*out)[id] = Mount{dev + " " + root, line};
+      MountinfoLine m;
+      if (!ParseMountinfoLine(line, &m)) continue;
+      (*out)[m.id] = Mount{m.dev + " " + m.root, line};
     }
     return 0;
   }

@@ -14,6 +14,8 @@
 #include "daemon/core/kqueue.h"
 #include "daemon/core/process_context.h"
 #include "daemon/filters/proc/proc_info.h"
+#include "daemon/os/pidfd.h"
+#include "daemon/os/proc_files.h"
 
 namespace kqd {
 namespace proc {
@@ -49,8 +51,8 @@ int ProcTracker::Attach(Knote& kn, bool tracked_child, ProcKnoteState* st) {
 
   ScopedFd pidfd = OpenPidfd(pid);
   const int open_error = pidfd ? 0 : errno;
-  ProcCreds creds;
-  bool have_creds = ReadProcCreds(pid, &creds) && creds.tgid == pid;
+  ProcStatus creds;
+  bool have_creds = ReadProcStatus(pid, &creds) && creds.tgid == pid;
   bool gone;
   if (pidfd) {
     // The pidfd pins the process: if it still holds its pid after the read,
@@ -226,9 +228,9 @@ bool ProcTracker::ForkMayBeTracked(pid_t parent, pid_t child) {
   // read: from what /proc says now. A process already gone stands in for
   // the other (at the fork their credentials were the same); with neither,
   // nothing is attached anyway (Attach finds the child gone).
-  ProcCreds forker, target;
-  const bool have_forker = ReadProcCreds(parent, &forker) && forker.tgid == parent;
-  const bool have_target = ReadProcCreds(child, &target) && target.tgid == child;
+  ProcStatus forker, target;
+  const bool have_forker = ReadProcStatus(parent, &forker) && forker.tgid == parent;
+  const bool have_target = ReadProcStatus(child, &target) && target.tgid == child;
   if (!have_forker && !have_target) return true;
   if (!have_forker) forker = target;
   if (!have_target) target = forker;

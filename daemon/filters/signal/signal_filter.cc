@@ -1,6 +1,5 @@
 #include "daemon/filters/signal/signal_filter.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <time.h>
 
@@ -20,8 +19,10 @@
 #include <sys/epoll.h>
 
 #include "daemon/core/process_context.h"
-#include "daemon/filters/proc/proc_info.h"
 #include "daemon/filters/signal/signal_trace.h"
+#include "daemon/os/pidfd.h"
+#include "daemon/os/proc_files.h"
+#include "daemon/util/saturating.h"
 
 namespace kqd {
 namespace {
@@ -32,40 +33,11 @@ uint64_t MonotonicNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-int64_t SaturatingAdd(int64_t a, int64_t b) {
-  int64_t r;
-  return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
-}
-
-struct DirCloser {
-  void operator()(DIR* d) const { closedir(d); }
-};
-
-// The thread ids of process `tgid` (empty if it is gone).
-std::set<pid_t> ListThreads(pid_t tgid) {
-  std::set<pid_t> tids;
-  std::string path = "/proc/" + std::to_string(tgid) + "/task";
-  std::unique_ptr<DIR, DirCloser> dir(opendir(path.c_str()));
-  if (!dir) return tids;
-  while (dirent* e = readdir(dir.get())) {
-    char* end = nullptr;
-    long tid = strtol(e->d_name, &end, 10);
-    if (end != e->d_name && *end == '\0' && tid > 0) tids.insert(static_cast<pid_t>(tid));
-  }
-  return tids;
-}
-
 // The thread group of thread `tid`, or -1 if it is gone. /proc/<tid> works
 // for any thread id, though only group leaders are listed in /proc.
 pid_t TgidOf(pid_t tid) {
-  std::string path = "/proc/" + std::to_string(tid) + "/status";
-  std::unique_ptr<FILE, int (*)(FILE*)> f(fopen(path.c_str(), "re"), fclose);
-  if (!f) return -1;
-  char line[256];
-  while (fgets(line, sizeof line, f.get())) {
-    if (strncmp(line, "Tgid:", 5) == 0) return static_cast<pid_t>(strtol(line + 5, nullptr, 10));
-  }
-  return -1;
+  ProcStatus status;
+  return ReadProcStatus(tid, &status) ? status.tgid : -1;
 }
 
 // What a knote remembers for Detach.

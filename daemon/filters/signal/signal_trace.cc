@@ -17,7 +17,7 @@
 #include <sstream>
 #include <utility>
 
-#include "daemon/util/read_file.h"
+#include "daemon/os/read_file.h"
 
 namespace kqd {
 namespace {

@@ -8,25 +8,12 @@
 #include "daemon/core/process_context.h"
 #include "daemon/core/reactor.h"
 #include "daemon/core/user_limits.h"
+#include "daemon/util/saturating.h"
 
 namespace kqd {
 namespace {
 
 constexpr uint32_t kValidFflags = NOTE_TIMER_UNITMASK | NOTE_ABSTIME;
-
-int64_t SaturatingAdd(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN;
-  return r;
-}
-
-int64_t SaturatingMul(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) {
-    return (a < 0) != (b < 0) ? INT64_MIN : INT64_MAX;
-  }
-  return r;
-}
 
 // `value` in the NOTE_* unit `unit`, in nanoseconds, saturating: an absurd
 // value must not wrap around into a small (or negative) one.

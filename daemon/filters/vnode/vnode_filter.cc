@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,7 +13,7 @@
 #include <utility>
 
 #include "daemon/core/process_context.h"
-#include "daemon/filters/fd/fd_readiness.h"
+#include "daemon/os/file_identity.h"
 #include "daemon/util/scoped_fd.h"
 
 #ifndef STATX_MNT_ID
@@ -22,12 +23,12 @@
 namespace kqd {
 namespace {
 
-using W = VnodeWatch;
+using W = InotifyMux;
 
-// Our own hint, beside VnodeWatch's event bits: the owner's mount table
+// Our own hint, beside InotifyMux's event bits: the owner's mount table
 // lost a mount; check whether it was the file's (NOTE_REVOKE).
 constexpr long kHintMountGone = 1L << 24;
-static_assert(kHintMountGone > 2L * VnodeWatch::kOverflow, "distinct from VnodeWatch's bits");
+static_assert(kHintMountGone > 2L * InotifyMux::kOverflow, "distinct from InotifyMux's bits");
 
 constexpr uint32_t kDirEntryMask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO;
 
@@ -56,7 +57,7 @@ VnodeStat StatOf(const struct stat& st) {
   return s;
 }
 
-// fstat + the identity fd_readiness.h defines, in one look. 0 or an errno.
+// fstat + the identity file_identity.h defines, in one look. 0 or an errno.
 int Look(int fd, struct stat* st, FileIdentity* id) {
   if (fstat(fd, st) != 0) return errno;
   const int fl = fcntl(fd, F_GETFL);
@@ -185,11 +186,22 @@ std::vector<uint32_t> VnodeHints(uint32_t ev, bool dir, const VnodeStat* before,
 }
 
 VnodeFilter::VnodeFilter(Runtime* runtime)
-    : watch_(VnodeWatch::Create(&runtime->reactor())),
-      mounts_(MountTables::Create(&runtime->reactor())) {}
+    : reactor_(&runtime->reactor()),
+      watch_(InotifyMux::Create()),
+      mounts_(MountTables::Create(&runtime->reactor())) {
+  if (!watch_) return;
+  std::weak_ptr<InotifyMux> weak = watch_;
+  watch_token_ = reactor_->AddFd(watch_->inotify_fd(), EPOLLIN, [weak](uint32_t) {
+    if (auto w = weak.lock()) w->OnReadable();
+  });
+}
+
+VnodeFilter::~VnodeFilter() {
+  if (watch_token_ > 0) reactor_->RemoveFd(watch_->inotify_fd(), watch_token_);
+}
 
 int VnodeFilter::Attach(Knote& kn) {
-  if (!watch_) return ENOSYS;
+  if (!watch_ || watch_token_ <= 0) return ENOSYS;
   // Only files and directories have vnode events. The errno for the rest
   // follows NetBSD: its pipe, socket, FIFO, kqueue and eventfd/timerfd
   // kqfilters answer EINVAL for a filter they do not know; devices (and

@@ -91,7 +91,7 @@
 #include "daemon/core/filter_ops.h"
 #include "daemon/core/runtime.h"
 #include "daemon/filters/fs/fs_filter.h"
-#include "daemon/filters/vnode/vnode_watch.h"
+#include "daemon/os/inotify_mux.h"
 
 namespace kqd {
 
@@ -105,7 +105,7 @@ struct VnodeStat {
   int64_t mtime_ns = 0;
 };
 
-// The NetBSD hints for a batch of VnodeWatch events on one file. before/now
+// The NetBSD hints for a batch of InotifyMux events on one file. before/now
 // are the file's previous and current state, or null if it could not be
 // looked at.
 std::vector<uint32_t> VnodeHints(uint32_t events, bool dir, const VnodeStat* before,
@@ -117,6 +117,9 @@ uint32_t VnodeInotifyMask(uint32_t sfflags, bool dir);
 class VnodeFilter : public FilterOps {
  public:
   explicit VnodeFilter(Runtime* runtime);
+  ~VnodeFilter() override;
+  VnodeFilter(const VnodeFilter&) = delete;
+  VnodeFilter& operator=(const VnodeFilter&) = delete;
 
   bool IsFdFilter() const override { return true; }
   int Attach(Knote& kn) override;
@@ -127,11 +130,13 @@ class VnodeFilter : public FilterOps {
 
   // The shared inotify multiplexer (tests). Null if inotify is unavailable:
   // every EV_ADD then fails with ENOSYS.
-  VnodeWatch* watch() { return watch_.get(); }
+  InotifyMux* watch() { return watch_.get(); }
   MountTables& mounts() { return *mounts_; }
 
  private:
-  const std::shared_ptr<VnodeWatch> watch_;
+  Reactor* const reactor_;
+  const std::shared_ptr<InotifyMux> watch_;
+  int64_t watch_token_ = 0;  // watch_'s fd in the reactor
   const std::shared_ptr<MountTables> mounts_;
 };
 

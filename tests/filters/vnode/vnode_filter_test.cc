@@ -25,7 +25,7 @@
 
 #include "daemon/core/filter_registry.h"
 #include "daemon/filters/vnode/vnode_filter.h"
-#include "daemon/filters/vnode/vnode_watch.h"
+#include "daemon/os/inotify_mux.h"
 #include "daemon/util/scoped_fd.h"
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
@@ -35,7 +35,7 @@ namespace {
 
 using kqd::ScopedFd;
 using kqd::VnodeStat;
-using kqd::VnodeWatch;
+using kqd::InotifyMux;
 using kqd::testing::Ev;
 using kqd::testing::TestQueue;
 using kqd::testing::TestRuntime;
@@ -641,12 +641,12 @@ TEST(VnodeHints, LostEventsAreRecoveredFromTheStatDeltas) {
   now = before;
   now.size = 20;
   now.nlink = 2;
-  auto hints = kqd::VnodeHints(VnodeWatch::kOverflow, false, &before, &now);
+  auto hints = kqd::VnodeHints(InotifyMux::kOverflow, false, &before, &now);
   uint32_t all = 0;
   for (uint32_t h : hints) all |= h;
   EXPECT_EQ(all, NOTE_WRITE | NOTE_EXTEND | NOTE_LINK);
   // Without a look at the file, a modification is still a write.
-  hints = kqd::VnodeHints(VnodeWatch::kModify, false, nullptr, nullptr);
+  hints = kqd::VnodeHints(InotifyMux::kModify, false, nullptr, nullptr);
   ASSERT_EQ(hints.size(), 1u);
   EXPECT_EQ(hints[0], NOTE_WRITE);
 }

@@ -1,8 +1,7 @@
-#include "daemon/filters/vnode/vnode_watch.h"
+#include "daemon/os/inotify_mux.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -13,8 +12,8 @@
 namespace kqd {
 namespace {
 
-// Buffers drained per reactor wake-up; the (level-triggered) reactor calls
-// again if more is queued, so one busy file cannot starve the loop.
+// Buffers drained per OnReadable; the (level-triggered) owner calls again
+// if more is queued, so one busy file cannot starve the loop.
 constexpr int kMaxReadsPerWake = 16;
 constexpr uint32_t kEntryMask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO;
 
@@ -28,44 +27,35 @@ struct DirMove {
 // The bits for one event about the watched inode itself (no name).
 uint32_t SelfEvent(uint32_t mask) {
   uint32_t bits = 0;
-  if (mask & IN_MODIFY) bits |= VnodeWatch::kModify;
-  if (mask & IN_ATTRIB) bits |= VnodeWatch::kAttrib;
-  if (mask & IN_OPEN) bits |= VnodeWatch::kOpen;
-  if (mask & IN_CLOSE_WRITE) bits |= VnodeWatch::kCloseWrite;
-  if (mask & IN_CLOSE_NOWRITE) bits |= VnodeWatch::kCloseNoWrite;
-  if (mask & IN_ACCESS) bits |= VnodeWatch::kAccess;
-  if (mask & IN_MOVE_SELF) bits |= VnodeWatch::kMoveSelf;
-  if (mask & IN_DELETE_SELF) bits |= VnodeWatch::kDeleteSelf;
+  if (mask & IN_MODIFY) bits |= InotifyMux::kModify;
+  if (mask & IN_ATTRIB) bits |= InotifyMux::kAttrib;
+  if (mask & IN_OPEN) bits |= InotifyMux::kOpen;
+  if (mask & IN_CLOSE_WRITE) bits |= InotifyMux::kCloseWrite;
+  if (mask & IN_CLOSE_NOWRITE) bits |= InotifyMux::kCloseNoWrite;
+  if (mask & IN_ACCESS) bits |= InotifyMux::kAccess;
+  if (mask & IN_MOVE_SELF) bits |= InotifyMux::kMoveSelf;
+  if (mask & IN_DELETE_SELF) bits |= InotifyMux::kDeleteSelf;
   return bits;
 }
 
 }  // namespace
 
-uint32_t VnodeWatch::InterestOf(uint32_t mask) {
+uint32_t InotifyMux::InterestOf(uint32_t mask) {
   uint32_t i = kAlways | SelfEvent(mask);
   if (mask & kEntryMask) i |= kEntryChanged | kSubdirLinked | kSubdirRenamed;
   return i;
 }
 
-std::shared_ptr<VnodeWatch> VnodeWatch::Create(Reactor* reactor) {
-  auto w = std::make_shared<VnodeWatch>(Passkey(), reactor);
+std::shared_ptr<InotifyMux> InotifyMux::Create() {
+  auto w = std::make_shared<InotifyMux>(Passkey());
   w->inotify_.reset(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
   if (!w->inotify_) return nullptr;
-  std::weak_ptr<VnodeWatch> weak = w;
-  w->reactor_token_ = reactor->AddFd(w->inotify_.get(), EPOLLIN, [weak](uint32_t) {
-    if (auto self = weak.lock()) self->OnReadable();
-  });
-  if (w->reactor_token_ <= 0) return nullptr;
   return w;
 }
 
-VnodeWatch::VnodeWatch(Passkey, Reactor* reactor) : reactor_(reactor) {}
+InotifyMux::InotifyMux(Passkey) {}
 
-VnodeWatch::~VnodeWatch() {
-  if (reactor_token_ > 0) reactor_->RemoveFd(inotify_.get(), reactor_token_);
-}
-
-int VnodeWatch::AddWatchLocked(int file, uint32_t mask) {
+int InotifyMux::AddWatchLocked(int file, uint32_t mask) {
   // The magic link names the open file's inode, not a path: nothing is
   // opened, so no IN_OPEN/IN_CLOSE of our own is produced.
   char path[64];
@@ -74,7 +64,7 @@ int VnodeWatch::AddWatchLocked(int file, uint32_t mask) {
   return wd >= 0 ? wd : -errno;
 }
 
-int VnodeWatch::Subscribe(int file, uint32_t mask, Callback cb, Subscription* out) {
+int InotifyMux::Subscribe(int file, uint32_t mask, Callback cb, Subscription* out) {
   std::lock_guard<std::mutex> l(mu_);
   // IN_MASK_ADD: grow the inode's kernel mask, never narrow what other
   // subscribers of the same wd rely on.
@@ -89,7 +79,7 @@ int VnodeWatch::Subscribe(int file, uint32_t mask, Callback cb, Subscription* ou
   return 0;
 }
 
-void VnodeWatch::Unsubscribe(const Subscription& sub, int file) {
+void InotifyMux::Unsubscribe(const Subscription& sub, int file) {
   if (sub.wd < 0) return;
   std::lock_guard<std::mutex> l(mu_);
   auto it = watches_.find(sub.wd);
@@ -125,12 +115,12 @@ void VnodeWatch::Unsubscribe(const Subscription& sub, int file) {
   }
 }
 
-size_t VnodeWatch::watch_count() const {
+size_t InotifyMux::watch_count() const {
   std::lock_guard<std::mutex> l(mu_);
   return watches_.size();
 }
 
-void VnodeWatch::OnReadable() {
+void InotifyMux::OnReadable() {
   alignas(inotify_event) char buf[65536];
   std::map<int, uint32_t> batch;  // wd -> Event bits
   std::map<uint32_t, std::vector<DirMove>> dir_moves;  // by cookie

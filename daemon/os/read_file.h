@@ -1,7 +1,7 @@
 // ReadWholeFile: reads a small kernel-provided file (/proc, /sys, tracefs)
 // to the end. Such files report their size as 0, so read until EOF.
-#ifndef KQUEUED_DAEMON_UTIL_READ_FILE_H_
-#define KQUEUED_DAEMON_UTIL_READ_FILE_H_
+#ifndef KQUEUED_DAEMON_OS_READ_FILE_H_
+#define KQUEUED_DAEMON_OS_READ_FILE_H_
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,4 +32,4 @@ inline int ReadWholeFile(const std::string& path, std::string* out) {
 
 }  // namespace kqd
 
-#endif  // KQUEUED_DAEMON_UTIL_READ_FILE_H_
+#endif  // KQUEUED_DAEMON_OS_READ_FILE_H_

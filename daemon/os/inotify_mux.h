@@ -1,8 +1,10 @@
-// VnodeWatch: ONE inotify instance multiplexed over every EVFILT_VNODE knote.
+// InotifyMux: one inotify instance multiplexed over many subscribers — every
+// EVFILT_VNODE knote, and EVFILT_READ's regular files and directories.
+// Not bound to the event loop: its owner polls fd() and calls OnReadable().
 //
 // WHY ONE. inotify instances are a scarce per-user resource (128 by default)
 // and each costs a descriptor; watches are cheap (~200k per user). So all
-// knotes share one instance, and the Reactor sees one fd.
+// subscribers share one instance, and the event loop polls one fd.
 //
 // KEYED ON THE INODE, NOT THE PATH. A watch is added through
 // /proc/self/fd/<transient copy of the client's fd>: the magic link resolves
@@ -44,9 +46,10 @@
 // the directory changes only in the latter).
 //
 // Lock order: callers may hold a kqueue lock; mu_ is taken after it.
-// Callbacks run on the reactor thread with no lock held.
-#ifndef KQUEUED_DAEMON_FILTERS_VNODE_VNODE_WATCH_H_
-#define KQUEUED_DAEMON_FILTERS_VNODE_VNODE_WATCH_H_
+// Callbacks run on the thread that calls OnReadable() (the reactor thread),
+// with no lock held.
+#ifndef KQUEUED_DAEMON_OS_INOTIFY_MUX_H_
+#define KQUEUED_DAEMON_OS_INOTIFY_MUX_H_
 
 #include <cstdint>
 #include <functional>
@@ -55,12 +58,11 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "daemon/core/reactor.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
 
-class VnodeWatch : public std::enable_shared_from_this<VnodeWatch> {
+class InotifyMux {
  public:
   // What happened to a watched inode (bits, accumulated per batch).
   enum Event : uint32_t {
@@ -91,18 +93,17 @@ class VnodeWatch : public std::enable_shared_from_this<VnodeWatch> {
     uint64_t token = 0;
   };
 
-  // Null if inotify or the reactor registration fails.
-  static std::shared_ptr<VnodeWatch> Create(Reactor* reactor);
+  // Null (errno set) if no inotify instance can be made.
+  static std::shared_ptr<InotifyMux> Create();
 
   // Only Create can make one (it must be owned by a shared_ptr).
   class Passkey {
-    friend class VnodeWatch;
+    friend class InotifyMux;
     Passkey() = default;
   };
-  VnodeWatch(Passkey, Reactor* reactor);
-  ~VnodeWatch();
-  VnodeWatch(const VnodeWatch&) = delete;
-  VnodeWatch& operator=(const VnodeWatch&) = delete;
+  explicit InotifyMux(Passkey);
+  InotifyMux(const InotifyMux&) = delete;
+  InotifyMux& operator=(const InotifyMux&) = delete;
 
   // Subscribes `cb` to inotify events `mask` (IN_* bits) on the inode of
   // `file`, a transient copy the caller closes afterwards. Returns 0 or an
@@ -114,8 +115,12 @@ class VnodeWatch : public std::enable_shared_from_this<VnodeWatch> {
   // the kernel watch is never dropped in between.
   void Unsubscribe(const Subscription& sub, int file);
 
-  // For tests: the instance, and the number of live watch descriptors.
+  // The instance: readable when events are queued. Its owner polls it
+  // (level-triggered) and calls OnReadable, which delivers them.
   int inotify_fd() const { return inotify_.get(); }
+  void OnReadable();
+
+  // For tests: the number of live watch descriptors.
   size_t watch_count() const;
 
   // The Event bits an inotify mask can produce.
@@ -134,11 +139,8 @@ class VnodeWatch : public std::enable_shared_from_this<VnodeWatch> {
 
   // inotify_add_watch through /proc/self/fd/<file>; the wd or -errno.
   int AddWatchLocked(int file, uint32_t mask);
-  void OnReadable();
 
-  Reactor* const reactor_;
   ScopedFd inotify_;
-  int64_t reactor_token_ = 0;
 
   mutable std::mutex mu_;  // guards everything below
   uint64_t next_token_ = 1;
@@ -147,4 +149,4 @@ class VnodeWatch : public std::enable_shared_from_this<VnodeWatch> {
 
 }  // namespace kqd
 
-#endif  // KQUEUED_DAEMON_FILTERS_VNODE_VNODE_WATCH_H_
+#endif  // KQUEUED_DAEMON_OS_INOTIFY_MUX_H_

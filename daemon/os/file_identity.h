@@ -1,0 +1,34 @@
+// FileIdentity: which file an open descriptor names, as far as fstat and
+// F_GETFL can tell, for recognising a client's fd number reused for another
+// file.
+#ifndef KQUEUED_DAEMON_OS_FILE_IDENTITY_H_
+#define KQUEUED_DAEMON_OS_FILE_IDENTITY_H_
+
+#include <sys/types.h>
+
+namespace kqd {
+
+// Two opens of one inode with the same access mode cannot be told apart
+// from here (that would need the old file, which the daemon must not
+// hold): a number reused that way counts as the same file.
+struct FileIdentity {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  dev_t rdev = 0;
+  mode_t type = 0;   // st_mode & S_IFMT
+  int accmode = 0;   // O_RDONLY / O_WRONLY / O_RDWR
+
+  bool operator==(const FileIdentity& o) const {
+    return dev == o.dev && ino == o.ino && rdev == o.rdev && type == o.type &&
+           accmode == o.accmode;
+  }
+  bool operator!=(const FileIdentity& o) const { return !(*this == o); }
+};
+
+// Fills *out for open descriptor `fd` (fstat + F_GETFL: cheap enough for
+// every evaluation). Returns 0 or an errno.
+int ReadIdentity(int fd, FileIdentity* out);
+
+}  // namespace kqd
+
+#endif  // KQUEUED_DAEMON_OS_FILE_IDENTITY_H_
