@@ -69,7 +69,10 @@ bool ReadPidfdInfo(int pidfd, PidfdTaskInfo* out) {
   info.mask = kPidfdInfoPid | kPidfdInfoCreds;
   if (ioctl(pidfd, kPidfdGetInfo, &info) != 0) return false;
   const uint64_t want = kPidfdInfoPid | kPidfdInfoCreds;
-  if ((info.mask & want) != want) return false;
+  if ((info.mask & want) != want) {
+    errno = EOPNOTSUPP;
+    return false;
+  }
   out->pid = static_cast<pid_t>(info.pid);
   out->tgid = static_cast<pid_t>(info.tgid);
   out->ruid = info.ruid;
