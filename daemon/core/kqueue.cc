@@ -418,6 +418,23 @@ void Kqueue::Interrupt(uint64_t wait_id) {
   }
 }
 
+void Kqueue::DescriptorClosed() {
+  descriptor_closes_++;
+  Deferred deferred;
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    if (!it->call->DescriptorClosed()) {
+      ++it;
+      continue;
+    }
+    if (it->timer_id != 0) runtime_->reactor().CancelTimer(it->timer_id);
+    KeventCall* call = it->call.release();
+    it = waiters_.erase(it);
+    deferred.actions.push_back(
+        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, EBADF); });
+  }
+}
+
 void Kqueue::Close() {
   Deferred deferred;
   std::lock_guard<std::mutex> l(mu_);

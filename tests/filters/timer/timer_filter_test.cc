@@ -394,6 +394,42 @@ TEST_F(TimerFilterTest, StaleCallbacksAfterRestartAreIgnored) {
   EXPECT_TRUE(q_->Collect(8, 200).empty());
 }
 
+// Fast timers (period below 10 ms) share their user's slice of the loop:
+// each is charged as one, and with n of them each is delivered at most every
+// n x kTimerMinWakeupNs, with the count still exact.
+TEST_F(TimerFilterTest, FastTimersShareTheirUsersWakeups) {
+  auto fast = [&] { return rt_.get()->limits().InUse(getuid(), kqd::Resource::kFastTimers); };
+  constexpr int kFast = 200;  // floor: 200 x 250 us = 50 ms per timer
+  for (int i = 1; i <= kFast; i++) ASSERT_EQ(q_->Change(Timer(i, 1, NOTE_USECONDS)), 0);
+  EXPECT_EQ(fast(), static_cast<uint64_t>(kFast));
+  ASSERT_EQ(q_->Change(Timer(1000, 1, NOTE_SECONDS)), 0);  // slow: not charged
+  EXPECT_EQ(fast(), static_cast<uint64_t>(kFast));
+  // Drain the first round (armed while the count was still growing), then
+  // count deliveries of timer 1 over 300 ms: about 6, never hundreds.
+  SleepMs(120);
+  q_->Collect(kFast + 1, 0);
+  const auto start = SteadyClock::now();
+  int deliveries = 0;
+  int64_t expirations = 0;
+  while (MsSince(start) < 300) {
+    for (const kq_kevent& ev : q_->Collect(kFast + 1, 20)) {
+      if (ev.ident != 1) continue;
+      deliveries++;
+      expirations += ev.data;
+    }
+  }
+  EXPECT_LE(deliveries, 10);
+  EXPECT_GE(deliveries, 3);
+  EXPECT_GE(expirations, 150 * 1000);  // 1 us periods, counted exactly
+  // Slowing a timer down gives its fast charge back; deleting gives all back.
+  ASSERT_EQ(q_->Change(Timer(1, 1, NOTE_SECONDS)), 0);
+  EXPECT_EQ(fast(), static_cast<uint64_t>(kFast - 1));
+  for (int i = 1; i <= kFast; i++) ASSERT_EQ(q_->Change(Timer(i, 0, 0, EV_DELETE)), 0);
+  ASSERT_EQ(q_->Change(Timer(1000, 0, 0, EV_DELETE)), 0);
+  EXPECT_EQ(fast(), 0u);
+  EXPECT_EQ(TimersInUse(), 0u);
+}
+
 TEST_F(TimerFilterTest, UdataIsReturnedBitExact) {
   const uint64_t values[] = {0, 1, 0x8000000000000001ULL, 0xffffffffffffffffULL,
                              0xdeadbeefcafef00dULL};
