@@ -136,6 +136,7 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
     uint64_t id;
     std::unique_ptr<KeventCall> call;
     uint64_t timer_id;  // 0: no timeout
+    uint64_t since;     // the evaluation clock when the call began
   };
   // Work to do once the lock is released.
   struct Deferred {
@@ -158,9 +159,14 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   int RegisterLocked(const kq_kevent& change,
                      const std::shared_ptr<ProcessContext>& caller,
                      Deferred* deferred);
-  // Moves up to `max` events into `out` (kqueue_scan's inner loop).
-  size_t CollectLocked(size_t max, std::vector<kq_kevent>* out,
+  // Moves up to `max` events into `out` (kqueue_scan's inner loop) for a
+  // call that began at evaluation clock `since`: a level-triggered knote is
+  // re-evaluated unless an evaluation after `since` said "fire" already
+  // (one evaluation per wake: that one is as fresh as the call needs).
+  size_t CollectLocked(size_t max, uint64_t since, std::vector<kq_kevent>* out,
                        Deferred* deferred);
+  // The filter's Event, stamped with the evaluation clock.
+  bool EvaluateLocked(Knote& kn, long hint);
   void ActivateLocked(Knote& kn, Deferred* deferred);
   void EnqueueLocked(Knote& kn, Deferred* deferred);
   void DequeueLocked(Knote& kn);
@@ -190,6 +196,9 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   std::atomic<uint64_t> descriptor_closes_{0};
   // queue_.size(), for Pending() without mu_.
   std::atomic<size_t> pending_{0};
+  // Counts evaluations (written under mu_; read without it when a call
+  // begins, before its catch-up).
+  std::atomic<uint64_t> eval_clock_{0};
 
   // A leaf lock (nothing is locked under it), taken under mu_ too.
   mutable std::mutex observers_mu_;  // guards the two below

@@ -54,6 +54,11 @@ bool ReadProcStatus(pid_t tid, ProcStatus* out) {
       out->euid = static_cast<uid_t>(b);
       out->suid = static_cast<uid_t>(c);
       have_uid = true;
+    } else if (std::strncmp(line, "Gid:", 4) == 0 &&
+               std::sscanf(line + 4, "%lu %lu %lu", &a, &b, &c) == 3) {
+      out->rgid = static_cast<gid_t>(a);
+      out->egid = static_cast<gid_t>(b);
+      out->sgid = static_cast<gid_t>(c);
     } else if (std::strncmp(line, "CapEff:", 7) == 0) {
       out->cap_eff = std::strtoull(line + 7, nullptr, 16);
     }

@@ -13,12 +13,15 @@
 namespace kqd {
 
 // /proc/<tid>/status (any thread id works, leader or not): the thread
-// group, the Uid: line (real, effective, saved set-user-ID) and CapEff.
+// group, the Uid: and Gid: lines (real, effective, saved set-ID) and CapEff.
 struct ProcStatus {
   pid_t tgid = 0;
   uid_t ruid = 0;
   uid_t euid = 0;
   uid_t suid = 0;
+  gid_t rgid = 0;
+  gid_t egid = 0;
+  gid_t sgid = 0;
   uint64_t cap_eff = 0;  // effective capabilities, bit n = capability n
 };
 // False if the thread is gone (or the file lacks Tgid: or Uid:).

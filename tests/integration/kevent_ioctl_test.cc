@@ -168,6 +168,11 @@ TEST_F(Device, ReservedFieldsAndBadTimeoutsAreEinval) {
   a.timeout_nsec = 1000000000;
   EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
   EXPECT_EQ(errno, EINVAL);
+  // Also with nevents 0 (docs/abi.md).
+  a.eventlist = 0;
+  a.nevents = 0;
+  EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
+  EXPECT_EQ(errno, EINVAL);
 }
 
 TEST_F(Device, PollTimeoutAndEmptyCalls) {

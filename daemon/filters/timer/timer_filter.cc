@@ -189,6 +189,10 @@ class TimerFilter : public FilterOps {
     if (int err = ParseSpec(kn.sfflags, kn.sdata, &spec)) return err;
     auto charge = runtime_->limits().Take(kn.owner->euid(), Resource::kTimers);
     if (!charge) return ENOMEM;  // the seed's kq_calloutmax
+    // NetBSD's filt_timerattach sets EV_CLEAR for relative timers only: an
+    // absolute timer that has fired stays triggered (level) unless the
+    // caller asked for EV_CLEAR (or EV_ONESHOT) itself.
+    if (!(kn.sfflags & NOTE_ABSTIME)) kn.kev.flags |= EV_CLEAR;
     kn.state = std::make_unique<TimerState>(&runtime_->reactor(), &runtime_->limits(),
                                             kn.owner->euid(), std::move(charge));
     if (int err = kn.state_as<TimerState>()->Start(kn, spec)) {
@@ -224,6 +228,7 @@ class TimerFilter : public FilterOps {
     if (int err = kn.state_as<TimerState>()->CanStart(spec)) return err;
     kn.sfflags = change.fflags;
     kn.sdata = change.data;
+    if (!(kn.sfflags & NOTE_ABSTIME)) kn.kev.flags |= EV_CLEAR;  // as at attach
     // An event still queued with the old count is dropped when collected:
     // the core re-evaluates it and finds nothing. (An EV_ONESHOT one is not
     // re-evaluated, and would be reported with data 0.)
@@ -231,7 +236,7 @@ class TimerFilter : public FilterOps {
     return kn.state_as<TimerState>()->Start(kn, spec);
   }
 
-  uint32_t ImpliedFlags() const override { return EV_CLEAR; }
+  // EV_CLEAR is implied for relative timers only: Attach sets it.
 
  private:
   Runtime* const runtime_;

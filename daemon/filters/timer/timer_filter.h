@@ -4,8 +4,9 @@
 // (NOTE_MSECONDS, the default, NOTE_SECONDS, NOTE_USECONDS, NOTE_NSECONDS).
 // With NOTE_ABSTIME data is instead an absolute CLOCK_REALTIME time and the
 // timer fires once (at once, with data 1, if that time has passed).
-// Reported data is the number of expirations since the last retrieval;
-// EV_CLEAR is implied. EV_ADD on an existing timer restarts it with the new
+// Reported data is the number of expirations since the last retrieval.
+// EV_CLEAR is implied for relative timers only (NetBSD's filt_timerattach):
+// an absolute timer without EV_CLEAR stays triggered once it has fired. EV_ADD on an existing timer restarts it with the new
 // settings and drops the count. Disabled timers keep counting, as on BSD, so
 // EV_ENABLE reports what expired meanwhile.
 //
