@@ -168,12 +168,19 @@ void Kqueue::Deliver(std::unique_ptr<KeventCall> call, size_t base,
   call->Complete(static_cast<int>(events.size()), 0);
 }
 
+Kqueue::Key Kqueue::KeyOf(const Knote& kn) {
+  return Key{kn.kev.ident, kn.kev.filter, kn.ops->IsFdFilter() ? kn.owner->pid() : 0};
+}
+
 int Kqueue::RegisterLocked(const kq_kevent& change,
                            const std::shared_ptr<ProcessContext>& caller,
                            Deferred* deferred) {
-  const Key key{change.ident, change.filter};
+  // The caller's own fd knote, else a knote of a filter whose idents are
+  // not descriptors (a filter is one or the other: one lookup finds it).
+  Key key{change.ident, change.filter, caller->pid()};
   std::shared_ptr<FilterRegistration> reg;
   auto it = knotes_.find(key);
+  if (it == knotes_.end()) it = knotes_.find(Key{change.ident, change.filter, 0});
   std::shared_ptr<Knote> kn = it == knotes_.end() ? nullptr : it->second;
 
   // A knote on an fd that was closed (or whose number now names another
@@ -187,7 +194,10 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
     if (!kn) {
       if (int err = runtime_->filters().Acquire(change.filter, &reg)) return err;
       if (reg->ops()->IsFdFilter() && change.ident > INT32_MAX) return EBADF;
-      auto charge = runtime_->limits().Take(uid_, Resource::kKnotes);
+      if (!reg->ops()->IsFdFilter()) std::get<2>(key) = 0;
+      // Charged to whoever adds it, not to the queue's opener: a process
+      // that was given the queue spends its own user's quota.
+      auto charge = runtime_->limits().Take(caller->euid(), Resource::kKnotes);
       if (!charge) return ENOMEM;
       kn = std::make_shared<Knote>();
       kn->ops = reg->ops();
@@ -322,7 +332,7 @@ void Kqueue::DetachLocked(const std::shared_ptr<Knote>& kn) {
   DequeueLocked(*kn);
   kn->status |= Knote::kDetached;
   kn->ops->Detach(*kn);
-  knotes_.erase(Key{kn->kev.ident, kn->kev.filter});
+  knotes_.erase(KeyOf(*kn));
 }
 
 void Kqueue::ServeWaitersLocked(Deferred* deferred) {
@@ -420,7 +430,7 @@ Kqueue::Stats Kqueue::Snapshot() const {
   s.knotes = knotes_.size();
   s.pending = queue_.size();
   s.waiters = waiters_.size();
-  for (const auto& [key, kn] : knotes_) s.knotes_by_filter[key.second]++;
+  for (const auto& entry : knotes_) s.knotes_by_filter[entry.second->kev.filter]++;
   return s;
 }
 

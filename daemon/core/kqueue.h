@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -123,7 +124,13 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
       for (auto& a : actions) a();
     }
   };
-  using Key = std::pair<uint64_t, uint32_t>;  // (ident, filter)
+  // (ident, filter, owner): owner is 0, or for fd filters the pid of the
+  // registering process — on a queue shared after fork() or SCM_RIGHTS
+  // each process names its own descriptors (docs/abi.md). A pid is only a
+  // number, but a knote whose process exited is found gone (its pidfd)
+  // before a reused pid could take it over.
+  using Key = std::tuple<uint64_t, uint32_t, pid_t>;
+  static Key KeyOf(const Knote& kn);
 
   Kqueue(Runtime* runtime, uid_t uid, std::unique_ptr<UserLimits::Charge> charge);
 

@@ -313,6 +313,43 @@ TEST_F(Device, SharedAcrossForkEachEventOnce) {
   for (int i = 0; i < kEvents; i++) EXPECT_EQ(got[i], 1) << i;
 }
 
+TEST_F(Device, ForkedChildHasItsOwnFdKnotes) {
+  // Hardening item 9: a child sharing the queue must not reach the parent's
+  // fd knotes by naming the same number.
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  ASSERT_EQ(Change(kq_, Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, 1)), 0);
+  int q[2];
+  ASSERT_EQ(pipe2(q, O_CLOEXEC), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int code = 0;
+    // A number the child does not have (closed here, the parent's is open).
+    close(q[0]);
+    if (Change(kq_, Ev(q[0], EVFILT_READ, EV_ADD, 0, 0, 7)) != EBADF) code |= 1;
+    // The parent's knote on p[0] is not the child's to change or delete.
+    if (Change(kq_, Ev(p[0], EVFILT_READ, EV_DISABLE)) != ENOENT) code |= 2;
+    if (Change(kq_, Ev(p[0], EVFILT_READ, EV_DELETE)) != ENOENT) code |= 4;
+    // Its own knote on its own (inherited) descriptor is separate.
+    if (Change(kq_, Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, 2)) != 0) code |= 8;
+    _exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  // The child exited: its knote's descriptor is gone with it. The parent's
+  // knote kept udata 1 and is the one event.
+  ASSERT_EQ(Change(kq_, Ev(q[0], EVFILT_READ, EV_ADD, 0, 0, 3)), 0);
+  ASSERT_EQ(write(p[1], "x", 1), 1);
+  kq_kevent out[4];
+  int n = Kevent(kq_, nullptr, 0, out, 4, 2000);
+  ASSERT_EQ(n, 1);
+  EXPECT_EQ(out[0].ident, static_cast<uint64_t>(p[0]));
+  EXPECT_EQ(out[0].udata, 1u);
+  for (int fd : {p[0], p[1], q[0], q[1]}) close(fd);
+}
+
 TEST_F(Device, ClientDyingWhileParkedLeavesOthersServed) {
   pid_t child = fork();
   ASSERT_GE(child, 0);
