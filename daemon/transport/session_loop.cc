@@ -23,8 +23,12 @@ namespace {
 // thread promoted to reader.
 constexpr int kWatchdogPeriodMs = 20;
 // A spare that has not been needed for this long retires (above
-// min_threads).
-constexpr std::chrono::seconds kSpareIdle(10);
+// min_threads): threads added for a burst are gone soon after it.
+constexpr std::chrono::milliseconds kSpareIdle(300);
+// Periods with no request started (and every thread busy, nobody reading)
+// before a spare is promoted: one is too few on a loaded machine, where a
+// reader merely descheduled for a period looks stuck.
+constexpr int kStuckPeriods = 2;
 
 // Set on serving threads: which loop they serve (Stop() from one of them
 // would wait for itself).
@@ -216,6 +220,7 @@ void SessionLoop::RunTaskThread() {
   pfd.fd = task_fd_.get();
   pfd.events = POLLIN;
   uint64_t last_epoch = epoch_.load();
+  int stuck_periods = 0;
   bool deep = false;
   while (!stopping()) {
     if (poll(&pfd, 1, deep ? -1 : kWatchdogPeriodMs) < 0 && errno != EINTR) {
@@ -235,7 +240,10 @@ void SessionLoop::RunTaskThread() {
       // No request has started for a whole period, nobody reads the
       // connection, and threads are busy: they are stuck on requests (a
       // huge changelist, a slow page). Let one more thread read.
-      if (busy_ > 0 && readers_ == 0 && promotions_ == 0 && epoch == last_epoch) {
+      const bool stuck = busy_ > 0 && readers_ == 0 && promotions_ == 0 && epoch == last_epoch;
+      stuck_periods = stuck ? stuck_periods + 1 : 0;
+      if (stuck && stuck_periods >= kStuckPeriods) {
+        stuck_periods = 0;
         promotions_++;
         if (spares_ > 0) {
           spare_cv_.notify_one();

@@ -6,12 +6,12 @@
 // between threads and no alternation between threads (which, across vCPUs,
 // would cost a cross-CPU wake-up per request). The other serving threads
 // wait as spares. A watchdog (the task thread) looks every 20 ms: when
-// requests have kept every serving thread busy for a whole period and nobody
+// requests have kept every serving thread busy for two periods and nobody
 // is reading, it promotes a spare (or starts a thread, up to max_threads)
 // to read, so a request that takes long — a huge changelist, a caller page
 // on a slow filesystem — holds only its own thread and everyone else is
 // served within a few tens of milliseconds. A thread that finishes while
-// another reads becomes a spare; spares unused for 10 s retire down to
+// another reads becomes a spare; spares unused for 300 ms retire down to
 // min_threads. The watchdog sleeps while the daemon is idle.
 //
 // Tasks posted from any thread (interrupt callbacks) run on the task thread
