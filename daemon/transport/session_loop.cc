@@ -18,20 +18,17 @@ namespace kqd {
 
 namespace {
 
-// A serving thread retires after a request when at least this many others
-// sit idle (and more than min_threads are alive): enough spares for a burst,
-// few enough that an idle daemon does not keep a crowd of threads.
-constexpr int kIdleSpares = 3;
-// ...but never within this long of the last start of a thread, so a steady
-// load that keeps the pool near its size does not create and retire
-// threads over and over.
-constexpr int64_t kRetireAfterSpawnNs = 1000000000;
-
-int64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+// The watchdog's period: a request that has kept every serving thread busy
+// (and nobody reading the connection) for one to two periods gets a spare
+// thread promoted to reader.
+constexpr int kWatchdogPeriodMs = 20;
+// A spare that has not been needed for this long retires (above
+// min_threads): threads added for a burst are gone soon after it.
+constexpr std::chrono::milliseconds kSpareIdle(300);
+// Periods with no request started (and every thread busy, nobody reading)
+// before a spare is promoted: one is too few on a loaded machine, where a
+// reader merely descheduled for a period looks stuck.
+constexpr int kStuckPeriods = 2;
 
 // Set on serving threads: which loop they serve (Stop() from one of them
 // would wait for itself).
@@ -123,7 +120,6 @@ void SessionLoop::SpawnLocked() {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   live_[id] = t.native_handle();
   t.detach();
-  last_spawn_ns_.store(MonotonicNs(), std::memory_order_relaxed);
 }
 
 void SessionLoop::Post(std::function<void()> task) {
@@ -183,6 +179,7 @@ void SessionLoop::Stop() {
   // arrives (the handler runs, read() then blocks): signal again until every
   // thread is gone. A thread busy with a request leaves after it.
   while (!live_.empty()) {
+    spare_cv_.notify_all();
     for (const auto& entry : live_) pthread_kill(entry.second, WakeSignal());
     state_changed_.wait_for(lock, std::chrono::milliseconds(10));
   }
@@ -208,29 +205,66 @@ void SessionLoop::RunTasks() {
   for (auto& task : tasks) task();
 }
 
+void SessionLoop::WakeWatchdogIfAsleep() {
+  // Pairs with RunTaskThread: either it sees the new epoch before sleeping
+  // for good, or we see it asleep here (both sequentially consistent).
+  if (!watchdog_asleep_.load()) return;
+  watchdog_asleep_.store(false);
+  uint64_t one = 1;
+  ssize_t n = write(task_fd_.get(), &one, sizeof(one));
+  (void)n;
+}
+
 void SessionLoop::RunTaskThread() {
   struct pollfd pfd;
   pfd.fd = task_fd_.get();
   pfd.events = POLLIN;
+  uint64_t last_epoch = epoch_.load();
+  int stuck_periods = 0;
+  bool deep = false;
   while (!stopping()) {
-    if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+    if (poll(&pfd, 1, deep ? -1 : kWatchdogPeriodMs) < 0 && errno != EINTR) {
       fprintf(stderr, "kqueued: transport task poll: %s\n", strerror(errno));
       return;
     }
-    uint64_t count;
-    ssize_t n = read(task_fd_.get(), &count, sizeof(count));
-    (void)n;
+    if (pfd.revents != 0) {
+      uint64_t count;
+      ssize_t n = read(task_fd_.get(), &count, sizeof(count));
+      (void)n;
+    }
     if (stopping()) return;
-    RunTasks();
+    if (tasks_queued_.load(std::memory_order_acquire)) RunTasks();
+    const uint64_t epoch = epoch_.load();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      // No request has started for a whole period, nobody reads the
+      // connection, and threads are busy: they are stuck on requests (a
+      // huge changelist, a slow page). Let one more thread read.
+      const bool stuck = busy_ > 0 && readers_ == 0 && promotions_ == 0 && epoch == last_epoch;
+      stuck_periods = stuck ? stuck_periods + 1 : 0;
+      if (stuck && stuck_periods >= kStuckPeriods) {
+        stuck_periods = 0;
+        promotions_++;
+        if (spares_ > 0) {
+          spare_cv_.notify_one();
+        } else if (static_cast<int>(live_.size()) < options_.max_threads) {
+          SpawnLocked();
+        } else {
+          promotions_--;  // at the cap: the busy threads must finish first
+        }
+      }
+      deep = busy_ == 0 && epoch == last_epoch;
+    }
+    last_epoch = epoch;
+    if (deep) {
+      // Idle for a whole period: sleep until a request starts.
+      watchdog_asleep_.store(true);
+      if (epoch_.load() != epoch) {
+        watchdog_asleep_.store(false);
+        deep = false;
+      }
+    }
   }
-}
-
-bool SessionLoop::ShouldRetire() {
-  if (idle_.load(std::memory_order_relaxed) < kIdleSpares) return false;
-  if (MonotonicNs() - last_spawn_ns_.load(std::memory_order_relaxed) < kRetireAfterSpawnNs)
-    return false;
-  std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(live_.size()) > options_.min_threads;
 }
 
 void SessionLoop::Serve(uint64_t id) {
@@ -238,12 +272,27 @@ void SessionLoop::Serve(uint64_t id) {
   struct fuse_buf buf;
   memset(&buf, 0, sizeof(buf));  // libfuse allocates buf.mem on first use
   bool connection_ended = false;
-  bool retiring = false;
-  while (!stopping()) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping() && !connection_ended_) {
+    if (readers_ > 0 && promotions_ == 0) {
+      // Someone reads the connection already: wait as a spare, so that one
+      // thread (the one most recently used) serves a steady stream of small
+      // requests, as fast as a single-threaded loop.
+      spares_++;
+      const bool woken = spare_cv_.wait_for(lock, kSpareIdle, [this] {
+        return stopping() || connection_ended_ || promotions_ > 0 || readers_ == 0;
+      });
+      spares_--;
+      if (!woken && static_cast<int>(live_.size()) > options_.min_threads) break;  // retire
+      continue;
+    }
+    if (promotions_ > 0) promotions_--;
+    readers_++;
+    lock.unlock();
     if (tasks_queued_.load(std::memory_order_acquire)) RunTasks();
-    idle_.fetch_add(1, std::memory_order_relaxed);
     int res = fuse_session_receive_buf(session_, &buf);
-    const int idle_before = idle_.fetch_sub(1, std::memory_order_relaxed);
+    lock.lock();
+    readers_--;
     if (res == -EINTR || res == -EAGAIN) continue;  // woken (Stop) or withdrawn
     if (res == 0 || fuse_session_exited(session_)) {
       connection_ended = true;
@@ -257,36 +306,25 @@ void SessionLoop::Serve(uint64_t id) {
       connection_ended = true;
       break;
     }
-    if (idle_before <= 1) {
-      // This request took the last idle thread: start another, so a request
-      // that takes long (or blocks on a slow page) never leaves the
-      // connection unread.
-      std::lock_guard<std::mutex> lock(mu_);
-      if (static_cast<int>(live_.size()) < options_.max_threads && !stopping()) SpawnLocked();
-    }
+    busy_++;
+    lock.unlock();
+    epoch_.fetch_add(1);
+    WakeWatchdogIfAsleep();
     fuse_session_process_buf(session_, &buf);
     // Interrupt callbacks queued while processing run before the next
     // request, never inside a libfuse call.
     if (tasks_queued_.load(std::memory_order_acquire)) RunTasks();
-    if (ShouldRetire()) {
-      retiring = true;
-      break;
-    }
+    lock.lock();
+    busy_--;
   }
   free(buf.mem);
   tls_serving = nullptr;
-
-  std::lock_guard<std::mutex> lock(mu_);
-  if (retiring && static_cast<int>(live_.size()) <= options_.min_threads && !stopping() &&
-      !connection_ended) {
-    // Others retired meanwhile: stay after all. Rare; re-enter the loop on
-    // a fresh thread rather than here, keeping this function's shape.
-    SpawnLocked();
-  }
   if (connection_ended) connection_ended_ = true;
   live_.erase(id);
+  // Whoever is left: take over reading (readers_ may be 0), or leave too.
+  spare_cv_.notify_all();
   state_changed_.notify_all();
-  // Nothing of *this may be touched after the lock is released: Stop() may
+  // Nothing of *this may be touched once the lock is released: Stop() may
   // return and the loop be destroyed at once.
 }
 

@@ -1,19 +1,24 @@
 // The threads that read a FUSE/CUSE connection.
 //
-// Several serving threads block in read() on the connection's fd. The kernel
-// queues a reader exclusively, so each request wakes exactly one idle thread,
-// which reads it, dispatches it and writes the reply itself: a small request
-// costs no hop between threads. A thread that is slow on one request (a huge
-// changelist, a caller page backed by a slow filesystem) holds only itself;
-// the others keep serving. The pool grows by one thread whenever a request
-// leaves no thread idle (up to max_threads) and shrinks back towards
-// min_threads when threads sit idle (not within a second of growing).
+// One serving thread at a time blocks in read() on the connection; it reads
+// a request, dispatches it and writes the reply itself, then reads again —
+// a steady stream of small requests is served by one thread, with no hop
+// between threads and no alternation between threads (which, across vCPUs,
+// would cost a cross-CPU wake-up per request). The other serving threads
+// wait as spares. A watchdog (the task thread) looks every 20 ms: when
+// requests have kept every serving thread busy for two periods and nobody
+// is reading, it promotes a spare (or starts a thread, up to max_threads)
+// to read, so a request that takes long — a huge changelist, a caller page
+// on a slow filesystem — holds only its own thread and everyone else is
+// served within a few tens of milliseconds. A thread that finishes while
+// another reads becomes a spare; spares unused for 300 ms retire down to
+// min_threads. The watchdog sleeps while the daemon is idle.
 //
-// Tasks posted from any thread (interrupt callbacks) run on a small task
-// thread that sleeps on an eventfd, or on a serving thread between two
-// requests, whichever comes first — never inside a libfuse call.
+// Tasks posted from any thread (interrupt callbacks) run on the task thread
+// or on a serving thread between two requests, whichever comes first —
+// never inside a libfuse call.
 //
-// Signals: serving threads block every signal except kWakeSignal, whose
+// Signals: serving threads block every signal except WakeSignal(), whose
 // handler does nothing and is installed without SA_RESTART, so Stop() can
 // break a blocked read() (pthread_kill). Process-directed signals go to the
 // application's own threads.
@@ -111,17 +116,16 @@ class SessionLoop {
   void RunTasks();
   // Starts one more serving thread. Call with mu_ held.
   void SpawnLocked();
-  // Whether the calling serving thread should exit now that its request is
-  // done (too many idle threads). Takes mu_.
-  bool ShouldRetire();
+  // A request started: wake the watchdog if it sleeps (idle daemon).
+  void WakeWatchdogIfAsleep();
 
   const SessionLoopOptions options_;
   const ScopedFd task_fd_;  // eventfd: tasks queued or stop requested
   fuse_session* session_ = nullptr;  // owned; shared by the serving threads
                                      // while they run, else the owner's
   std::atomic<bool> stop_requested_{false};
-  std::atomic<int> idle_{0};  // serving threads waiting in read()
-  std::atomic<int64_t> last_spawn_ns_{0};  // CLOCK_MONOTONIC of the last spawn
+  std::atomic<uint64_t> epoch_{0};  // requests started so far
+  std::atomic<bool> watchdog_asleep_{false};  // the task thread sleeps untimed
 
   mutable std::mutex mu_;
   std::condition_variable state_changed_;
@@ -133,6 +137,11 @@ class SessionLoop {
   std::map<uint64_t, pthread_t> live_;  // guarded by mu_
   uint64_t next_thread_id_ = 1;         // guarded by mu_
   std::thread task_thread_;
+  std::condition_variable spare_cv_;  // spares wait here
+  int readers_ = 0;                  // guarded by mu_: threads in read()
+  int busy_ = 0;                     // guarded by mu_: threads on a request
+  int spares_ = 0;                   // guarded by mu_: threads waiting as spares
+  int promotions_ = 0;               // guarded by mu_: spares told to read
   bool ready_ = false;              // guarded by mu_
   bool connection_ended_ = false;   // guarded by mu_
   bool started_ = false;            // guarded by mu_

@@ -4,6 +4,9 @@
 #include <fuse_lowlevel.h>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -96,8 +99,10 @@ std::unique_ptr<SlowFile> SlowFile::Mount(const std::string& path, std::string* 
     *error = "fuse_session_mount " + path + " failed";
     return nullptr;
   }
-  fuse_session* se = f->session_;
-  f->loop_ = std::thread([se] { fuse_session_loop(se); });
+  f->stop_fd_ = eventfd(0, EFD_CLOEXEC);
+  int flags = fcntl(fuse_session_fd(f->session_), F_GETFL);
+  fcntl(fuse_session_fd(f->session_), F_SETFL, flags | O_NONBLOCK);
+  f->loop_ = std::thread([self = f.get()] { self->Loop(); });
   // The kernel knows the root's size only after a getattr (until then it is
   // 0, and a fault in a mapping of it is past the end): ask once now, the
   // answer is cached for an hour.
@@ -124,13 +129,35 @@ void SlowFile::ReleaseReads() {
   for (auto& [req, size] : held) ReplyZeros(req, size);
 }
 
+void SlowFile::Loop() {
+  struct fuse_buf buf;
+  memset(&buf, 0, sizeof buf);
+  struct pollfd fds[2] = {{fuse_session_fd(session_), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+  while (!fuse_session_exited(session_)) {
+    if (poll(fds, 2, -1) < 0) continue;
+    if (fds[1].revents != 0) break;
+    int res = fuse_session_receive_buf(session_, &buf);
+    if (res == -EAGAIN || res == -EINTR) continue;
+    if (res <= 0) break;
+    fuse_session_process_buf(session_, &buf);
+  }
+  free(buf.mem);
+}
+
 SlowFile::~SlowFile() {
   ReleaseReads();
   if (session_ == nullptr) return;
-  fuse_session_exit(session_);
-  // Unmounting ends the loop's read with ENODEV.
-  fuse_session_unmount(session_);
+  // Stop our own loop first: a lazily unmounted FUSE file lives on (and a
+  // blocked read() with it) for as long as the kernel holds any reference.
+  if (stop_fd_ >= 0) {
+    uint64_t one = 1;
+    ssize_t n = write(stop_fd_, &one, sizeof one);
+    (void)n;
+  }
   if (loop_.joinable()) loop_.join();
+  if (stop_fd_ >= 0) close(stop_fd_);
+  fuse_session_unmount(session_);
+  // Closing the connection's fd aborts whatever still uses the file.
   fuse_session_destroy(session_);
 }
 

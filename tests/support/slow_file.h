@@ -41,9 +41,12 @@ class SlowFile {
 
  private:
   SlowFile() = default;
+  // Serves the session until stop_fd_ is written or the connection ends.
+  void Loop();
 
   std::string path_;
   fuse_session* session_ = nullptr;
+  int stop_fd_ = -1;  // eventfd: stop the loop
   std::thread loop_;
 
   std::mutex mu_;
