@@ -45,6 +45,12 @@ bool ReadPidfdInfo(int pidfd, PidfdTaskInfo* out);
 // (capget(2)); false if that cannot be read.
 bool HasCapKill(pid_t id);
 
+// The wait(2)-style status of the process behind `pidfd` once it has been
+// reaped (PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15 and later). False
+// while it is alive or a zombie (read /proc then: ReadProcStat), and always
+// on older kernels.
+bool PidfdExitStatus(int pidfd, int* status);
+
 }  // namespace kqd
 
 #endif  // KQUEUED_DAEMON_OS_PIDFD_H_
