@@ -10,6 +10,7 @@
 #ifndef KQUEUED_DAEMON_TRANSPORT_FUSE_REQUEST_DISPATCH_H_
 #define KQUEUED_DAEMON_TRANSPORT_FUSE_REQUEST_DISPATCH_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -139,7 +140,9 @@ class RequestDispatcher {
   DeviceHandler* const handler_;
   SessionLoop* const loop_;
   const std::shared_ptr<dispatch_internal::ReplyChannel> channel_;
-  uint64_t next_ioctl_id_ = 1;  // loop thread only
+  // Bumped by every serving thread that receives an ioctl: atomic, so two
+  // concurrent ioctls never share an id (and a reply slot).
+  std::atomic<uint64_t> next_ioctl_id_{1};
 
   mutable std::mutex lanes_mu_;  // a leaf, but for the OnInterrupt call
                                  // made while queueing (gate, then p->mu)
