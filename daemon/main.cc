@@ -27,9 +27,9 @@
 #include "daemon/service/kqueue_device.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/transport.h"
-#include "daemon/util/logger.h"
+#include "daemon/os/logger.h"
 #include "daemon/util/scoped_fd.h"
-#include "daemon/util/sd_notify.h"
+#include "daemon/os/sd_notify.h"
 
 namespace {
 
@@ -179,7 +179,11 @@ int main(int argc, char** argv) {
       dup2(devnull, 2);
       if (devnull > 2) close(devnull);
     }
+    // Detached: our lines, and whatever else is printed to stderr, go to
+    // syslog.
     log.set_sink(kqd::Logger::Sink::kSyslog);
+    if (int err = log.ForwardStderr())
+      log.Log(kqd::LogLevel::kWarning, "stderr stays /dev/null: %s", std::strerror(err));
   }
   // systemd (Type=notify): the device is served from now on.
   kqd::SdNotify(std::string("READY=1\nSTATUS=serving ") + transport->device_path() + " (" +

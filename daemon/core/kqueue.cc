@@ -430,7 +430,7 @@ Kqueue::Stats Kqueue::Snapshot() const {
   s.knotes = knotes_.size();
   s.pending = queue_.size();
   s.waiters = waiters_.size();
-  for (const auto& [key, kn] : knotes_) s.knotes_by_filter[std::get<1>(key)]++;
+  for (const auto& entry : knotes_) s.knotes_by_filter[entry.second->kev.filter]++;
   return s;
 }
 

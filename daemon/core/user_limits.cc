@@ -2,6 +2,21 @@
 
 namespace kqd {
 
+const char* ResourceName(Resource r) {
+  switch (r) {
+    case Resource::kKqueues: return "kqueues";
+    case Resource::kKnotes: return "knotes";
+    case Resource::kTimers: return "timers";
+    default: break;
+  }
+  return "resources";
+}
+
+void UserLimits::set_refusal_observer(RefusalObserver fn) {
+  std::lock_guard<std::mutex> l(mu_);
+  on_refused_ = std::move(fn);
+}
+
 UserLimits::Charge::~Charge() { limits_->Give(uid_, resource_); }
 
 uint64_t UserLimits::Ceiling(Resource r) const {
@@ -15,11 +30,20 @@ uint64_t UserLimits::Ceiling(Resource r) const {
 }
 
 std::unique_ptr<UserLimits::Charge> UserLimits::Take(uid_t uid, Resource r) {
-  std::lock_guard<std::mutex> l(mu_);
-  uint64_t& n = used_[uid][static_cast<int>(r)];
-  if (n >= Ceiling(r)) return nullptr;
-  n++;
-  return std::unique_ptr<Charge>(new Charge(shared_from_this(), uid, r));
+  RefusalObserver observer;
+  uint64_t ceiling = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    uint64_t& n = used_[uid][static_cast<int>(r)];
+    ceiling = Ceiling(r);
+    if (n < ceiling) {
+      n++;
+      return std::unique_ptr<Charge>(new Charge(shared_from_this(), uid, r));
+    }
+    observer = on_refused_;
+  }
+  if (observer) observer(uid, r, ceiling);
+  return nullptr;
 }
 
 uint64_t UserLimits::InUse(uid_t uid, Resource r) const {

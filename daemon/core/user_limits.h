@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <array>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -15,6 +16,9 @@
 namespace kqd {
 
 enum class Resource { kKqueues, kKnotes, kTimers, kCount };
+
+// "kqueues", "knotes", "timers" ...: for log lines.
+const char* ResourceName(Resource r);
 
 struct LimitConfig {
   // The seed's kq_calloutmax: timers per user.
@@ -55,6 +59,11 @@ class UserLimits : public std::enable_shared_from_this<UserLimits> {
   uint64_t Ceiling(Resource r) const;
   const LimitConfig& config() const { return config_; }
 
+  // Called (without the lock) each time Take refuses: the daemon logs it.
+  // Set before clients are served; null to stop.
+  using RefusalObserver = std::function<void(uid_t, Resource, uint64_t ceiling)>;
+  void set_refusal_observer(RefusalObserver fn);
+
  private:
   explicit UserLimits(LimitConfig config) : config_(config) {}
   void Give(uid_t uid, Resource r);
@@ -62,6 +71,7 @@ class UserLimits : public std::enable_shared_from_this<UserLimits> {
   const LimitConfig config_;
   mutable std::mutex mu_;  // guards used_
   std::map<uid_t, std::array<uint64_t, static_cast<int>(Resource::kCount)>> used_;
+  RefusalObserver on_refused_;  // guarded by mu_
 };
 
 }  // namespace kqd

@@ -22,6 +22,27 @@ bool PidfdHoldsPid(int pidfd);
 // Whether the process behind `pidfd` has exited (the pidfd is readable).
 bool PidfdExited(int pidfd);
 
+// pidfd_open(tid, PIDFD_THREAD) (Linux 6.9): one thread, whether or not it
+// leads its group. Readable once that thread has exited. Invalid with errno
+// set on failure (ESRCH: no such thread).
+ScopedFd OpenThreadPidfd(pid_t tid);
+
+// What PIDFD_GET_INFO (Linux 6.13) tells of the task behind a pidfd — for a
+// thread pidfd, that thread's own credentials, as they are now.
+struct PidfdTaskInfo {
+  pid_t pid = 0;   // the task (thread) id
+  pid_t tgid = 0;  // its process
+  uid_t ruid = 0;
+  uid_t euid = 0;
+  uid_t suid = 0;
+};
+// Fills *out; false once the task has exited (or on an older kernel).
+bool ReadPidfdInfo(int pidfd, PidfdTaskInfo* out);
+
+// Whether thread or process `id` has CAP_KILL in its effective set
+// (capget(2)); false if that cannot be read.
+bool HasCapKill(pid_t id);
+
 }  // namespace kqd
 
 #endif  // KQUEUED_DAEMON_OS_PIDFD_H_

@@ -34,6 +34,10 @@ class RemoteKeventCall : public KeventCall {
     return (args_.flags & KQ_KEVENT_TIMEOUT) ? &timeout_ : nullptr;
   }
   int FetchChanges(size_t first, kq_kevent* out, size_t n) override {
+    // The core fetches a large changelist one slice at a time: a caller
+    // interrupted meanwhile (SIGKILL included) or a daemon shutting down
+    // stops it here, with the changes applied so far kept.
+    if (reply_->Cancelled()) return EINTR;
     return ReadCallerMemory(tid_, args_.changelist + first * sizeof(kq_kevent), out,
                             n * sizeof(kq_kevent));
   }
@@ -118,13 +122,7 @@ KqueueDevice::~KqueueDevice() {
 int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
   int err = 0;
   auto kq = Kqueue::Create(runtime_, caller.uid, &err);
-  if (!kq) {
-    runtime_->log().ClientLog(LogLevel::kWarning, caller.uid,
-                              "open refused for thread %d: %s (per-user kqueue limit %llu)",
-                              static_cast<int>(caller.tid), std::strerror(err),
-                              static_cast<unsigned long long>(runtime_->limits().config().kqueues));
-    return err;
-  }
+  if (!kq) return err;  // the limit logs its refusals
   Entry e;
   e.kq = kq;
   e.notifier = std::make_shared<std::unique_ptr<PollNotifier>>();
@@ -141,7 +139,10 @@ int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
   // Who opened it, for kqstat; the cache entry is what its first kevent
   // call would make anyway.
   int ignored = 0;
-  if (auto process = processes_.Get(caller.tid, &ignored)) e.opener = process->pid();
+  if (auto context = processes_.Get(caller.tid, &ignored)) {
+    e.opener = context->pid();
+    context->EndCall();
+  }
   std::lock_guard<std::mutex> l(mu_);
   *handle = next_handle_++;
   entries_.emplace(*handle, std::move(e));

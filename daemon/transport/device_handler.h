@@ -37,6 +37,13 @@ class IoctlReply {
   // EINTR promptly. Set before parking; may be called after the reply was
   // sent, in which case it must do nothing.
   virtual void OnInterrupt(std::function<void()> fn) = 0;
+  // True once the caller has been interrupted by a signal (a fatal one
+  // included: a SIGKILLed caller waits for our answer), once the request was
+  // answered, or once the transport is stopping. A handler working through a
+  // long request (a large changelist) checks it between slices and answers
+  // EINTR, so no caller stays stuck behind its own huge request and shutdown
+  // is prompt. Cheap; callable from any thread.
+  virtual bool Cancelled() const { return false; }
 };
 
 // poll(2)/epoll on the device: one pending notification handle.
