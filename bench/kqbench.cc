@@ -540,8 +540,11 @@ void Row(const char* name, const char* unit, double epoll, double lib, double ra
   num(epoll, a, sizeof a);
   num(lib, b, sizeof b);
   num(raw, c, sizeof c);
-  printf("| %s | %s | %s | %s | %s | %.3g | %s | %s |\n", name, unit, a, b, c, ratio,
-         target, met ? "met" : "MISSED");
+  char r[32];
+  if (ratio > 0) snprintf(r, sizeof r, "%.3g", ratio);
+  else snprintf(r, sizeof r, "—");
+  printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, unit, a, b, c, r, target,
+         target[0] == '-' || strcmp(target, "—") == 0 ? "" : (met ? "met" : "MISSED"));
 }
 
 void RunAll(const char* placement, const std::string& floor_path, std::vector<Pipe>& many) {

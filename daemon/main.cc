@@ -130,9 +130,11 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  kqd::RaiseFdLimit();
+  const rlim_t fd_budget = kqd::RaiseFdLimit();
 
-  kqd::Runtime runtime;
+  // Per-user limits sized to what this daemon can hold (docs/security.md).
+  kqd::Runtime runtime(kqd::LimitConfig::ForFdBudget(
+      fd_budget == 0 || fd_budget == RLIM_INFINITY ? 1024 : static_cast<uint64_t>(fd_budget)));
   kqd::Logger& log = runtime.log();
   log.set_level(opt.log_level);
   // Start-up errors go to stderr, where whoever started us sees them; a

@@ -22,6 +22,9 @@ run bazel test //...
 # the VM tier; TSan on the in-process core, where the threads are.
 run bazel test --config=asan -- //tests/... -//tests/vm/... -//tests/cuse/...
 run bazel test --config=tsan //tests/core/... //tests/filters/...
+# The libFuzzer targets (clang), 45 s each: 90 s of fuzzing in all. Last,
+# because --config=fuzz switches the C++ toolchain (a full rebuild).
+run bash scripts/fuzz.sh 45
 
 # One closing line for CI: counted from Bazel's per-target verdicts.
 passed=$(grep -cE '^//.* PASSED' "${log}" || true)

@@ -73,6 +73,15 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
     return true;
   };
 
+  // An invalid timeout fails the call before anything is done, whatever
+  // nevents is (NetBSD looks at it only when it scans: with nevents 0 it
+  // returns 0 there; docs/abi.md promises EINVAL).
+  const timespec* timeout = call->timeout();
+  if (timeout != nullptr && !ValidTimeout(*timeout)) {
+    call->Complete(0, EINVAL);
+    return 0;
+  }
+
   kq_kevent chunk[kChangeChunk];
   for (size_t first = 0; first < nchanges; first += kChangeChunk) {
     const size_t n = std::min(kChangeChunk, nchanges - first);
@@ -115,11 +124,12 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
     return 0;
   }
 
-  const timespec* timeout = call->timeout();
-  if (timeout != nullptr && !ValidTimeout(*timeout)) {
-    call->Complete(0, EINVAL);
-    return 0;
-  }
+  // Evaluations from here on are fresh enough for this call.
+  const uint64_t since = eval_clock_.load();
+  // Causality: every event whose cause the kernel recorded before this call
+  // is handed to its knote before the scan (see Reactor's CATCH-UP). Taken
+  // without mu_: the sources' callbacks take it.
+  runtime_->reactor().CatchUp();
 
   std::vector<kq_kevent> events;
   uint64_t wait_id = 0;
@@ -131,7 +141,7 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
           [c = call.release()] { std::unique_ptr<KeventCall>(c)->Complete(0, EBADF); });
       return 0;
     }
-    CollectLocked(nevents, &events, &deferred);
+    CollectLocked(nevents, since, &events, &deferred);
     const bool poll = timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
     if (events.empty() && !poll) {
       // Park the call; an activation or the timeout answers it.
@@ -149,7 +159,7 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
               if (auto kq = weak.lock()) kq->ExpireWaiter(wait_id);
             });
       }
-      waiters_.push_back(Waiter{wait_id, std::move(call), timer_id});
+      waiters_.push_back(Waiter{wait_id, std::move(call), timer_id, since});
       return wait_id;
     }
   }
@@ -222,7 +232,7 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
     }
     // Evaluated even when disabled (as the seed does): ActivateLocked keeps a
     // disabled knote off the queue, and EV_ENABLE then reports it.
-    bool fire = kn->ops->Event(*kn, kHintEvaluate);
+    bool fire = EvaluateLocked(*kn, kHintEvaluate);
     if (kn->status & Knote::kGone) {
       DetachLocked(kn);
       return EBADF;
@@ -241,7 +251,7 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
     // EV_ENABLE/EV_DISABLE (fflags 0) touches nothing, as before.
     if (change.fflags != 0) {
       if (int err = kn->ops->Touch(*kn, change)) return err;
-      bool fire = kn->ops->Event(*kn, kHintEvaluate);
+      bool fire = EvaluateLocked(*kn, kHintEvaluate);
       if (kn->status & Knote::kGone) {
         DetachLocked(kn);
         return EBADF;
@@ -264,7 +274,14 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
   return 0;
 }
 
-size_t Kqueue::CollectLocked(size_t max, std::vector<kq_kevent>* out,
+bool Kqueue::EvaluateLocked(Knote& kn, long hint) {
+  const bool fire = kn.ops->Event(kn, hint);
+  kn.evaluated_at_ = ++eval_clock_;
+  kn.evaluated_fire_ = fire;
+  return fire;
+}
+
+size_t Kqueue::CollectLocked(size_t max, uint64_t since, std::vector<kq_kevent>* out,
                              Deferred* deferred) {
   // Knotes put back on the tail during this pass must not be seen twice:
   // look at no more than were queued when it began.
@@ -274,9 +291,16 @@ size_t Kqueue::CollectLocked(size_t max, std::vector<kq_kevent>* out,
     DequeueLocked(*kn);
     if (kn->status & Knote::kDisabled) continue;
     const uint32_t flags = kn->kev.flags;
-    if (!(flags & EV_ONESHOT)) {
-      // Level-triggered: re-evaluate; drop it if the condition is gone.
-      bool fire = kn->ops->Event(*kn, kHintEvaluate);
+    // Level-triggered: re-evaluate and drop it if the condition is gone —
+    // unless it was evaluated, and found firing, after the call began (in
+    // its catch-up, or while it was parked): NetBSD's re-check at
+    // collection would see the same state, so the activation costs one
+    // evaluation, not two. (A "no" is always re-checked: a filter's event
+    // hint may say no for a reason of its own, a stale timer callback say.)
+    const bool fresh = kn->evaluated_at_ > since && kn->evaluated_fire_ &&
+                       kn->ops->FreshEvaluationSuffices();
+    if (!(flags & EV_ONESHOT) && !fresh) {
+      bool fire = EvaluateLocked(*kn, kHintEvaluate);
       if (kn->status & Knote::kGone) {
         DetachLocked(kn);
         continue;
@@ -339,7 +363,7 @@ void Kqueue::ServeWaitersLocked(Deferred* deferred) {
   while (!waiters_.empty() && !queue_.empty()) {
     Waiter& w = waiters_.front();
     std::vector<kq_kevent> events;
-    CollectLocked(std::min(w.call->nevents(), kMaxCollect), &events, deferred);
+    CollectLocked(std::min(w.call->nevents(), kMaxCollect), w.since, &events, deferred);
     if (events.empty()) return;  // everything queued turned out stale
     if (w.timer_id != 0) runtime_->reactor().CancelTimer(w.timer_id);
     KeventCall* call = w.call.release();
@@ -359,7 +383,7 @@ void Kqueue::NotifyKnote(const std::shared_ptr<Knote>& kn, long hint) {
   Deferred deferred;
   std::lock_guard<std::mutex> l(mu_);
   if (kn->status & Knote::kDetached) return;
-  bool fire = kn->ops->Event(*kn, hint);
+  bool fire = EvaluateLocked(*kn, hint);
   if (kn->status & Knote::kGone) {
     DetachLocked(kn);
     return;
@@ -391,6 +415,23 @@ void Kqueue::Interrupt(uint64_t wait_id) {
     deferred.actions.push_back(
         [call] { std::unique_ptr<KeventCall>(call)->Complete(0, EINTR); });
     return;
+  }
+}
+
+void Kqueue::DescriptorClosed() {
+  descriptor_closes_++;
+  Deferred deferred;
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    if (!it->call->DescriptorClosed()) {
+      ++it;
+      continue;
+    }
+    if (it->timer_id != 0) runtime_->reactor().CancelTimer(it->timer_id);
+    KeventCall* call = it->call.release();
+    it = waiters_.erase(it);
+    deferred.actions.push_back(
+        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, EBADF); });
   }
 }
 

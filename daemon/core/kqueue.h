@@ -50,6 +50,12 @@ class KeventCall {
   virtual int PutEvents(size_t first, const kq_kevent* events, size_t n) = 0;
   // The answer: result >= 0 when error == 0. Called exactly once.
   virtual void Complete(int result, int error) = 0;
+  // Whether the caller has closed the descriptor it made this call through
+  // (then the call ends with EBADF, as NetBSD's close() does to a thread
+  // waiting in kevent). Asked, under the kqueue's lock, only while the call
+  // is parked and some descriptor of the kqueue was closed. False when the
+  // call cannot tell (the default).
+  virtual bool DescriptorClosed() const { return false; }
 };
 
 class Kqueue : public std::enable_shared_from_this<Kqueue> {
@@ -68,6 +74,17 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // Answers a parked call with EINTR (a signal reached the caller). No-op if
   // it was answered meanwhile.
   void Interrupt(uint64_t wait_id);
+
+  // Some descriptor of this kqueue was closed: answers with EBADF every
+  // parked call whose DescriptorClosed() says its own descriptor is gone.
+  // Calls made through other descriptors (dup, fork) keep waiting.
+  void DescriptorClosed();
+  // How many times DescriptorClosed() has been called. A call parked on
+  // another thread than the one that handles closes reads it before
+  // Kevent() and, if it changed by the time the call is parked, calls
+  // DescriptorClosed() itself: a close that overtook the parking is not
+  // lost.
+  uint64_t descriptor_closes() const { return descriptor_closes_.load(); }
 
   // The last close: deletes every knote and answers parked calls with EBADF.
   // Further kevent calls fail with EBADF.
@@ -116,6 +133,7 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
     uint64_t id;
     std::unique_ptr<KeventCall> call;
     uint64_t timer_id;  // 0: no timeout
+    uint64_t since;     // the evaluation clock when the call began
   };
   // Work to do once the lock is released.
   struct Deferred {
@@ -138,9 +156,14 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   int RegisterLocked(const kq_kevent& change,
                      const std::shared_ptr<ProcessContext>& caller,
                      Deferred* deferred);
-  // Moves up to `max` events into `out` (kqueue_scan's inner loop).
-  size_t CollectLocked(size_t max, std::vector<kq_kevent>* out,
+  // Moves up to `max` events into `out` (kqueue_scan's inner loop) for a
+  // call that began at evaluation clock `since`: a level-triggered knote is
+  // re-evaluated unless an evaluation after `since` said "fire" already
+  // (one evaluation per wake: that one is as fresh as the call needs).
+  size_t CollectLocked(size_t max, uint64_t since, std::vector<kq_kevent>* out,
                        Deferred* deferred);
+  // The filter's Event, stamped with the evaluation clock.
+  bool EvaluateLocked(Knote& kn, long hint);
   void ActivateLocked(Knote& kn, Deferred* deferred);
   void EnqueueLocked(Knote& kn, Deferred* deferred);
   void DequeueLocked(Knote& kn);
@@ -167,8 +190,12 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   std::list<std::shared_ptr<Knote>> queue_;  // active, enabled knotes
   std::deque<Waiter> waiters_;
   uint64_t next_wait_id_ = 1;
+  std::atomic<uint64_t> descriptor_closes_{0};
   // queue_.size(), for Pending() without mu_.
   std::atomic<size_t> pending_{0};
+  // Counts evaluations (written under mu_; read without it when a call
+  // begins, before its catch-up).
+  std::atomic<uint64_t> eval_clock_{0};
 
   // A leaf lock (nothing is locked under it), taken under mu_ too.
   mutable std::mutex observers_mu_;  // guards the two below

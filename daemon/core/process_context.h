@@ -43,6 +43,13 @@ class ProcessContext {
 
   // If `fd` is a kqueue served by us, that kqueue (for kqueue nesting).
   virtual std::shared_ptr<Kqueue> KqueueForFd(int fd) const = 0;
+
+  // 0 if this process, with its current credentials, may read the file
+  // behind `file` (a descriptor of the daemon's, e.g. a DupFd copy), by the
+  // kernel's own permission check; else that check's errno (EACCES). For
+  // watching through a descriptor that was opened without read access
+  // (O_PATH), which inotify would refuse the process itself.
+  virtual int CheckReadAccess(int file) const = 0;
 };
 
 }  // namespace kqd

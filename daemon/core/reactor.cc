@@ -15,6 +15,25 @@ constexpr uint64_t kWakeKey = 0;
 constexpr uint64_t kMonotonicKey = 1;
 constexpr uint64_t kRealtimeKey = 2;
 constexpr int64_t kFirstToken = 16;
+// Events taken from the reactor's epoll per epoll_wait.
+constexpr int kBatch = 64;
+// A catch-up reads the epoll again while it returns full batches, at most
+// this many times (a source that is always ready cannot hold a kevent).
+constexpr int kMaxCatchUpRounds = 16;
+
+// Set while this thread dispatches: a CatchUp() from inside a callback (or
+// a hook) must not take the dispatch lock again.
+thread_local bool t_dispatching = false;
+// Set while this thread runs a CatchUp().
+thread_local bool t_catching_up = false;
+
+class DispatchingScope {
+ public:
+  DispatchingScope() { t_dispatching = true; }
+  ~DispatchingScope() { t_dispatching = false; }
+  DispatchingScope(const DispatchingScope&) = delete;
+  DispatchingScope& operator=(const DispatchingScope&) = delete;
+};
 
 clockid_t ToClockId(Reactor::Clock c) {
   return c == Reactor::Clock::kMonotonic ? CLOCK_MONOTONIC : CLOCK_REALTIME;
@@ -163,8 +182,93 @@ void Reactor::FireTimers(Clock clock) {
   for (auto& cb : due) cb();
 }
 
+uint64_t Reactor::AddCatchUpHook(Task hook) {
+  std::lock_guard<std::mutex> l(mu_);
+  const uint64_t id = next_hook_++;
+  catch_up_hooks_.emplace(id, std::move(hook));
+  return id;
+}
+
+void Reactor::RemoveCatchUpHook(uint64_t id) {
+  std::lock_guard<std::mutex> l(mu_);
+  catch_up_hooks_.erase(id);
+}
+
+void Reactor::CatchUp() {
+  if (t_dispatching || !ok()) return;
+  std::lock_guard<std::mutex> d(dispatch_mu_);
+  DispatchingScope scope;
+  t_catching_up = true;
+  struct Reset {
+    ~Reset() { t_catching_up = false; }
+  } reset;
+  std::vector<Task> hooks;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_) return;
+    hooks.reserve(catch_up_hooks_.size());
+    for (const auto& [id, hook] : catch_up_hooks_) hooks.push_back(hook);
+  }
+  // Sources whose readiness lags first: what they report may make other
+  // fds ready (an exit found in a ring, say), which the epoll pass sees.
+  for (auto& hook : hooks) hook();
+  epoll_event events[kBatch];
+  for (int round = 0; round < kMaxCatchUpRounds; round++) {
+    const int n = epoll_wait(epoll_.get(), events, kBatch, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    DispatchLocked(events, n, /*catch_up=*/true);
+    if (n < kBatch) break;
+  }
+  // Tasks posted by the callbacks above (or before) run now too.
+  RunPostedLocked();
+}
+
+bool Reactor::CatchingUp() { return t_catching_up; }
+
+void Reactor::RunPostedLocked() {
+  std::vector<Task> tasks;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_) return;
+    tasks.swap(posted_);
+  }
+  for (auto& t : tasks) t();
+}
+
+bool Reactor::DispatchLocked(const epoll_event* events, int n, bool catch_up) {
+  for (int i = 0; i < n; i++) {
+    const uint64_t key = events[i].data.u64;
+    if (key == kWakeKey) {
+      // The eventfd is the loop thread's: Stop() wakes it through it.
+      if (catch_up) continue;
+      uint64_t v;
+      ssize_t r = read(wake_.get(), &v, sizeof v);
+      (void)r;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (stopping_) return false;
+      }
+      RunPostedLocked();
+    } else if (key == kMonotonicKey) {
+      FireTimers(Clock::kMonotonic);
+    } else if (key == kRealtimeKey) {
+      FireTimers(Clock::kRealtime);
+    } else {
+      FdCallback cb;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        auto it = fd_callbacks_.find(static_cast<int64_t>(key));
+        if (it == fd_callbacks_.end()) continue;
+        cb = it->second;  // a copy: the callback may remove itself
+      }
+      cb(events[i].events);
+    }
+  }
+  return true;
+}
+
 void Reactor::Loop() {
-  constexpr int kBatch = 64;
   epoll_event events[kBatch];
   for (;;) {
     int n = epoll_wait(epoll_.get(), events, kBatch, -1);
@@ -172,34 +276,11 @@ void Reactor::Loop() {
       if (errno == EINTR) continue;
       return;
     }
-    for (int i = 0; i < n; i++) {
-      uint64_t key = events[i].data.u64;
-      if (key == kWakeKey) {
-        uint64_t v;
-        ssize_t r = read(wake_.get(), &v, sizeof v);
-        (void)r;
-        std::vector<Task> tasks;
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          if (stopping_) return;
-          tasks.swap(posted_);
-        }
-        for (auto& t : tasks) t();
-      } else if (key == kMonotonicKey) {
-        FireTimers(Clock::kMonotonic);
-      } else if (key == kRealtimeKey) {
-        FireTimers(Clock::kRealtime);
-      } else {
-        FdCallback cb;
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          auto it = fd_callbacks_.find(static_cast<int64_t>(key));
-          if (it == fd_callbacks_.end()) continue;
-          cb = it->second;  // a copy: the callback may remove itself
-        }
-        cb(events[i].events);
-      }
-    }
+    // A catching-up thread may have handled some of these meanwhile: every
+    // callback copes with finding nothing to read.
+    std::lock_guard<std::mutex> d(dispatch_mu_);
+    DispatchingScope scope;
+    if (!DispatchLocked(events, n, /*catch_up=*/false)) return;
   }
 }
 

@@ -7,8 +7,31 @@
 // they may take kqueue locks. The lock order everywhere is: kqueue lock,
 // then reactor lock. A callback may still run once after it was removed (if
 // it was already dispatched); owners guard against that with weak pointers.
+//
+// CATCH-UP (causality). A kevent must see every event whose cause the kernel
+// recorded before the call — BSD activates knotes synchronously from the
+// write, close or kill. Here readiness reaches the core asynchronously, so
+// before it scans, a kevent calls CatchUp(): on the calling thread it runs
+// the sources' catch-up hooks (for sources whose fd readiness lags behind
+// the kernel's record, such as a perf ring, whose wake-up is deferred to
+// irq_work) and then dispatches whatever the reactor's epoll reports ready
+// at that moment (one epoll_wait with a zero timeout when nothing is
+// pending), plus the posted tasks. Dispatching is serialised by one
+// dispatch lock, held by whoever dispatches (the loop thread or a catching-up
+// thread) until the callbacks of its batch have returned. So when CatchUp
+// returns, every readiness the kernel had recorded when it was called has
+// been handed to its callback and the callback has finished (its
+// Knote::Notify calls included): nothing can be "read but not yet
+// reported" on another thread. Callbacks therefore run on one thread at a
+// time, but not always the loop thread.
+//
+// Lock order: the dispatch lock comes before every kqueue lock and the
+// reactor's lock; never call CatchUp() holding a kqueue lock. A nested call
+// from inside a callback is a no-op.
 #ifndef KQUEUED_DAEMON_CORE_REACTOR_H_
 #define KQUEUED_DAEMON_CORE_REACTOR_H_
+
+#include <sys/epoll.h>
 
 #include <cstdint>
 #include <functional>
@@ -56,8 +79,26 @@ class Reactor {
   uint64_t AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb);
   void CancelTimer(uint64_t id);
 
-  // Runs `task` on the loop thread soon.
+  // Runs `task` soon, on the loop thread or in a CatchUp().
   void Post(Task task);
+
+  // A source's synchronous catch-up: `hook` runs at the start of every
+  // CatchUp() (dispatch-serialised with the callbacks). It must be cheap
+  // when there is nothing to catch up (no syscall per call, ideally none).
+  // Returns an id for RemoveCatchUpHook. The hook may run once more after
+  // removal if a CatchUp() already took it: capture weak pointers.
+  uint64_t AddCatchUpHook(Task hook);
+  void RemoveCatchUpHook(uint64_t id);
+
+  // Brings every event source up to date on the calling thread (see
+  // CATCH-UP above). Call without any kqueue lock held. Cost when nothing
+  // is pending: an uncontended mutex, the hooks, one epoll_wait(0).
+  void CatchUp();
+
+  // Whether the calling thread is inside a CatchUp(): a callback then reads
+  // its source to the end rather than a batch (the catch-up must leave
+  // nothing the kernel recorded behind).
+  static bool CatchingUp();
 
   static int64_t Now(Clock clock);
 
@@ -75,6 +116,11 @@ class Reactor {
   };
 
   void Loop();
+  // Dispatches n events from epoll_wait; under dispatch_mu_. Returns false
+  // if the loop must stop. `catch_up`: on a catching-up thread (the wake
+  // eventfd is left to the loop thread, the posted tasks are run anyway).
+  bool DispatchLocked(const epoll_event* events, int n, bool catch_up);
+  void RunPostedLocked();
   void Wake();
   void RearmLocked(Clock clock);
   void FireTimers(Clock clock);
@@ -84,6 +130,9 @@ class Reactor {
   ScopedFd wake_;  // eventfd: Stop() and Post() wake the loop through it
   std::thread thread_;
 
+  // Held while callbacks, hooks and posted tasks run (see CATCH-UP).
+  std::mutex dispatch_mu_;
+
   std::mutex mu_;  // guards everything below
   bool stopping_ = false;
   int64_t next_token_ = 1;
@@ -92,6 +141,8 @@ class Reactor {
   std::unordered_map<uint64_t, Timer> timers_;
   TimerHeap heaps_[2];
   std::vector<Task> posted_;
+  uint64_t next_hook_ = 1;
+  std::map<uint64_t, Task> catch_up_hooks_;
 };
 
 }  // namespace kqd

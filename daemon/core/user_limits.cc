@@ -2,11 +2,19 @@
 
 namespace kqd {
 
+LimitConfig LimitConfig::ForFdBudget(uint64_t fd_budget) {
+  LimitConfig c;
+  c.daemon_fds = fd_budget / 8 < 16 ? 16 : fd_budget / 8;
+  return c;
+}
+
 const char* ResourceName(Resource r) {
   switch (r) {
     case Resource::kKqueues: return "kqueues";
     case Resource::kKnotes: return "knotes";
     case Resource::kTimers: return "timers";
+    case Resource::kFastTimers: return "fast timers";
+    case Resource::kDaemonFds: return "daemon descriptors";
     default: break;
   }
   return "resources";
@@ -24,6 +32,8 @@ uint64_t UserLimits::Ceiling(Resource r) const {
     case Resource::kKqueues: return config_.kqueues;
     case Resource::kKnotes: return config_.knotes;
     case Resource::kTimers: return config_.timers;
+    case Resource::kFastTimers: return config_.timers;
+    case Resource::kDaemonFds: return config_.daemon_fds;
     case Resource::kCount: break;
   }
   return 0;

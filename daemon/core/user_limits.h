@@ -15,7 +15,18 @@
 
 namespace kqd {
 
-enum class Resource { kKqueues, kKnotes, kTimers, kCount };
+// kFastTimers: timers with a period below kTimerFastPeriodNs
+// (timer_filter.h); their number stretches each one's wake-up interval, so a
+// user's share of the event loop stays bounded. Its ceiling is `timers`.
+//
+// kDaemonFds: descriptors the daemon keeps open for a user beyond the
+// duration of one call (today: the mount table of each mount namespace
+// EVFILT_FS or EVFILT_VNODE watches, charged to the user whose knote made
+// the daemon open it). Its ceiling is a share of the daemon's own
+// descriptor budget (ForFdBudget), so no one user can exhaust it; past it,
+// ENOMEM. When the daemon itself has no descriptor left, the call gets
+// ENFILE (the "system" table being the daemon's), never a misleading errno.
+enum class Resource { kKqueues, kKnotes, kTimers, kFastTimers, kDaemonFds, kCount };
 
 // "kqueues", "knotes", "timers" ...: for log lines.
 const char* ResourceName(Resource r);
@@ -25,6 +36,13 @@ struct LimitConfig {
   uint64_t timers = 4096;
   uint64_t kqueues = 1024;
   uint64_t knotes = 65536;
+  // Daemon descriptors held for one user (see Resource::kDaemonFds).
+  uint64_t daemon_fds = 1024;
+
+  // The defaults, with daemon_fds an eighth of `fd_budget` (the daemon's
+  // RLIMIT_NOFILE): at least eight users must collude to run the daemon out
+  // of descriptors, and each user still gets room for a few hundred.
+  static LimitConfig ForFdBudget(uint64_t fd_budget);
 };
 
 class UserLimits : public std::enable_shared_from_this<UserLimits> {

@@ -38,6 +38,7 @@ static_assert(sizeof(PidfdInfo) == 72, "struct pidfd_info as of Linux 6.16");
 constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, PidfdInfo);
 constexpr uint64_t kPidfdInfoPid = 1u << 0;
 constexpr uint64_t kPidfdInfoCreds = 1u << 1;
+constexpr uint64_t kPidfdInfoExit = 1u << 3;  // Linux 6.15
 constexpr unsigned kPidfdThread = O_EXCL;  // PIDFD_THREAD
 
 }  // namespace
@@ -68,7 +69,10 @@ bool ReadPidfdInfo(int pidfd, PidfdTaskInfo* out) {
   info.mask = kPidfdInfoPid | kPidfdInfoCreds;
   if (ioctl(pidfd, kPidfdGetInfo, &info) != 0) return false;
   const uint64_t want = kPidfdInfoPid | kPidfdInfoCreds;
-  if ((info.mask & want) != want) return false;
+  if ((info.mask & want) != want) {
+    errno = EOPNOTSUPP;
+    return false;
+  }
   out->pid = static_cast<pid_t>(info.pid);
   out->tgid = static_cast<pid_t>(info.tgid);
   out->ruid = info.ruid;
@@ -84,6 +88,15 @@ bool HasCapKill(pid_t id) {
   __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
   if (syscall(SYS_capget, &header, data) != 0) return false;
   return (data[CAP_TO_INDEX(CAP_KILL)].effective & CAP_TO_MASK(CAP_KILL)) != 0;
+}
+
+bool PidfdExitStatus(int pidfd, int* status) {
+  PidfdInfo info{};
+  info.mask = kPidfdInfoExit;
+  if (ioctl(pidfd, kPidfdGetInfo, &info) != 0) return false;  // ENOTTY: before 6.13
+  if (!(info.mask & kPidfdInfoExit)) return false;  // not reaped yet, or before 6.15
+  *status = info.exit_code;
+  return true;
 }
 
 }  // namespace kqd

@@ -1,8 +1,22 @@
 #include "daemon/service/caller_context.h"
 
+#include <errno.h>
+#include <unistd.h>
+
+#include "daemon/os/access_as.h"
 #include "daemon/os/pidfd.h"
 
 namespace kqd {
+
+int CallerContext::CheckReadAccess(int file) const {
+  const bool in_call = in_call_.load(std::memory_order_acquire);
+  FileCredentials creds;
+  if (int err = ReadFileCredentials(in_call ? tid_ : process_->pid(), &creds)) return err;
+  // The thread (or process) we read is still the caller's.
+  if (in_call ? !in_call_.load(std::memory_order_acquire) : !PidfdHoldsPid(process_->pidfd()))
+    return ESRCH;
+  return AccessAs(creds, file, R_OK);
+}
 
 bool CallerContext::can_kill_any() const {
   int known = cap_kill_.load(std::memory_order_acquire);

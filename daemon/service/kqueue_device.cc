@@ -45,6 +45,14 @@ class RemoteKeventCall : public KeventCall {
     return WriteCallerMemory(tid_, args_.eventlist + first * sizeof(kq_kevent), events,
                              n * sizeof(kq_kevent));
   }
+  // The caller named its descriptor (KQ_KEVENT_KQFD, as the C and Python
+  // clients always do) and that number no longer leads to our device in its
+  // process. Without the name we cannot tell which descriptor it used.
+  // (close() removes the number before the FLUSH that brings us here.)
+  bool DescriptorClosed() const override {
+    if (!(args_.flags & KQ_KEVENT_KQFD)) return false;
+    return !context_->process()->HasDeviceFd(args_.kq_fd);
+  }
   void Complete(int result, int error) override {
     // From here on the thread id may name another thread.
     context_->EndCall();
@@ -162,6 +170,11 @@ void KqueueDevice::Release(uint64_t handle) {
   e.kq->Close();
 }
 
+void KqueueDevice::Flush(uint64_t handle, const Caller& caller) {
+  (void)caller;  // any process sharing the kqueue may have closed it
+  if (std::shared_ptr<Kqueue> kq = Find(handle)) kq->DescriptorClosed();
+}
+
 size_t KqueueDevice::open_kqueues() const {
   std::lock_guard<std::mutex> l(mu_);
   return entries_.size();
@@ -245,8 +258,13 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   // its kqueues watch this one (EVFILT_READ on a kqueue fd).
   if (args.flags & KQ_KEVENT_KQFD) context->process()->RememberKqueueFd(args.kq_fd, kq);
   std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
+  const uint64_t closes = kq->descriptor_closes();
   uint64_t wait_id = kq->Kevent(
       std::make_unique<RemoteKeventCall>(std::move(context), args, shared_reply));
+  // A close() handled (on the transport's loop thread) while this call was
+  // on its way to parking found nothing to end: look again.
+  if (wait_id != 0 && (args.flags & KQ_KEVENT_KQFD) && kq->descriptor_closes() != closes)
+    kq->DescriptorClosed();
   if (wait_id != 0) {
     // A signal to the caller answers the parked call with EINTR. If the call
     // was answered meanwhile, Interrupt finds nothing and the transport

@@ -26,6 +26,9 @@ class KqueueDevice : public DeviceHandler {
 
   int Open(const Caller& caller, uint64_t* handle) override;
   void Release(uint64_t handle) override;
+  // Ends (EBADF) calls parked on the kqueue through a descriptor that is
+  // now closed (issue 11 item 3).
+  void Flush(uint64_t handle, const Caller& caller) override;
   void Ioctl(uint64_t handle, const Caller& caller, uint32_t cmd, uint64_t arg,
              const void* in, size_t in_size,
              std::unique_ptr<IoctlReply> reply) override;

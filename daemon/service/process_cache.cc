@@ -4,6 +4,7 @@
 #include <sys/epoll.h>
 
 #include "daemon/os/pidfd.h"
+#include "daemon/os/proc_files.h"
 
 namespace kqd {
 
@@ -53,10 +54,20 @@ std::shared_ptr<CallerContext> ProcessCache::Get(pid_t tid, int* error) {
 }
 
 std::shared_ptr<CallerContext> ProcessCache::Slow(pid_t tid, int* error) {
+  if (old_kernel_.load(std::memory_order_relaxed)) return FromProcStatus(tid, error);
   // The thread is blocked in its request, so this id is still it.
   ScopedFd pidfd = OpenThreadPidfd(tid);
   PidfdTaskInfo info;
-  if (!pidfd || !ReadPidfdInfo(pidfd.get(), &info) || info.pid != tid) {
+  bool known = pidfd && ReadPidfdInfo(pidfd.get(), &info);
+  if (!known && errno != ESRCH) {
+    // EINVAL from pidfd_open (no PIDFD_THREAD), ENOTTY/EINVAL/EOPNOTSUPP from
+    // the ioctl (no PIDFD_GET_INFO): an older kernel. Anything else (EMFILE)
+    // is served the slow way this once.
+    if (errno == EINVAL || errno == ENOTTY || errno == EOPNOTSUPP)
+      old_kernel_.store(true, std::memory_order_relaxed);
+    return FromProcStatus(tid, error);
+  }
+  if (!known || info.pid != tid) {
     *error = ESRCH;
     return nullptr;
   }
@@ -91,6 +102,17 @@ std::shared_ptr<CallerContext> ProcessCache::Slow(pid_t tid, int* error) {
   ++pit->second.threads;
   state_->threads.emplace(tid, std::move(t));
   return caller;
+}
+
+std::shared_ptr<CallerContext> ProcessCache::FromProcStatus(pid_t tid, int* error) {
+  ProcStatus status;
+  if (!ReadProcStatus(tid, &status)) {
+    *error = ESRCH;
+    return nullptr;
+  }
+  std::shared_ptr<RemoteProcess> process = ProcessFor(status.tgid, error);
+  if (!process) return nullptr;
+  return std::make_shared<CallerContext>(process, tid, status.ruid, status.euid);
 }
 
 std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, int* error) {

@@ -17,7 +17,10 @@ std::shared_ptr<RemoteProcess> RemoteProcess::Open(pid_t tgid, const DeviceIdent
   }
   ScopedFd pidfd = OpenPidfd(tgid);
   if (!pidfd) {
-    *error = ESRCH;
+    // Out of descriptors is the daemon's trouble, not a vanished caller:
+    // ENFILE (the daemon's table is the "system" table here), as for every
+    // other descriptor the daemon fails to get (docs/security.md).
+    *error = (errno == EMFILE || errno == ENFILE) ? ENFILE : ESRCH;
     return nullptr;
   }
   return std::shared_ptr<RemoteProcess>(new RemoteProcess(tgid, std::move(pidfd), device));

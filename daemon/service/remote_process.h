@@ -60,6 +60,9 @@ class RemoteProcess {
   // How many descriptors are remembered (tests, stats).
   size_t remembered_kqueue_fds() const;
 
+  // Whether the process's descriptor `fd` leads to our device (any kqueue).
+  bool HasDeviceFd(int fd) const { return IsOurDevice(fd); }
+
   // Whether the process has exited (its pidfd is readable).
   bool exited() const;
 

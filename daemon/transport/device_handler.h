@@ -62,6 +62,11 @@ class DeviceHandler {
   virtual int Open(const Caller& caller, uint64_t* handle) = 0;
   // The last close of what Open returned: release it and all its knotes.
   virtual void Release(uint64_t handle) = 0;
+  // close(2) of one descriptor of `handle` by `caller` (the kernel's FLUSH,
+  // sent on every close of any descriptor, dup or inherited copy, before
+  // the last one's Release). Calls parked on `handle` through the closed
+  // descriptor should end (EBADF). The default does nothing.
+  virtual void Flush(uint64_t handle, const Caller& caller) {}
   // ioctl(2). `in` holds the _IOC_WRITE part of the argument (in_size bytes,
   // already copied by the kernel) and `arg` is the raw argument value (a
   // pointer in the caller's memory).

@@ -297,7 +297,10 @@ void RequestDispatcher::OnOpen(fuse_req_t req, fuse_file_info* fi) {
   fi->direct_io = 1;    // no page cache: read/write (if ever) reach us
   fi->nonseekable = 1;  // a kqueue has no file position
   fi->keep_cache = 0;
-  fi->noflush = 1;      // nothing to flush on close()
+  // FLUSH wanted: it is how we learn that a descriptor was closed while
+  // another thread waits in kevent() on it (RELEASE cannot come then: the
+  // waiting ioctl holds the file).
+  fi->noflush = 0;
   if (fuse_reply_open(req, fi) != 0) {
     // The kernel dropped the open (the caller was killed meanwhile): no
     // RELEASE will ever come for this handle, so release it here.
@@ -331,7 +334,8 @@ void RequestDispatcher::OnRelease(fuse_req_t req, fuse_file_info* fi) {
 }
 
 void RequestDispatcher::OnFlush(fuse_req_t req, fuse_file_info* fi) {
-  (void)fi;
+  RequestDispatcher* self = From(req);
+  self->handler_->Flush(fi->fh, CallerOf(req));
   fuse_reply_err(req, 0);
 }
 
@@ -482,9 +486,13 @@ void RequestDispatcher::OnPoll(fuse_req_t req, fuse_file_info* fi,
 }
 
 void RequestDispatcher::Disconnect() {
+  // ECONNABORTED: what the kernel itself answers every request in flight
+  // when a server dies (kill -9 aborts the connection), so a parked call
+  // sees one errno however the daemon went away (docs/abi.md).
   for (auto& pending : channel_->TakeAll()) {
-    channel_->Answer(pending.get(),
-                     [](fuse_req_t req) { fuse_reply_err(req, EIO); });
+    channel_->Answer(pending.get(), [](fuse_req_t req) {
+      fuse_reply_err(req, ECONNABORTED);
+    });
   }
   channel_->Close();
   // Queued ioctls were among the pending ones (answered EIO above); their

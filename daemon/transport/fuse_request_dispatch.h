@@ -6,7 +6,7 @@
 // Threads: the libfuse entry points run on the session's loop thread. The
 // IoctlReply and PollNotifier objects handed to the handler may be used from
 // any thread and may outlive the transport; once the transport is stopped
-// they do nothing (a parked ioctl has been answered EIO by then).
+// they do nothing (a parked ioctl has been answered ECONNABORTED by then).
 #ifndef KQUEUED_DAEMON_TRANSPORT_FUSE_REQUEST_DISPATCH_H_
 #define KQUEUED_DAEMON_TRANSPORT_FUSE_REQUEST_DISPATCH_H_
 
@@ -89,8 +89,8 @@ class RequestDispatcher {
   static void OnInit(void* userdata);
   static void OnOpen(fuse_req* req, fuse_file_info* fi);
   static void OnRelease(fuse_req* req, fuse_file_info* fi);
-  // Nothing to write back on close(); answered so the kernel's FLUSH on
-  // every close costs one round trip at most.
+  // close(2) of a descriptor: tells the handler (DeviceHandler::Flush),
+  // then answers at once; nothing is written back.
   static void OnFlush(fuse_req* req, fuse_file_info* fi);
   static void OnIoctl(fuse_req* req, uint32_t cmd, void* arg,
                       fuse_file_info* fi, unsigned flags, const void* in,
@@ -99,7 +99,8 @@ class RequestDispatcher {
 
   // ---- Shutdown, after the loop thread has stopped reading requests.
 
-  // Answers every parked ioctl with EIO; afterwards replies and poll
+  // Answers every parked ioctl with ECONNABORTED (as the kernel does when a
+  // server dies); afterwards replies and poll
   // notifications held by the handler do nothing. Idempotent.
   void Disconnect();
   // For tests and statistics: ioctls waiting in uid queues now.

@@ -7,8 +7,10 @@ which the daemon exits 0. The log: levels, the journald "<N>" prefix under
 $JOURNAL_STREAM, --log-level, and the per-client rate limit.
 """
 
+import atexit
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +33,8 @@ def notify_socket(abstract):
         directory = tempfile.mkdtemp(prefix="kqueued-notify-")
         address = os.path.join(directory, "notify")
         s.bind(address)
+        # Unbound with the socket's last close; the directory goes at exit.
+        atexit.register(shutil.rmtree, directory, True)
     s.settimeout(10)
     return s, address
 

@@ -7,6 +7,7 @@ socket at /dev/log that plays syslogd. The daemon is started without
 """
 
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -47,6 +48,8 @@ class SyslogTest(unittest.TestCase):
     def test_detached_daemon_logs_to_syslog(self):
         log = private_dev()
         directory = tempfile.mkdtemp(prefix="kqueued-syslog-", dir="/tmp")
+        # Cleanups run last-in first-out: this one after the daemon is gone.
+        self.addCleanup(shutil.rmtree, directory, True)
         device = os.path.join(directory, "kqueue")
         # Detaches once serving: the parent exits 0 then.
         p = subprocess.run([kqdaemon.runfile("daemon/kqueued"), "--device", device,

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <set>
@@ -165,6 +166,11 @@ TEST_F(Device, ReservedFieldsAndBadTimeoutsAreEinval) {
   a.nevents = 1;
   a.flags = KQ_KEVENT_TIMEOUT;
   a.timeout_nsec = 1000000000;
+  EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
+  EXPECT_EQ(errno, EINVAL);
+  // Also with nevents 0 (docs/abi.md).
+  a.eventlist = 0;
+  a.nevents = 0;
   EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
   EXPECT_EQ(errno, EINVAL);
 }
@@ -582,6 +588,56 @@ TEST_F(Device, EmptyFiresWhenTheSendQueueIsDrained) {
   EXPECT_EQ(Change(kq_, Ev(p[1], EVFILT_EMPTY, EV_ADD)), EINVAL);
   close(p[0]);
   close(p[1]);
+}
+
+// close() of the kqueue from another thread ends a call parked on it with
+// EBADF, if the call named its descriptor (KQ_KEVENT_KQFD); a call that did
+// not cannot be told apart and waits for its timeout (docs/abi.md).
+TEST(DeviceClose, WakesParkedCallsThatNamedTheirDescriptor) {
+  for (int round = 0; round < 10; round++) {
+    int kq = SharedDaemon().OpenKqueue();
+    ASSERT_GE(kq, 0);
+    std::atomic<int> rc{0}, err{0};
+    std::atomic<bool> done{false};
+    std::thread waiter([&] {
+      kq_kevent ev;
+      kq_kevent_args a{};
+      a.eventlist = reinterpret_cast<uint64_t>(&ev);
+      a.nevents = 1;
+      a.flags = KQ_KEVENT_KQFD;  // no timeout: waits forever
+      a.kq_fd = kq;
+      rc = ioctl(kq, KQ_IOC_KEVENT, &a);
+      err = errno;
+      done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    ASSERT_EQ(close(kq), 0);
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (!done && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (!done) {
+      waiter.detach();
+      FAIL() << "round " << round << ": the parked call outlived close()";
+    }
+    waiter.join();
+    EXPECT_EQ(rc.load(), -1);
+    EXPECT_EQ(err.load(), EBADF) << strerror(err.load());
+  }
+}
+
+TEST(DeviceClose, UnnamedCallKeepsItsTimeout) {
+  int kq = SharedDaemon().OpenKqueue();
+  ASSERT_GE(kq, 0);
+  std::atomic<int> rc{-2};
+  auto start = Clock::now();
+  std::thread waiter([&] {
+    kq_kevent ev;
+    rc = Kevent(kq, nullptr, 0, &ev, 1, 400);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(close(kq), 0);
+  waiter.join();
+  EXPECT_EQ(rc.load(), 0);
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(350));
 }
 
 }  // namespace

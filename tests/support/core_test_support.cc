@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -186,6 +187,10 @@ TestRuntime::~TestRuntime() { runtime_->reactor().Stop(); }
 
 std::unique_ptr<TestQueue> TestRuntime::NewQueue() {
   return std::make_unique<TestQueue>(runtime_.get(), process_);
+}
+
+int LocalProcess::CheckReadAccess(int file) const {
+  return syscall(SYS_faccessat2, file, "", R_OK, AT_EMPTY_PATH | AT_EACCESS) == 0 ? 0 : errno;
 }
 
 }  // namespace testing

@@ -32,6 +32,8 @@ class LocalProcess : public ProcessContext {
   ScopedFd DupFd(int fd, int* error) const override;
   ScopedFd CopyFd(int fd, int* error) const override;
   std::shared_ptr<Kqueue> KqueueForFd(int fd) const override;
+  // The test's own credentials: the kernel's check as itself.
+  int CheckReadAccess(int file) const override;
 
   // Makes `fd` name `kq` for KqueueForFd.
   void BindKqueue(int fd, const std::shared_ptr<Kqueue>& kq);

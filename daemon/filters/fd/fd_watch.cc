@@ -128,8 +128,12 @@ void FdWatcher::DrainLocked(uint64_t skip) {
     const int n = epoll_wait(epoll_.get(), events, kEpollBatch, 0);
     if (n <= 0) return;
     for (int i = 0; i < n; i++) {
-      if (events[i].data.u64 == skip) continue;
-      auto it = files_.find(events[i].data.u64);
+      // A copy: epoll_event is packed, and find() takes a reference, which
+      // must not bind to the misaligned member (UBSan, found by
+      // tests/fuzz/change_fuzzer; corpus/change/crash-fd-watch-packed).
+      const uint64_t token = events[i].data.u64;
+      if (token == skip) continue;
+      auto it = files_.find(token);
       if (it == files_.end()) continue;
       for (auto& [sub, cb] : it->second.subs) pending_.push_back(cb);
     }

@@ -76,7 +76,11 @@ int ProcTracker::Attach(Knote& kn, bool tracked_child, ProcKnoteState* st) {
     if (!tracked_child || open_error == EINVAL) return ESRCH;
     pidless = true;
   } else {
-    if (have_creds ? !MaySignal(*kn.owner, creds) : !kn.owner->can_kill_any()) return EACCES;
+    // A tracked child was authorised by its fork job (NetBSD's rule, with
+    // the forking process's credentials); a registration by kill(2)'s.
+    if (!tracked_child &&
+        (have_creds ? !MaySignal(*kn.owner, creds) : !kn.owner->can_kill_any()))
+      return EACCES;
     if (!pidfd) {
       // Out of fds: fall back to the connector alone, which needs it.
       if (!events_) return ENOMEM;
@@ -218,9 +222,25 @@ void ProcTracker::RememberChildLocked(Watcher* w, pid_t parent, pid_t child) {
   w->prune_at = std::max<size_t>(64, 2 * w->known_children.size());
 }
 
+bool ProcTracker::ForkMayBeTracked(pid_t parent, pid_t child) {
+  // NetBSD decides in fork1(), with the parent's credentials and the new
+  // child's, which are then the parent's. We decide when the fork event is
+  // read: from what /proc says now. A process already gone stands in for
+  // the other (at the fork their credentials were the same); with neither,
+  // nothing is attached anyway (Attach finds the child gone).
+  ProcStatus forker, target;
+  const bool have_forker = ReadProcStatus(parent, &forker) && forker.tgid == parent;
+  const bool have_target = ReadProcStatus(child, &target) && target.tgid == child;
+  if (!have_forker && !have_target) return true;
+  if (!have_forker) forker = target;
+  if (!have_target) target = forker;
+  return MayTrack(forker, target);
+}
+
 ForkJob ProcTracker::MakeJobLocked(const Watcher& w, pid_t parent, pid_t child) {
   ForkJob job;
   job.parent = w.kn;
+  job.parent_pid = parent;
   job.child = child;
   if (w.sfflags & NOTE_TRACK) {
     job.track = true;
@@ -237,8 +257,11 @@ std::vector<pid_t> ProcTracker::RunForkJobs(std::vector<ForkJob>* jobs) {
     uint32_t flags = 0;
     if (job.track) {
       // NetBSD attaches the child's knote before marking the parent's, so
-      // the child's NOTE_CHILD is queued first.
-      int err = job.kq ? job.kq->AttachChild(job.child_kev, job.owner) : EBADF;
+      // the child's NOTE_CHILD is queued first. It authorises it with the
+      // forking process's credentials (see MayTrack), not the watcher's.
+      int err = EACCES;
+      if (ForkMayBeTracked(job.parent_pid, job.child))
+        err = job.kq ? job.kq->AttachChild(job.child_kev, job.owner) : EBADF;
       if (err != 0) {
         flags |= kTrackErr;
       } else {
@@ -299,33 +322,75 @@ void ProcTracker::OnFork(pid_t parent, pid_t child, uint64_t when) {
 }
 
 void ProcTracker::OnExit(const ProcEvent& ev) {
-  std::lock_guard<std::mutex> l(mu_);
-  for (const auto& p : LiveLocked(ev.tgid)) {
-    // With a pidfd: the process is gone if the pidfd is readable (else this
-    // was one thread of several). Without: the leader's exit is the end.
-    const bool gone = p->pidless ? ev.pid == ev.tgid : PidfdExited(p->pidfd.get());
-    p->have_status = true;
-    p->final_status = gone;
-    p->status = ev.exit_status;
-    if (gone) ArmGraceLocked(p);
+  Notes notes;
+  int status = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& p : LiveLocked(ev.tgid)) {
+      // With a pidfd: the process is gone if the pidfd is readable (else this
+      // was one thread of several). Without: the leader's exit is the end.
+      const bool gone = p->pidless ? ev.pid == ev.tgid : PidfdExited(p->pidfd.get());
+      p->have_status = true;
+      p->final_status = gone;
+      p->status = ev.exit_status;
+      if (!gone) continue;
+      if (p->pidless) {
+        ArmGraceLocked(p);  // the leader's exit event may be an exec's (see Process)
+        continue;
+      }
+      // The whole process is gone and this is its last thread's exit event:
+      // the stream is in order, so everything it sent before is reported.
+      status = p->status;
+      FinishLocked(p, &notes);
+    }
   }
+  NotifyExit(notes, status);
 }
 
 void ProcTracker::OnPidfdReadable(const std::shared_ptr<Process>& p) {
+  // The kernel made the pidfd readable (exit_notify) before it woke the
+  // parent's wait(): a kevent after waitpid() catches up to here, and must
+  // report NOTE_EXIT now. The process's fork and exec events were sent
+  // before its exit, so reading the connector to its end reports them
+  // first; only its own exit event may still be on its way.
+  if (events_) events_->Drain();
   Notes notes;
   int status = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (p->exited || !p->pidfd) return;  // reported already, or retired
-    if (events_) {
+    if (events_ && !StatusKnownLocked(*p, &status)) {
+      // A kernel before 6.15, the process reaped and its exit event not yet
+      // read: wait (briefly) for that event, which has the status.
       ArmGraceLocked(p);
       return;
     }
-    // No connector: nothing more will come.
-    status = ExitStatusLocked(*p);
+    if (!events_) status = ExitStatusLocked(*p);  // nothing more will come
     FinishLocked(p, &notes);
   }
   NotifyExit(notes, status);
+}
+
+bool ProcTracker::StatusKnownLocked(const Process& p, int* status) {
+  if (p.final_status) {
+    *status = p.status;
+    return true;
+  }
+  if (!p.pidfd) return false;
+  // Reaped (6.15+): the kernel kept the status with the pidfd.
+  if (PidfdExitStatus(p.pidfd.get(), status)) return true;
+  // A zombie: /proc has it (the pidfd check after the read makes sure the
+  // stat was this process's). It is the leader's exit code, the process's
+  // unless the leader ended (pthread_exit) before another thread's
+  // exit_group, which the connector's event would have told.
+  ProcStat stat;
+  if (ReadProcStat(p.pid, &stat) && (stat.state == 'Z' || stat.state == 'X') &&
+      PidfdHoldsPid(p.pidfd.get())) {
+    *status = stat.exit_code;
+    return true;
+  }
+  // Reaped between the two looks.
+  return PidfdExitStatus(p.pidfd.get(), status);
 }
 
 void ProcTracker::ArmGraceLocked(const std::shared_ptr<Process>& p) {
