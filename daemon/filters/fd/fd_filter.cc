@@ -66,6 +66,10 @@ struct FdState : KnoteState {
   FdWatcher::Item item;          // epoll item, if any
   FdWatcher::InodeWatch inode;   // inotify subscription, if any
   EmptyWatch empty;              // EVFILT_EMPTY only
+  // Attach's copy, for the evaluation the core makes right after it in the
+  // same registration (under the same kqueue lock): spares a second copy
+  // and check. Consumed (closed) by that evaluation.
+  ScopedFd attach_copy;
 };
 
 int Fd(const Knote& kn) { return static_cast<int>(kn.kev.ident); }
@@ -118,8 +122,11 @@ int FdFilter::Attach(Knote& kn) {
       }
     }
   }
+  st->attach_copy = std::move(copy);
   kn.state = std::move(st);
-  return 0;  // `copy` closes here: nothing of the client's file is kept
+  // The registration's evaluation follows at once and closes the copy:
+  // nothing of the client's file is kept after it.
+  return 0;
 }
 
 void FdFilter::Detach(Knote& kn) {
@@ -143,6 +150,10 @@ void FdFilter::Detach(Knote& kn) {
 
 ScopedFd FdFilter::CopyIfSame(Knote& kn, bool* gone) {
   auto* st = kn.state_as<FdState>();
+  if (st->attach_copy) {
+    *gone = false;
+    return std::move(st->attach_copy);  // the registered file itself
+  }
   int err = 0;
   ScopedFd copy = kn.owner->CopyFd(Fd(kn), &err);
   if (!copy) {
