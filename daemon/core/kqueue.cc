@@ -46,98 +46,118 @@ Kqueue::Kqueue(Runtime* runtime, uid_t uid,
                std::unique_ptr<UserLimits::Charge> charge)
     : runtime_(runtime), uid_(uid), charge_(std::move(charge)) {}
 
-Kqueue::~Kqueue() { Close(); }
+Kqueue::~Kqueue() {
+  // No one else holds this kqueue any more, but the thread destroying it may
+  // hold another kqueue's lock: a parent's EVFILT_READ hook can drop the
+  // last reference to the child it evaluates. Close would tell the
+  // observers — parents' knotes, whose Notify takes the parent's lock — so
+  // here they are told from the event loop instead. (Parked calls are
+  // answered here: that takes no kqueue lock.)
+  std::vector<Deferred::Work> observers;
+  {
+    Deferred deferred(mu_);
+    if (closed_) return;
+    CloseLocked(&deferred);
+    std::lock_guard<std::mutex> l(observers_mu_);
+    for (const auto& [id, fn] : observers_) observers.push_back(fn);
+  }
+  if (observers.empty()) return;
+  runtime_->reactor().Post([observers = std::move(observers)] {
+    for (const Deferred::Work& fn : observers) fn();
+  });
+}
 
 uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
-  const std::shared_ptr<ProcessContext> caller = call->caller();
-  const size_t nchanges = call->nchanges();
-  size_t nevents = call->nevents();
-  size_t nerrors = 0;  // EV_ERROR entries written so far
+  size_t room = call->nevents();
+  if (!ApplyChanges(*call, &room)) return 0;
+  return Scan(std::move(call), room);
+}
 
+bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
+  const std::shared_ptr<ProcessContext> caller = call.caller();
+  const size_t nchanges = call.nchanges();
+  size_t nanswers = 0;  // EV_ERROR entries written so far
   kq_kevent chunk[kChangeChunk];
   for (size_t first = 0; first < nchanges; first += kChangeChunk) {
     const size_t n = std::min(kChangeChunk, nchanges - first);
-    if (int err = call->FetchChanges(first, chunk, n)) {
-      call->Complete(0, err);
-      return 0;
+    if (int err = call.FetchChanges(first, chunk, n)) {
+      call.Complete(0, err);
+      return false;
     }
     for (size_t i = 0; i < n; i++) {
       kq_kevent& kev = chunk[i];
       kev.flags &= ~EV_SYSFLAGS;
       int err;
       {
-        Deferred deferred;
-        std::lock_guard<std::mutex> l(mu_);
+        Deferred deferred(mu_);
         err = closed_ ? EBADF : RegisterLocked(kev, caller, &deferred);
       }
       if (err == 0 && !(kev.flags & EV_RECEIPT)) continue;
-      if (nevents == 0) {
+      if (*room == 0) {
         // No room to report it: the call fails with the error (or, for a
         // receipt, stops and returns what it wrote), and the remaining
         // changes are not applied.
-        call->Complete(static_cast<int>(nerrors), err);
-        return 0;
+        call.Complete(static_cast<int>(nanswers), err);
+        return false;
       }
       kq_kevent answer = kev;
       answer.flags = EV_ERROR;
       answer.data = err;
-      if (int perr = call->PutEvents(nerrors, &answer, 1)) {
-        call->Complete(0, perr);
-        return 0;
+      if (int perr = call.PutEvents(nanswers, &answer, 1)) {
+        call.Complete(0, perr);
+        return false;
       }
-      nevents--;
-      nerrors++;
+      --*room;
+      nanswers++;
     }
   }
-  if (nerrors > 0) {
-    call->Complete(static_cast<int>(nerrors), 0);
-    return 0;
+  if (nanswers > 0 || *room == 0) {
+    call.Complete(static_cast<int>(nanswers), 0);
+    return false;
   }
-  if (nevents == 0) {
-    call->Complete(0, 0);
-    return 0;
-  }
+  return true;
+}
 
+uint64_t Kqueue::Scan(std::unique_ptr<KeventCall> call, size_t room) {
   const timespec* timeout = call->timeout();
   if (timeout != nullptr && !ValidTimeout(*timeout)) {
     call->Complete(0, EINVAL);
     return 0;
   }
-
+  const bool poll = timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
   std::vector<kq_kevent> events;
-  uint64_t wait_id = 0;
   {
-    Deferred deferred;
-    std::lock_guard<std::mutex> l(mu_);
+    Deferred deferred(mu_);
     if (closed_) {
-      deferred.actions.push_back(
+      deferred.RunAfterUnlock(
           [c = call.release()] { std::unique_ptr<KeventCall>(c)->Complete(0, EBADF); });
       return 0;
     }
-    CollectLocked(nevents, &events, &deferred);
-    const bool poll = timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
-    if (events.empty() && !poll) {
-      // Park the call; an activation or the timeout answers it.
-      wait_id = next_wait_id_++;
-      uint64_t timer_id = 0;
-      // A timeout past kForeverSeconds (a century) is as good as none, and keeps
-      // the deadline arithmetic from overflowing.
-      if (timeout != nullptr && timeout->tv_sec < kForeverSeconds) {
-        int64_t deadline = Reactor::Now(Reactor::Clock::kMonotonic) +
-                           static_cast<int64_t>(timeout->tv_sec) * 1000000000 +
-                           timeout->tv_nsec;
-        std::weak_ptr<Kqueue> weak = shared_from_this();
-        timer_id = runtime_->reactor().AddTimer(
-            Reactor::Clock::kMonotonic, deadline, [weak, wait_id] {
-              if (auto kq = weak.lock()) kq->ExpireWaiter(wait_id);
-            });
-      }
-      waiters_.push_back(Waiter{wait_id, std::move(call), timer_id});
-      return wait_id;
-    }
+    CollectLocked(room, &events, &deferred);
+    // Nothing yet: park the call; an activation or the timeout answers it.
+    if (events.empty() && !poll) return ParkLocked(std::move(call), timeout);
   }
   Deliver(std::move(call), 0, std::move(events));
   return 0;
+}
+
+uint64_t Kqueue::ParkLocked(std::unique_ptr<KeventCall> call, const timespec* timeout) {
+  const uint64_t wait_id = next_wait_id_++;
+  uint64_t timer_id = 0;
+  // A timeout past kForeverSeconds (a century) is as good as none, and keeps
+  // the deadline arithmetic from overflowing.
+  if (timeout != nullptr && timeout->tv_sec < kForeverSeconds) {
+    int64_t deadline = Reactor::Now(Reactor::Clock::kMonotonic) +
+                       static_cast<int64_t>(timeout->tv_sec) * 1000000000 +
+                       timeout->tv_nsec;
+    std::weak_ptr<Kqueue> weak = shared_from_this();
+    timer_id = runtime_->reactor().AddTimer(
+        Reactor::Clock::kMonotonic, deadline, [weak, wait_id] {
+          if (auto kq = weak.lock()) kq->ExpireWaiter(wait_id);
+        });
+  }
+  waiters_.push_back(Waiter{wait_id, std::move(call), timer_id});
+  return wait_id;
 }
 
 void Kqueue::Deliver(std::unique_ptr<KeventCall> call, size_t base,
@@ -154,9 +174,7 @@ void Kqueue::Deliver(std::unique_ptr<KeventCall> call, size_t base,
 int Kqueue::RegisterLocked(const kq_kevent& change,
                            const std::shared_ptr<ProcessContext>& caller,
                            Deferred* deferred) {
-  const Key key{change.ident, change.filter};
-  std::shared_ptr<FilterRegistration> reg;
-  auto it = knotes_.find(key);
+  auto it = knotes_.find(Key{change.ident, change.filter});
   std::shared_ptr<Knote> kn = it == knotes_.end() ? nullptr : it->second;
 
   // A knote on an fd that was closed (or whose number now names another
@@ -168,25 +186,7 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
 
   if (change.flags & EV_ADD) {
     if (!kn) {
-      if (int err = runtime_->filters().Acquire(change.filter, &reg)) return err;
-      if (reg->ops()->IsFdFilter() && change.ident > INT32_MAX) return EBADF;
-      auto charge = runtime_->limits().Take(uid_, Resource::kKnotes);
-      if (!charge) return ENOMEM;
-      kn = std::make_shared<Knote>();
-      kn->ops = reg->ops();
-      kn->owner = caller;
-      kn->kq = weak_from_this();
-      kn->sfflags = change.fflags;
-      kn->sdata = change.data;
-      kn->kev = change;
-      kn->kev.fflags = 0;
-      kn->kev.data = 0;
-      kn->kev.reserved = 0;
-      kn->kev.flags |= kn->ops->ImpliedFlags();
-      if (int err = kn->ops->Attach(*kn)) return err;
-      kn->registration_ = std::move(reg);
-      kn->charge_ = std::move(charge);
-      knotes_.emplace(key, kn);
+      if (int err = AddKnoteLocked(change, caller, &kn)) return err;
     } else {
       // Updates saved fflags, data and udata only: a triggered event is not
       // reset and a disabled knote stays disabled (unless EV_ENABLE).
@@ -195,12 +195,7 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
     }
     // Evaluated even when disabled (as the seed does): ActivateLocked keeps a
     // disabled knote off the queue, and EV_ENABLE then reports it.
-    bool fire = kn->ops->Event(*kn, kHintEvaluate);
-    if (kn->status & Knote::kGone) {
-      DetachLocked(kn);
-      return EBADF;
-    }
-    if (fire) ActivateLocked(*kn, deferred);
+    if (int err = EvaluateChangedLocked(kn, deferred)) return err;
   } else {
     if (!kn) return ENOENT;
     if (change.flags & EV_DELETE) {
@@ -214,12 +209,7 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
     // EV_ENABLE/EV_DISABLE (fflags 0) touches nothing, as before.
     if (change.fflags != 0) {
       if (int err = kn->ops->Touch(*kn, change)) return err;
-      bool fire = kn->ops->Event(*kn, kHintEvaluate);
-      if (kn->status & Knote::kGone) {
-        DetachLocked(kn);
-        return EBADF;
-      }
-      if (fire) ActivateLocked(*kn, deferred);
+      if (int err = EvaluateChangedLocked(kn, deferred)) return err;
     }
   }
 
@@ -237,6 +227,57 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
   return 0;
 }
 
+int Kqueue::AddKnoteLocked(const kq_kevent& change,
+                           const std::shared_ptr<ProcessContext>& caller,
+                           std::shared_ptr<Knote>* out) {
+  std::shared_ptr<FilterRegistration> reg;
+  if (int err = runtime_->filters().Acquire(change.filter, &reg)) return err;
+  if (reg->ops()->IsFdFilter() && change.ident > INT32_MAX) return EBADF;
+  auto charge = runtime_->limits().Take(uid_, Resource::kKnotes);
+  if (!charge) return ENOMEM;
+  auto kn = std::make_shared<Knote>();
+  kn->ops = reg->ops();
+  kn->owner = caller;
+  kn->kq = weak_from_this();
+  kn->sfflags = change.fflags;
+  kn->sdata = change.data;
+  kn->kev = change;
+  kn->kev.fflags = 0;
+  kn->kev.data = 0;
+  kn->kev.reserved = 0;
+  kn->kev.flags |= kn->ops->ImpliedFlags();
+  // Attach may hand the knote to more specific ops (kn->ops), as the seed's
+  // filt_fileattach does; from here on only kn->ops is used.
+  if (int err = kn->ops->Attach(*kn)) return err;
+  kn->registration_ = std::move(reg);
+  kn->charge_ = std::move(charge);
+  knotes_.emplace(Key{change.ident, change.filter}, kn);
+  *out = std::move(kn);
+  return 0;
+}
+
+Kqueue::Verdict Kqueue::EvaluateLocked(const std::shared_ptr<Knote>& kn, long hint) {
+  const bool fire = kn->ops->Event(*kn, hint);
+  if (kn->status & Knote::kGone) {
+    DetachLocked(kn);
+    return Verdict::kGone;
+  }
+  return fire ? Verdict::kFire : Verdict::kQuiet;
+}
+
+int Kqueue::EvaluateChangedLocked(const std::shared_ptr<Knote>& kn, Deferred* deferred) {
+  switch (EvaluateLocked(kn, kHintEvaluate)) {
+    case Verdict::kGone:
+      return EBADF;
+    case Verdict::kFire:
+      ActivateLocked(*kn, deferred);
+      return 0;
+    case Verdict::kQuiet:
+      return 0;
+  }
+  return 0;
+}
+
 size_t Kqueue::CollectLocked(size_t max, std::vector<kq_kevent>* out,
                              Deferred* deferred) {
   // Knotes put back on the tail during this pass must not be seen twice:
@@ -249,12 +290,9 @@ size_t Kqueue::CollectLocked(size_t max, std::vector<kq_kevent>* out,
     const uint32_t flags = kn->kev.flags;
     if (!(flags & EV_ONESHOT)) {
       // Level-triggered: re-evaluate; drop it if the condition is gone.
-      bool fire = kn->ops->Event(*kn, kHintEvaluate);
-      if (kn->status & Knote::kGone) {
-        DetachLocked(kn);
-        continue;
-      }
-      if (!fire) {
+      const Verdict v = EvaluateLocked(kn, kHintEvaluate);
+      if (v == Verdict::kGone) continue;
+      if (v == Verdict::kQuiet) {
         kn->status &= ~Knote::kActive;
         continue;
       }
@@ -317,7 +355,7 @@ void Kqueue::ServeWaitersLocked(Deferred* deferred) {
     if (w.timer_id != 0) runtime_->reactor().CancelTimer(w.timer_id);
     KeventCall* call = w.call.release();
     waiters_.pop_front();
-    deferred->actions.push_back([call, ev = std::move(events)]() mutable {
+    deferred->RunAfterUnlock([call, ev = std::move(events)]() mutable {
       Deliver(std::unique_ptr<KeventCall>(call), 0, std::move(ev));
     });
   }
@@ -325,52 +363,47 @@ void Kqueue::ServeWaitersLocked(Deferred* deferred) {
 
 void Kqueue::NotifyObserversLater(Deferred* deferred) {
   std::lock_guard<std::mutex> l(observers_mu_);
-  for (const auto& [id, fn] : observers_) deferred->actions.push_back(fn);
+  for (const auto& [id, fn] : observers_) deferred->RunAfterUnlock(fn);
 }
 
 void Kqueue::NotifyKnote(const std::shared_ptr<Knote>& kn, long hint) {
-  Deferred deferred;
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   if (kn->status & Knote::kDetached) return;
-  bool fire = kn->ops->Event(*kn, hint);
-  if (kn->status & Knote::kGone) {
-    DetachLocked(kn);
-    return;
-  }
-  if (fire) ActivateLocked(*kn, &deferred);
+  if (EvaluateLocked(kn, hint) == Verdict::kFire) ActivateLocked(*kn, &deferred);
 }
 
 void Kqueue::ExpireWaiter(uint64_t wait_id) {
-  Deferred deferred;
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
     if (it->id != wait_id) continue;
     KeventCall* call = it->call.release();
     waiters_.erase(it);
-    deferred.actions.push_back(
-        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, 0); });
+    deferred.RunAfterUnlock([call] { std::unique_ptr<KeventCall>(call)->Complete(0, 0); });
     return;
   }
 }
 
 void Kqueue::Interrupt(uint64_t wait_id) {
-  Deferred deferred;
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
     if (it->id != wait_id) continue;
     if (it->timer_id != 0) runtime_->reactor().CancelTimer(it->timer_id);
     KeventCall* call = it->call.release();
     waiters_.erase(it);
-    deferred.actions.push_back(
-        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, EINTR); });
+    deferred.RunAfterUnlock([call] { std::unique_ptr<KeventCall>(call)->Complete(0, EINTR); });
     return;
   }
 }
 
 void Kqueue::Close() {
-  Deferred deferred;
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   if (closed_) return;
+  CloseLocked(&deferred);
+  // Kqueues watching this one see it readable (EV_EOF) once more.
+  NotifyObserversLater(&deferred);
+}
+
+void Kqueue::CloseLocked(Deferred* deferred) {
   closed_ = true;
   while (!knotes_.empty()) {
     std::shared_ptr<Knote> kn = knotes_.begin()->second;
@@ -379,18 +412,14 @@ void Kqueue::Close() {
   for (Waiter& w : waiters_) {
     if (w.timer_id != 0) runtime_->reactor().CancelTimer(w.timer_id);
     KeventCall* call = w.call.release();
-    deferred.actions.push_back(
-        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, EBADF); });
+    deferred->RunAfterUnlock([call] { std::unique_ptr<KeventCall>(call)->Complete(0, EBADF); });
   }
   waiters_.clear();
-  // Kqueues watching this one see it readable (EV_EOF) once more.
-  NotifyObserversLater(&deferred);
 }
 
 int Kqueue::AttachChild(const kq_kevent& kev,
                         const std::shared_ptr<ProcessContext>& owner) {
-  Deferred deferred;  // declared first: its actions run after the unlock
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   if (closed_) return EBADF;
   return RegisterLocked(kev, owner, &deferred);
 }

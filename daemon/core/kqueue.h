@@ -29,6 +29,7 @@
 #include "daemon/core/knote.h"
 #include "daemon/core/process_context.h"
 #include "daemon/core/runtime.h"
+#include "daemon/util/locked_scope.h"
 #include "proto/kqueue_abi.h"
 
 namespace kqd {
@@ -59,8 +60,9 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   Kqueue(const Kqueue&) = delete;
   Kqueue& operator=(const Kqueue&) = delete;
 
-  // kevent(2): applies the changes, then collects events, parking the call
-  // if it must wait. Returns a nonzero wait id if the call was parked (for
+  // kevent(2), the seed's two verbs in turn: ApplyChanges (kqueue_register
+  // for each change), then Scan (kqueue_scan), which parks the call if it
+  // must wait. Returns a nonzero wait id if the call was parked (for
   // Interrupt), 0 if it was answered already.
   uint64_t Kevent(std::unique_ptr<KeventCall> call);
 
@@ -106,28 +108,52 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
     std::unique_ptr<KeventCall> call;
     uint64_t timer_id;  // 0: no timeout
   };
-  // Work to do once the lock is released.
-  struct Deferred {
-    std::vector<std::function<void()>> actions;
-    ~Deferred() {
-      for (auto& a : actions) a();
-    }
-  };
+  // mu_ held, plus the work to do once it is released (answers, copy-outs,
+  // readiness observers): it runs after the unlock by construction.
+  using Deferred = LockedScope<std::mutex>;
   using Key = std::pair<uint64_t, uint32_t>;  // (ident, filter)
+  // What evaluating a knote found.
+  enum class Verdict { kFire, kQuiet, kGone };
 
   Kqueue(Runtime* runtime, uid_t uid, std::unique_ptr<UserLimits::Charge> charge);
+
+  // The register verb: applies the call's changelist, writing an EV_ERROR
+  // (or EV_RECEIPT) entry per failed (or receipted) change at the head of
+  // the eventlist. Returns true if the call goes on to Scan with *room
+  // eventlist slots left, false if it was answered.
+  bool ApplyChanges(KeventCall& call, size_t* room);
+  // The scan verb: collects up to `room` events into the call and answers
+  // it, or parks it until an activation or its timeout. Returns the wait
+  // id of a parked call, else 0.
+  uint64_t Scan(std::unique_ptr<KeventCall> call, size_t room);
 
   // One change (kqueue_register). Returns 0 or an errno.
   int RegisterLocked(const kq_kevent& change,
                      const std::shared_ptr<ProcessContext>& caller,
                      Deferred* deferred);
+  // EV_ADD of a knote that does not exist yet: *out is attached and
+  // inserted on success. Returns 0 or an errno.
+  int AddKnoteLocked(const kq_kevent& change,
+                     const std::shared_ptr<ProcessContext>& caller,
+                     std::shared_ptr<Knote>* out);
+  // The one place a knote is evaluated (the filter's Event hook): a knote
+  // whose fd turned out closed is detached (kGone).
+  Verdict EvaluateLocked(const std::shared_ptr<Knote>& kn, long hint);
+  // Evaluates after a change and activates the knote if it fires. 0, or
+  // EBADF if it is gone.
+  int EvaluateChangedLocked(const std::shared_ptr<Knote>& kn, Deferred* deferred);
   // Moves up to `max` events into `out` (kqueue_scan's inner loop).
   size_t CollectLocked(size_t max, std::vector<kq_kevent>* out,
                        Deferred* deferred);
+  // Parks `call` (with a timer for a finite timeout); returns its wait id.
+  uint64_t ParkLocked(std::unique_ptr<KeventCall> call, const timespec* timeout);
   void ActivateLocked(Knote& kn, Deferred* deferred);
   void EnqueueLocked(Knote& kn, Deferred* deferred);
   void DequeueLocked(Knote& kn);
   void DetachLocked(const std::shared_ptr<Knote>& kn);
+  // Close's body but the observers: detaches every knote and answers
+  // parked calls (EBADF) after the unlock.
+  void CloseLocked(Deferred* deferred);
   // Serves parked calls while events are pending.
   void ServeWaitersLocked(Deferred* deferred);
   void NotifyObserversLater(Deferred* deferred);

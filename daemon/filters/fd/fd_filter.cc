@@ -101,8 +101,12 @@ FdFilter::FdFilter(Runtime* runtime, uint32_t filter)
 
 int FdFilter::Attach(Knote& kn) {
   if (kn.owner->KqueueForFd(Fd(kn))) {
-    // A kqueue supports EVFILT_READ only (BSD's kqueue_kqfilter).
-    return read() ? nested_.Attach(kn) : EINVAL;
+    // A kqueue supports EVFILT_READ only (BSD's kqueue_kqfilter). The knote
+    // is handed to the kqueue's own ops, once: the core calls kn.ops.
+    if (!read()) return EINVAL;
+    if (int e = nested_.Attach(kn)) return e;
+    kn.ops = &nested_;
+    return 0;
   }
   int err = 0;
   ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
@@ -140,10 +144,6 @@ int FdFilter::Attach(Knote& kn) {
 }
 
 void FdFilter::Detach(Knote& kn) {
-  if (KqueueReadFilter::Owns(kn)) {
-    nested_.Detach(kn);
-    return;
-  }
   auto* st = kn.state_as<FdState>();
   if (st == nullptr) return;
   st->empty.timer.Cancel();
@@ -159,7 +159,6 @@ void FdFilter::Detach(Knote& kn) {
 }
 
 bool FdFilter::Event(Knote& kn, long hint) {
-  if (KqueueReadFilter::Owns(kn)) return nested_.Event(kn, hint);
   // A wake-up of a knote that is queued anyway and will be re-evaluated
   // when collected (level-triggered, not EV_ONESHOT) changes nothing: spare
   // a busy socket the copy and the ioctls for every packet.
@@ -238,7 +237,6 @@ void FdFilter::ScheduleRecheck(Knote& kn) {
 }
 
 bool FdFilter::StillValid(Knote& kn) {
-  if (KqueueReadFilter::Owns(kn)) return nested_.StillValid(kn);
   auto* st = kn.state_as<FdState>();
   bool gone = false;
   ScopedFd copy = CopyIfSame(kn, st->info.id, &gone);

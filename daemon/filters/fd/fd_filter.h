@@ -6,7 +6,8 @@
 // client's file (fd_watch.h explains how it is watched anyway).
 //
 //   Attach   copy the fd (EBADF if not open); if it is one of our kqueues,
-//            EVFILT_READ hands the knote to KqueueReadFilter (nesting);
+//            EVFILT_READ hands the knote to KqueueReadFilter for good
+//            (kn.ops is set to it: later hooks go there, nesting);
 //            EVFILT_WRITE and EVFILT_EMPTY on a kqueue are EINVAL, as on
 //            BSD; so is EVFILT_EMPTY on anything but a socket. Otherwise
 //            record the file's identity and type, and start an event source:

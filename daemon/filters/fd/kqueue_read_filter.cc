@@ -27,10 +27,6 @@ int Fd(const Knote& kn) { return static_cast<int>(kn.kev.ident); }
 
 }  // namespace
 
-bool KqueueReadFilter::Owns(const Knote& kn) {
-  return dynamic_cast<const KqueueReadState*>(kn.state.get()) != nullptr;
-}
-
 int KqueueReadFilter::Attach(Knote& kn) {
   std::shared_ptr<Kqueue> child = kn.owner->KqueueForFd(Fd(kn));
   if (!child) return EBADF;
