@@ -73,7 +73,9 @@ static int CheckVersion(int fd) {
     errno = ENOSYS;
     return -1;
   }
-  if (version.abi_version != KQ_ABI_VERSION) {
+  /* A daemon of a later ABI version serves every earlier version's ioctls
+   * unchanged (docs/abi.md); an older one may lack some of ours. */
+  if (version.abi_version < KQ_ABI_VERSION) {
     errno = EPROTO;
     return -1;
   }

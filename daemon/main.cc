@@ -1,11 +1,14 @@
 // kqueued: serves BSD kqueue as the device /dev/kqueue to every process.
 //
 //   kqueued [--device PATH] [--transport auto|cuse|fuse] [--foreground]
-//           [--filter-plugin PLUGIN.so]...
+//           [--log-level LEVEL] [--filter-plugin PLUGIN.so]...
 //
 // CUSE makes a real character device; where the kernel has no CUSE, a FUSE
 // filesystem whose root is a regular file is mounted over PATH instead
-// (same semantics). SIGTERM or SIGINT stop it cleanly.
+// (same semantics). SIGTERM or SIGINT stop it cleanly. Under systemd
+// (Type=notify, packaging/kqueued.service) it reports READY=1 once the
+// device is served and STOPPING=1 when asked to stop. The manual is
+// docs/man/kqueued.8.
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -24,7 +27,9 @@
 #include "daemon/service/kqueue_device.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/transport.h"
+#include "daemon/util/logger.h"
 #include "daemon/util/scoped_fd.h"
+#include "daemon/util/sd_notify.h"
 
 namespace {
 
@@ -32,19 +37,22 @@ struct Options {
   std::string device = "/dev/kqueue";
   kqd::TransportKind transport = kqd::TransportKind::kAuto;
   bool foreground = false;
+  kqd::LogLevel log_level = kqd::LogLevel::kNotice;
   std::vector<std::string> plugins;
 };
 
 void Usage(FILE* out) {
   std::fprintf(out,
                "usage: kqueued [--device PATH] [--transport auto|cuse|fuse] "
-               "[--foreground]\n"
+               "[--foreground] [--log-level LEVEL]\n"
                "  --device PATH     where clients open the kqueue device "
                "(default /dev/kqueue)\n"
                "  --transport KIND  cuse: a character device (needs /dev/cuse);\n"
                "                    fuse: a FUSE file mounted over PATH;\n"
                "                    auto (default): cuse if /dev/cuse exists\n"
-               "  --foreground      stay attached to the terminal\n"
+               "  --foreground      stay attached to the terminal (log to stderr;\n"
+               "                    detached, the daemon logs to syslog)\n"
+               "  --log-level LEVEL error, warning, notice (default), info or debug\n"
                "  --filter-plugin SO  load filters from a plug-in (repeatable)\n");
 }
 
@@ -65,6 +73,9 @@ bool Parse(int argc, char** argv, Options* o) {
     } else if (a == "--filter-plugin") {
       if (!value(&v)) return false;
       o->plugins.push_back(v);
+    } else if (a == "--log-level") {
+      if (!value(&v)) return false;
+      if (!kqd::ParseLogLevel(v, &o->log_level)) return false;
     } else if (a == "--foreground" || a == "-f") {
       o->foreground = true;
     } else if (a == "--help" || a == "-h") {
@@ -91,9 +102,6 @@ int main(int argc, char** argv) {
     Usage(stderr);
     return 2;
   }
-  if (geteuid() != 0)
-    std::fprintf(stderr, "kqueued: warning: not root; other users' processes cannot be served\n");
-
   // Without --foreground, detach once the device is ready: the parent exits
   // with the child's verdict, so `kqueued && use /dev/kqueue` is race-free.
   kqd::ScopedFd ready_write;
@@ -125,8 +133,15 @@ int main(int argc, char** argv) {
   kqd::RaiseFdLimit();
 
   kqd::Runtime runtime;
+  kqd::Logger& log = runtime.log();
+  log.set_level(opt.log_level);
+  // Start-up errors go to stderr, where whoever started us sees them; a
+  // detached daemon switches to syslog once it is serving.
+  log.set_sink(kqd::Logger::Sink::kStderr);
+  if (geteuid() != 0)
+    log.Log(kqd::LogLevel::kWarning, "not root; other users' processes cannot be served");
   if (!runtime.reactor().ok()) {
-    std::fprintf(stderr, "kqueued: cannot create the event loop: %s\n", std::strerror(errno));
+    log.Log(kqd::LogLevel::kError, "cannot create the event loop: %s", std::strerror(errno));
     return 1;
   }
   kqd::RegisterSystemFilters(&runtime);
@@ -136,20 +151,22 @@ int main(int argc, char** argv) {
   for (const std::string& path : opt.plugins) {
     std::string why;
     if (!plugins.Load(path, &why)) {
-      std::fprintf(stderr, "kqueued: %s\n", why.c_str());
+      log.Log(kqd::LogLevel::kError, "%s", why.c_str());
       return 1;
     }
+    log.Log(kqd::LogLevel::kInfo, "loaded filter plug-in %s", path.c_str());
   }
 
   kqd::KqueueDevice device(&runtime, opt.device);
   std::string error;
   auto transport = kqd::StartTransport(opt.transport, opt.device, &device, &error);
   if (!transport) {
-    std::fprintf(stderr, "kqueued: %s\n", error.c_str());
+    log.Log(kqd::LogLevel::kError, "%s", error.c_str());
+    kqd::SdNotify("STATUS=failed: " + error);
     return 1;
   }
-  std::fprintf(stderr, "kqueued: serving %s (%s)\n", transport->device_path().c_str(),
-               kqd::TransportKindName(transport->kind()));
+  log.Log(kqd::LogLevel::kNotice, "%s serving %s (%s)", kqd::kDaemonVersion,
+          transport->device_path().c_str(), kqd::TransportKindName(transport->kind()));
   if (ready_write) {
     char ok = 0;
     ssize_t n = write(ready_write.get(), &ok, 1);
@@ -162,7 +179,11 @@ int main(int argc, char** argv) {
       dup2(devnull, 2);
       if (devnull > 2) close(devnull);
     }
+    log.set_sink(kqd::Logger::Sink::kSyslog);
   }
+  // systemd (Type=notify): the device is served from now on.
+  kqd::SdNotify(std::string("READY=1\nSTATUS=serving ") + transport->device_path() + " (" +
+                kqd::TransportKindName(transport->kind()) + ")");
 
   // Wait for a stop signal; also notice an administrator unmounting the
   // device under us (the transport then stops serving).
@@ -171,16 +192,19 @@ int main(int argc, char** argv) {
     timespec tick{1, 0};
     int sig = sigtimedwait(&stop_signals, nullptr, &tick);
     if (sig > 0) {
-      std::fprintf(stderr, "kqueued: %s, stopping\n", strsignal(sig));
+      kqd::SdNotify("STOPPING=1\nSTATUS=stopping");
+      log.Log(kqd::LogLevel::kNotice, "%s, stopping", strsignal(sig));
       break;
     }
     if (!transport->running()) {
-      std::fprintf(stderr, "kqueued: the device went away, stopping\n");
+      kqd::SdNotify("STOPPING=1\nSTATUS=the device went away");
+      log.Log(kqd::LogLevel::kError, "the device went away, stopping");
       status = 1;
       break;
     }
   }
   transport->Stop();
   runtime.reactor().Stop();
+  log.Log(kqd::LogLevel::kInfo, "stopped");
   return status;
 }

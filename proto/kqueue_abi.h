@@ -26,8 +26,12 @@
 #define KQ_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-/* Bumped on any incompatible change to this file. */
-#define KQ_ABI_VERSION 1u
+/*
+ * Bumped on any change to this file's interface; docs/abi.md lists what
+ * each version added. 2: KQ_IOC_STAT (the control interface kqstat uses).
+ * Version 1's ioctls keep their numbers and layouts.
+ */
+#define KQ_ABI_VERSION 2u
 
 /* Where clients look for the device unless $KQUEUE_DEVICE names another. */
 #define KQ_DEFAULT_DEVICE "/dev/kqueue"
@@ -220,5 +224,105 @@ KQ_STATIC_ASSERT(offsetof(struct kq_version, abi_version) == 0, "abi");
 KQ_STATIC_ASSERT(offsetof(struct kq_version, daemon_version) == 8, "dv");
 
 #define KQ_IOC_VERSION _IOR('k', 0x41, struct kq_version) /* 0x80406B41 */
+
+/* ---- Control interface: what the daemon holds (ABI 2) -------------------- */
+
+/*
+ * KQ_IOC_STAT reports the daemon's state for kqstat(1) and monitoring: its
+ * own descriptors and memory, per-user usage against the limits, and every
+ * kqueue with its opener, knotes by filter, pending events and parked
+ * calls. It may be issued on any open kqueue descriptor; that kqueue itself
+ * is left out of the report. Visibility: a caller with effective uid 0 sees
+ * everything; any other caller sees only the kqueues and the usage of its
+ * own effective uid (the daemon-wide totals are shown to everyone).
+ *
+ * The report is written to `buf` in the caller's memory: one kq_stat_header,
+ * then `nqueues` kq_stat_queue records, then `nusers` kq_stat_user records,
+ * each record `*_size` bytes long (a newer daemon may append fields: step by
+ * the sizes in the header, never by sizeof). The ioctl returns the number of
+ * bytes written, and `needed` is set to the size of the whole report; if
+ * `buf_size` is smaller than that, nothing is written and the ioctl returns
+ * 0: retry with a larger buffer. Errors: EINVAL nonzero `flags` or a
+ * negative `pid`, EFAULT unwritable buffer.
+ */
+#define KQ_STAT_VERSION 1u
+#define KQ_STAT_FILTER_SLOTS 16 /* knotes of filters 0..14; slot 15: all others */
+#define KQ_STAT_RESOURCES 8     /* per-user resource slots (KQ_RES_*) */
+
+/* Per-user resources, the index into kq_stat_user.used / .limit. */
+#define KQ_RES_KQUEUES 0 /* open kqueues */
+#define KQ_RES_KNOTES 1  /* registered knotes */
+#define KQ_RES_TIMERS 2  /* EVFILT_TIMER knotes */
+#define KQ_RES_COUNT 3   /* slots from here to KQ_STAT_RESOURCES are zero */
+
+struct kq_stat_args {
+  uint64_t buf;      /* @0  in: address of the report buffer */
+  uint64_t buf_size; /* @8  in: its size in bytes */
+  uint64_t needed;   /* @16 out: size of the whole report */
+  int32_t pid;       /* @24 in: 0 all; > 0 only kqueues opened by that process */
+  uint32_t flags;    /* @28 in: zero */
+};                   /* 32 bytes */
+
+KQ_STATIC_ASSERT(sizeof(struct kq_stat_args) == 32, "kq_stat_args size");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_args, buf) == 0, "buf");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_args, buf_size) == 8, "buf_size");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_args, needed) == 16, "needed");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_args, pid) == 24, "pid");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_args, flags) == 28, "flags");
+
+struct kq_stat_header {
+  uint32_t stat_version; /* @0  KQ_STAT_VERSION */
+  uint32_t header_size;  /* @4  sizeof(struct kq_stat_header) */
+  uint32_t queue_size;   /* @8  size of one kq_stat_queue record */
+  uint32_t user_size;    /* @12 size of one kq_stat_user record */
+  uint32_t nqueues;      /* @16 kq_stat_queue records that follow */
+  uint32_t nusers;       /* @20 kq_stat_user records after them */
+  int32_t daemon_pid;    /* @24 */
+  uint32_t daemon_fds;   /* @28 descriptors the daemon has open */
+  uint64_t daemon_rss;   /* @32 resident memory, bytes */
+  uint64_t daemon_vsize; /* @40 virtual memory, bytes */
+  uint64_t uptime_sec;   /* @48 since the daemon started serving */
+  /* Daemon-wide totals, whoever asks. */
+  uint64_t total_kqueues; /* @56 */
+  uint64_t total_knotes;  /* @64 */
+  uint64_t total_pending; /* @72 knotes on active queues */
+  uint64_t total_waiters; /* @80 parked kevent calls */
+  uint64_t log_suppressed; /* @88 log lines dropped by the per-client rate limit */
+};                        /* 96 bytes */
+
+KQ_STATIC_ASSERT(sizeof(struct kq_stat_header) == 96, "kq_stat_header size");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_header, daemon_pid) == 24, "daemon_pid");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_header, daemon_rss) == 32, "daemon_rss");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_header, total_kqueues) == 56, "total_kqueues");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_header, log_suppressed) == 88, "log_suppressed");
+
+struct kq_stat_queue {
+  uint64_t id;      /* @0  the daemon's number for this kqueue (per open) */
+  int32_t pid;      /* @8  process that opened it (0: not visible) */
+  uint32_t uid;     /* @12 effective uid that opened it (charged for it) */
+  uint32_t knotes;  /* @16 registered knotes */
+  uint32_t pending; /* @20 knotes on the active queue */
+  uint32_t waiters; /* @24 kevent calls parked on it */
+  uint32_t reserved; /* @28 zero */
+  uint32_t by_filter[KQ_STAT_FILTER_SLOTS]; /* @32 knotes per filter number */
+};                  /* 96 bytes */
+
+KQ_STATIC_ASSERT(sizeof(struct kq_stat_queue) == 96, "kq_stat_queue size");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_queue, pid) == 8, "q.pid");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_queue, waiters) == 24, "q.waiters");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_queue, by_filter) == 32, "q.by_filter");
+
+struct kq_stat_user {
+  uint32_t uid;      /* @0 */
+  uint32_t reserved; /* @4 zero */
+  uint64_t used[KQ_STAT_RESOURCES];  /* @8  in use, by KQ_RES_* */
+  uint64_t limit[KQ_STAT_RESOURCES]; /* @72 the ceiling, by KQ_RES_* */
+};                   /* 136 bytes */
+
+KQ_STATIC_ASSERT(sizeof(struct kq_stat_user) == 136, "kq_stat_user size");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_user, used) == 8, "u.used");
+KQ_STATIC_ASSERT(offsetof(struct kq_stat_user, limit) == 72, "u.limit");
+
+#define KQ_IOC_STAT _IOWR('k', 0x42, struct kq_stat_args) /* 0xC0206B42 */
 
 #endif /* KQUEUED_PROTO_KQUEUE_ABI_H_ */

@@ -25,6 +25,10 @@ packages=(
   libfuse3-dev fuse3 googletest libgtest-dev libgmock-dev libbenchmark-dev
   # Python client tests
   python3 python3-pytest
+  # the Go example (examples/go) and its test
+  golang-go
+  # the Debian package's test: systemd-analyze verify, man page rendering
+  systemd man-db groff-base
   # tools tests and scripts call: ip (the plug-in test's veth pair), pgrep,
   # readelf/nm (static-binary and install checks)
   iproute2 procps binutils

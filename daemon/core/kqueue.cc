@@ -12,6 +12,8 @@ namespace {
 
 // Changes are fetched from the caller this many at a time.
 constexpr size_t kChangeChunk = 64;
+// EV_ERROR/EV_RECEIPT answers are copied out at most this many at a time.
+constexpr size_t kAnswerChunk = 1024;
 // A parked call collects at most this many events per answer chunk when it
 // is answered from an event source (the rest stays queued for the next call).
 constexpr size_t kMaxCollect = 1u << 20;
@@ -76,14 +78,33 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
 bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
   const std::shared_ptr<ProcessContext> caller = call.caller();
   const size_t nchanges = call.nchanges();
-  size_t nanswers = 0;  // EV_ERROR entries written so far
+  // EV_ERROR/EV_RECEIPT answers, written to the eventlist in one copy when
+  // the changes are done (as if written one by one: nothing reads them
+  // before the call returns), or every kAnswerChunk answers so the buffer
+  // stays small whatever the counts.
+  std::vector<kq_kevent> answers;
+  size_t nanswers = 0;  // answers written or buffered
+  size_t written = 0;   // answers written
+  // Writes the buffered answers; false (the call answered) if that failed.
+  auto flush = [&] {
+    if (answers.empty()) return true;
+    if (int perr = call.PutEvents(written, answers.data(), answers.size())) {
+      call.Complete(0, perr);
+      return false;
+    }
+    written += answers.size();
+    answers.clear();
+    return true;
+  };
+  // Answers the call after writing what is buffered; false for the caller.
+  auto finish = [&](int result, int error) {
+    if (flush()) call.Complete(result, error);
+    return false;
+  };
   kq_kevent chunk[kChangeChunk];
   for (size_t first = 0; first < nchanges; first += kChangeChunk) {
     const size_t n = std::min(kChangeChunk, nchanges - first);
-    if (int err = call.FetchChanges(first, chunk, n)) {
-      call.Complete(0, err);
-      return false;
-    }
+    if (int err = call.FetchChanges(first, chunk, n)) return finish(0, err);
     for (size_t i = 0; i < n; i++) {
       kq_kevent& kev = chunk[i];
       kev.flags &= ~EV_SYSFLAGS;
@@ -93,28 +114,20 @@ bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
         err = closed_ ? EBADF : RegisterLocked(kev, caller, &deferred);
       }
       if (err == 0 && !(kev.flags & EV_RECEIPT)) continue;
-      if (*room == 0) {
-        // No room to report it: the call fails with the error (or, for a
-        // receipt, stops and returns what it wrote), and the remaining
-        // changes are not applied.
-        call.Complete(static_cast<int>(nanswers), err);
-        return false;
-      }
+      // No room to report it: the call fails with the error (or, for a
+      // receipt, stops and returns what it wrote), and the remaining changes
+      // are not applied.
+      if (*room == 0) return finish(static_cast<int>(nanswers), err);
       kq_kevent answer = kev;
       answer.flags = EV_ERROR;
       answer.data = err;
-      if (int perr = call.PutEvents(nanswers, &answer, 1)) {
-        call.Complete(0, perr);
-        return false;
-      }
+      answers.push_back(answer);
       --*room;
       nanswers++;
+      if (answers.size() == kAnswerChunk && !flush()) return false;
     }
   }
-  if (nanswers > 0 || *room == 0) {
-    call.Complete(static_cast<int>(nanswers), 0);
-    return false;
-  }
+  if (nanswers > 0 || *room == 0) return finish(static_cast<int>(nanswers), 0);
   return true;
 }
 
@@ -425,6 +438,16 @@ int Kqueue::AttachChild(const kq_kevent& kev,
 }
 
 size_t Kqueue::Pending() const { return pending_; }
+
+Kqueue::Stats Kqueue::Snapshot() const {
+  Stats s;
+  std::lock_guard<std::mutex> l(mu_);
+  s.knotes = knotes_.size();
+  s.pending = queue_.size();
+  s.waiters = waiters_.size();
+  for (const auto& [key, kn] : knotes_) s.knotes_by_filter[key.second]++;
+  return s;
+}
 
 uint64_t Kqueue::AddReadinessObserver(std::function<void()> fn) {
   std::lock_guard<std::mutex> l(observers_mu_);

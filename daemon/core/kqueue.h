@@ -102,6 +102,16 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   Runtime* runtime() const { return runtime_; }
   uid_t uid() const { return uid_; }
 
+  // What the queue holds, for kqstat (KQ_IOC_STAT): counted under the lock
+  // at one instant. Never call it with another kqueue's lock held.
+  struct Stats {
+    size_t knotes = 0;
+    size_t pending = 0;  // knotes on the active queue
+    size_t waiters = 0;  // parked kevent calls
+    std::map<uint32_t, size_t> knotes_by_filter;
+  };
+  Stats Snapshot() const;
+
  private:
   struct Waiter {
     uint64_t id;

@@ -1,5 +1,5 @@
 // Runtime: what all kqueues of one daemon (or one unit test) share — the
-// event loop, the filter registry and the per-user limits. Passed
+// event loop, the filter registry, the per-user limits and the log. Passed
 // explicitly: there is no global mutable state.
 #ifndef KQUEUED_DAEMON_CORE_RUNTIME_H_
 #define KQUEUED_DAEMON_CORE_RUNTIME_H_
@@ -10,6 +10,7 @@
 #include "daemon/core/filter_registry.h"
 #include "daemon/core/reactor.h"
 #include "daemon/core/user_limits.h"
+#include "daemon/util/logger.h"
 
 namespace kqd {
 
@@ -21,6 +22,8 @@ class Runtime {
   Reactor& reactor() { return reactor_; }
   FilterRegistry& filters() { return filters_; }
   UserLimits& limits() { return *limits_; }
+  // The daemon's log (stderr at level notice until main configures it).
+  Logger& log() { return log_; }
 
   // Serialises changes to the graph of kqueues watching kqueues, so that two
   // concurrent EV_ADDs cannot close a cycle between them.
@@ -31,6 +34,7 @@ class Runtime {
   FilterRegistry filters_;
   std::shared_ptr<UserLimits> limits_;
   std::mutex nesting_mu_;
+  Logger log_;
 };
 
 }  // namespace kqd

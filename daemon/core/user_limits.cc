@@ -28,6 +28,17 @@ uint64_t UserLimits::InUse(uid_t uid, Resource r) const {
   return it == used_.end() ? 0 : it->second[static_cast<int>(r)];
 }
 
+std::map<uid_t, UserLimits::Usage> UserLimits::AllInUse() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::map<uid_t, Usage> out;
+  for (const auto& [uid, used] : used_) {
+    bool any = false;
+    for (uint64_t n : used) any = any || n != 0;
+    if (any) out.emplace(uid, used);
+  }
+  return out;
+}
+
 void UserLimits::Give(uid_t uid, Resource r) {
   std::lock_guard<std::mutex> l(mu_);
   used_[uid][static_cast<int>(r)]--;

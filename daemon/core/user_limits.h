@@ -48,12 +48,16 @@ class UserLimits : public std::enable_shared_from_this<UserLimits> {
   // uid 0 is limited too: a runaway root client must not starve the others.
   std::unique_ptr<Charge> Take(uid_t uid, Resource r);
   uint64_t InUse(uid_t uid, Resource r) const;
+  // Every user holding anything, with its use of each resource (kqstat).
+  using Usage = std::array<uint64_t, static_cast<int>(Resource::kCount)>;
+  std::map<uid_t, Usage> AllInUse() const;
+  // The ceiling of `r` for every user.
+  uint64_t Ceiling(Resource r) const;
   const LimitConfig& config() const { return config_; }
 
  private:
   explicit UserLimits(LimitConfig config) : config_(config) {}
   void Give(uid_t uid, Resource r);
-  uint64_t Ceiling(Resource r) const;
 
   const LimitConfig config_;
   mutable std::mutex mu_;  // guards used_

@@ -1,11 +1,14 @@
 #include "daemon/service/kqueue_device.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <vector>
 
+#include "daemon/os/read_file.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/caller_memory.h"
 
@@ -16,9 +19,10 @@ namespace {
 // between the caller's memory and the core.
 class RemoteKeventCall : public KeventCall {
  public:
-  RemoteKeventCall(std::shared_ptr<ProcessContext> caller, pid_t tid,
-                   const kq_kevent_args& args, std::shared_ptr<IoctlReply> reply)
-      : caller_(std::move(caller)), tid_(tid), args_(args), reply_(std::move(reply)) {
+  RemoteKeventCall(std::shared_ptr<CallerContext> caller, const kq_kevent_args& args,
+                   std::shared_ptr<IoctlReply> reply)
+      : context_(std::move(caller)), caller_(context_), tid_(context_->tid()), args_(args),
+        reply_(std::move(reply)) {
     timeout_.tv_sec = static_cast<time_t>(args.timeout_sec);
     timeout_.tv_nsec = static_cast<long>(args.timeout_nsec);
   }
@@ -38,16 +42,22 @@ class RemoteKeventCall : public KeventCall {
                              n * sizeof(kq_kevent));
   }
   void Complete(int result, int error) override {
+    // From here on the thread id may name another thread.
+    context_->EndCall();
     if (error != 0) {
       reply_->ReplyError(error);
     } else {
-      kq_kevent_args out = args_;  // the ioctl is _IOWR: echo the arguments
-      reply_->ReplyOk(result, &out, sizeof out);
+      // Nothing is copied back into the argument block (the daemon never
+      // changes it): the kernel then never writes it, so an argument block
+      // in read-only memory cannot fail the call after its changes were
+      // applied and its events taken (docs/abi.md).
+      reply_->ReplyOk(result, nullptr, 0);
     }
   }
 
  private:
-  std::shared_ptr<ProcessContext> caller_;
+  std::shared_ptr<CallerContext> context_;
+  std::shared_ptr<ProcessContext> caller_;  // context_, as the core sees it
   pid_t tid_;
   kq_kevent_args args_;
   timespec timeout_{};
@@ -62,10 +72,39 @@ bool SpanFits(uint64_t addr, uint64_t count) {
   return addr + count * sizeof(kq_kevent) >= addr;
 }
 
+// The daemon's own open descriptors (entries of /proc/self/fd, less the
+// directory's own).
+uint32_t CountOwnFds() {
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) return 0;
+  uint32_t n = 0;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n > 0 ? n - 1 : 0;
+}
+
+// Virtual and resident size in bytes, from /proc/self/statm (in pages).
+void OwnMemory(uint64_t* vsize, uint64_t* rss) {
+  std::string statm;
+  unsigned long long pages = 0, resident = 0;
+  if (ReadWholeFile("/proc/self/statm", &statm) == 0 &&
+      sscanf(statm.c_str(), "%llu %llu", &pages, &resident) == 2) {
+    uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    *vsize = pages * page;
+    *rss = resident * page;
+  }
+}
+
+template <typename T>
+void Append(std::string* out, const T& record) {
+  out->append(reinterpret_cast<const char*>(&record), sizeof record);
+}
+
 }  // namespace
 
 KqueueDevice::KqueueDevice(Runtime* runtime, std::string device_path)
-    : runtime_(runtime), processes_(std::move(device_path)) {}
+    : runtime_(runtime), processes_(&runtime->reactor(), std::move(device_path)) {}
 
 KqueueDevice::~KqueueDevice() {
   std::map<uint64_t, Entry> entries;
@@ -79,7 +118,13 @@ KqueueDevice::~KqueueDevice() {
 int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
   int err = 0;
   auto kq = Kqueue::Create(runtime_, caller.uid, &err);
-  if (!kq) return err;
+  if (!kq) {
+    runtime_->log().ClientLog(LogLevel::kWarning, caller.uid,
+                              "open refused for thread %d: %s (per-user kqueue limit %llu)",
+                              static_cast<int>(caller.tid), std::strerror(err),
+                              static_cast<unsigned long long>(runtime_->limits().config().kqueues));
+    return err;
+  }
   Entry e;
   e.kq = kq;
   e.notifier = std::make_shared<std::unique_ptr<PollNotifier>>();
@@ -93,6 +138,10 @@ int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
     }
     if (waiting) waiting->Notify();
   });
+  // Who opened it, for kqstat; the cache entry is what its first kevent
+  // call would make anyway.
+  int ignored = 0;
+  if (auto process = processes_.Get(caller.tid, &ignored)) e.opener = process->pid();
   std::lock_guard<std::mutex> l(mu_);
   *handle = next_handle_++;
   entries_.emplace(*handle, std::move(e));
@@ -160,7 +209,12 @@ void KqueueDevice::Ioctl(uint64_t handle, const Caller& caller, uint32_t cmd,
       return FilterByName(caller, in, in_size, reply.get());
     case KFILTER_BYFILTER:
       return FilterByNumber(caller, in, in_size, reply.get());
+    case KQ_IOC_STAT:
+      return Stat(handle, caller, in, in_size, reply.get());
     default:
+      runtime_->log().ClientLog(LogLevel::kDebug, caller.uid,
+                                "thread %d: unknown ioctl 0x%08x (ENOTTY)",
+                                static_cast<int>(caller.tid), cmd);
       return reply->ReplyError(ENOTTY);
   }
 }
@@ -173,21 +227,25 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   std::memcpy(&args, in, sizeof args);
   if ((args.flags & ~(KQ_KEVENT_TIMEOUT | KQ_KEVENT_KQFD)) != 0 ||
       (!(args.flags & KQ_KEVENT_KQFD) && args.kq_fd != 0) ||
-      ((args.flags & KQ_KEVENT_KQFD) && args.kq_fd < 0))
+      ((args.flags & KQ_KEVENT_KQFD) && args.kq_fd < 0)) {
+    runtime_->log().ClientLog(LogLevel::kInfo, caller.uid,
+                              "thread %d: kevent with invalid flags 0x%x / kq_fd %d (EINVAL)",
+                              static_cast<int>(caller.tid), args.flags, args.kq_fd);
     return reply->ReplyError(EINVAL);
+  }
   if (!SpanFits(args.changelist, args.nchanges) || !SpanFits(args.eventlist, args.nevents))
     return reply->ReplyError(EFAULT);
   // The count is returned as the ioctl's int result.
   if (args.nevents > INT32_MAX) args.nevents = INT32_MAX;
   int err = 0;
-  std::shared_ptr<RemoteProcess> process = processes_.Get(caller.tid, &err);
-  if (!process) return reply->ReplyError(err);
+  std::shared_ptr<CallerContext> context = processes_.Get(caller.tid, &err);
+  if (!context) return reply->ReplyError(err);
   // Which of the caller's descriptors is this kqueue: what lets another of
   // its kqueues watch this one (EVFILT_READ on a kqueue fd).
-  if (args.flags & KQ_KEVENT_KQFD) process->RememberKqueueFd(args.kq_fd, kq);
+  if (args.flags & KQ_KEVENT_KQFD) context->process()->RememberKqueueFd(args.kq_fd, kq);
   std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
   uint64_t wait_id = kq->Kevent(
-      std::make_unique<RemoteKeventCall>(process, caller.tid, args, shared_reply));
+      std::make_unique<RemoteKeventCall>(std::move(context), args, shared_reply));
   if (wait_id != 0) {
     // A signal to the caller answers the parked call with EINTR. If the call
     // was answered meanwhile, Interrupt finds nothing and the transport
@@ -228,6 +286,95 @@ void KqueueDevice::FilterByNumber(const Caller& caller, const void* in, size_t i
                                   name.c_str(), name.size() + 1))
     return reply->ReplyError(err);
   reply->ReplyOk(0, &m, sizeof m);
+}
+
+std::string KqueueDevice::StatReport(const Caller& caller, uint64_t self, pid_t pid) const {
+  struct Row {
+    uint64_t id;
+    pid_t opener;
+    std::shared_ptr<Kqueue> kq;
+  };
+  std::vector<Row> rows;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    rows.reserve(entries_.size());
+    for (const auto& [h, e] : entries_) rows.push_back({h, e.opener, e.kq});
+  }
+  // Each kqueue is counted under its own lock, with the device's released.
+  const bool all = caller.uid == 0;
+  kq_stat_header head{};
+  head.stat_version = KQ_STAT_VERSION;
+  head.header_size = sizeof(kq_stat_header);
+  head.queue_size = sizeof(kq_stat_queue);
+  head.user_size = sizeof(kq_stat_user);
+  head.daemon_pid = getpid();
+  head.daemon_fds = CountOwnFds();
+  OwnMemory(&head.daemon_vsize, &head.daemon_rss);
+  head.uptime_sec = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                              std::chrono::steady_clock::now() - started_)
+                                              .count());
+  head.log_suppressed = runtime_->log().suppressed();
+  std::string queues;
+  for (const Row& r : rows) {
+    Kqueue::Stats s = r.kq->Snapshot();
+    head.total_kqueues++;
+    head.total_knotes += s.knotes;
+    head.total_pending += s.pending;
+    head.total_waiters += s.waiters;
+    if (r.id == self) continue;
+    if (!all && r.kq->uid() != caller.uid) continue;
+    if (pid > 0 && r.opener != pid) continue;
+    kq_stat_queue q{};
+    q.id = r.id;
+    q.pid = r.opener;
+    q.uid = r.kq->uid();
+    q.knotes = static_cast<uint32_t>(s.knotes);
+    q.pending = static_cast<uint32_t>(s.pending);
+    q.waiters = static_cast<uint32_t>(s.waiters);
+    for (const auto& [filter, n] : s.knotes_by_filter)
+      q.by_filter[filter < KQ_STAT_FILTER_SLOTS - 1 ? filter : KQ_STAT_FILTER_SLOTS - 1] +=
+          static_cast<uint32_t>(n);
+    Append(&queues, q);
+    head.nqueues++;
+  }
+  // Usage against the limits, by user. KQ_RES_* follow Resource's order.
+  static_assert(static_cast<int>(Resource::kKqueues) == KQ_RES_KQUEUES, "res order");
+  static_assert(static_cast<int>(Resource::kKnotes) == KQ_RES_KNOTES, "res order");
+  static_assert(static_cast<int>(Resource::kTimers) == KQ_RES_TIMERS, "res order");
+  static_assert(static_cast<int>(Resource::kCount) <= KQ_STAT_RESOURCES, "res slots");
+  UserLimits& limits = runtime_->limits();
+  std::string users;
+  for (const auto& [uid, used] : limits.AllInUse()) {
+    if (!all && uid != caller.uid) continue;
+    kq_stat_user u{};
+    u.uid = uid;
+    for (int i = 0; i < static_cast<int>(Resource::kCount); i++) {
+      u.used[i] = used[i];
+      u.limit[i] = limits.Ceiling(static_cast<Resource>(i));
+    }
+    Append(&users, u);
+    head.nusers++;
+  }
+  std::string out;
+  Append(&out, head);
+  return out + queues + users;
+}
+
+void KqueueDevice::Stat(uint64_t handle, const Caller& caller, const void* in, size_t in_size,
+                        IoctlReply* reply) {
+  kq_stat_args args;
+  if (in_size != sizeof args) return reply->ReplyError(EINVAL);
+  std::memcpy(&args, in, sizeof args);
+  if (args.flags != 0 || args.pid < 0) return reply->ReplyError(EINVAL);
+  std::string report = StatReport(caller, handle, args.pid);
+  args.needed = report.size();
+  int written = 0;
+  if (args.buf_size >= report.size()) {
+    if (int err = WriteCallerMemory(caller.tid, args.buf, report.data(), report.size()))
+      return reply->ReplyError(err);
+    written = static_cast<int>(report.size());
+  }
+  reply->ReplyOk(written, &args, sizeof args);
 }
 
 }  // namespace kqd

@@ -5,6 +5,7 @@
 #ifndef KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_
 #define KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -12,7 +13,7 @@
 
 #include "daemon/core/kqueue.h"
 #include "daemon/core/runtime.h"
-#include "daemon/service/remote_process.h"
+#include "daemon/service/process_cache.h"
 #include "daemon/transport/device_handler.h"
 
 namespace kqd {
@@ -32,6 +33,12 @@ class KqueueDevice : public DeviceHandler {
 
   size_t open_kqueues() const;
 
+  // KQ_IOC_STAT's report for `caller`, leaving out the kqueue `self` (the
+  // one asked through): the bytes of a kq_stat_header and its records, as
+  // proto/kqueue_abi.h lays them out. Uid 0 sees every kqueue and user;
+  // others only their own. pid > 0 keeps only that process's kqueues.
+  std::string StatReport(const Caller& caller, uint64_t self, pid_t pid) const;
+
  private:
   struct Entry {
     std::shared_ptr<Kqueue> kq;
@@ -39,6 +46,7 @@ class KqueueDevice : public DeviceHandler {
     // The last poll handle; a readiness change wakes it once.
     std::shared_ptr<std::unique_ptr<PollNotifier>> notifier;
     std::shared_ptr<std::mutex> notifier_mu;
+    pid_t opener = 0;  // process that opened it (for kqstat); 0 if unknown
   };
 
   std::shared_ptr<Kqueue> Find(uint64_t handle) const;
@@ -48,9 +56,12 @@ class KqueueDevice : public DeviceHandler {
                     IoctlReply* reply);
   void FilterByNumber(const Caller& caller, const void* in, size_t in_size,
                       IoctlReply* reply);
+  void Stat(uint64_t handle, const Caller& caller, const void* in, size_t in_size,
+            IoctlReply* reply);
 
   Runtime* const runtime_;
   ProcessCache processes_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   mutable std::mutex mu_;  // guards entries_ and next_handle_
   std::map<uint64_t, Entry> entries_;

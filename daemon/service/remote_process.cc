@@ -1,80 +1,57 @@
 #include "daemon/service/remote_process.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <linux/kcmp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <cstring>
-
 #include "daemon/os/pidfd.h"
-#include "daemon/os/proc_files.h"
 
 namespace kqd {
-namespace {
 
-constexpr int kCapKill = 5;
-
-}  // namespace
-
-std::shared_ptr<RemoteProcess> RemoteProcess::ForThread(
-    pid_t tid, const std::string& device_path, int* error) {
-  if (tid <= 0) {
-    *error = ESRCH;  // the caller is not visible in our pid namespace
-    return nullptr;
-  }
-  ProcStatus status;
-  if (!ReadProcStatus(tid, &status)) {
+std::shared_ptr<RemoteProcess> RemoteProcess::Open(pid_t tgid, const DeviceIdentity* device,
+                                                   int* error) {
+  if (tgid <= 0) {
     *error = ESRCH;
     return nullptr;
   }
-  std::shared_ptr<RemoteProcess> p(new RemoteProcess());
-  p->pidfd_ = OpenPidfd(status.tgid);
-  if (!p->pidfd_) {
+  ScopedFd pidfd = OpenPidfd(tgid);
+  if (!pidfd) {
     *error = ESRCH;
     return nullptr;
   }
-  p->pid_ = status.tgid;
-  p->ruid_ = status.ruid;
-  p->euid_ = status.euid;
-  p->cap_kill_ = (status.cap_eff >> kCapKill) & 1;
-  p->device_path_ = device_path;
-  return p;
+  return std::shared_ptr<RemoteProcess>(new RemoteProcess(tgid, std::move(pidfd), device));
 }
 
 bool RemoteProcess::exited() const { return PidfdExited(pidfd_.get()); }
 
-namespace {
-
-// The target of /proc/<pid>/fd/<fd> (resolved by procfs, not by FUSE), or
-// an errno.
-int FdLink(pid_t pid, int fd, std::string* target) {
-  char link[PATH_MAX];
-  std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
-  ssize_t n = readlink(path.c_str(), link, sizeof link - 1);
-  if (n < 0) return errno == ENOENT ? EBADF : errno;
-  target->assign(link, static_cast<size_t>(n));
-  return 0;
-}
-
-}  // namespace
-
-bool RemoteProcess::IsOurDevice(int fd) const {
-  std::string target;
-  return fd >= 0 && FdLink(pid_, fd, &target) == 0 && target == device_path_;
-}
+bool RemoteProcess::IsOurDevice(int fd) const { return device_->IsDeviceOf(pid_, fd); }
 
 void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq) {
-  std::lock_guard<std::mutex> l(mu_);
-  auto& slot = kqueue_fds_[fd];
-  if (slot.lock() == kq) return;
-  slot = kq;
-  // Forget kqueues that are gone, so the map stays small.
-  for (auto it = kqueue_fds_.begin(); it != kqueue_fds_.end();) {
-    if (it->second.expired()) it = kqueue_fds_.erase(it); else ++it;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = kqueue_fds_.find(fd);
+    if (it != kqueue_fds_.end() && it->second.lock() == kq) return;  // the usual case
   }
+  // A new claim: believe it only for a descriptor that is our device. (Which
+  // kqueue it is cannot be checked here, but a wrong claim only misleads the
+  // claimant's own nesting.)
+  if (!IsOurDevice(fd)) return;
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = kqueue_fds_.find(fd);
+  if (it == kqueue_fds_.end() && kqueue_fds_.size() >= kMaxKqueueFds) {
+    // Full: forget kqueues that are gone, then give up if that freed nothing.
+    for (auto e = kqueue_fds_.begin(); e != kqueue_fds_.end();) {
+      if (e->second.expired()) e = kqueue_fds_.erase(e); else ++e;
+    }
+    if (kqueue_fds_.size() >= kMaxKqueueFds) return;
+  }
+  kqueue_fds_[fd] = kq;
+}
+
+size_t RemoteProcess::remembered_kqueue_fds() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return kqueue_fds_.size();
 }
 
 std::shared_ptr<Kqueue> RemoteProcess::KqueueForFd(int fd) const {
@@ -87,9 +64,7 @@ std::shared_ptr<Kqueue> RemoteProcess::KqueueForFd(int fd) const {
   // Another descriptor of a known kqueue (dup, dup2): same open file.
   for (const auto& [known_fd, weak] : kqueue_fds_) {
     auto kq = weak.lock();
-    if (kq && IsOurDevice(known_fd) &&
-        syscall(SYS_kcmp, pid_, pid_, KCMP_FILE, fd, known_fd) == 0)
-      return kq;
+    if (kq && syscall(SYS_kcmp, pid_, pid_, KCMP_FILE, fd, known_fd) == 0) return kq;
   }
   return nullptr;
 }
@@ -99,56 +74,23 @@ ScopedFd RemoteProcess::DupFd(int fd, int* error) const {
     *error = EBADF;
     return ScopedFd();
   }
-  // Our own device must never be copied or polled from the daemon's loop:
-  // the operation would be a request to ourselves that we could not answer
-  // while blocked in it.
-  std::string target;
-  if (int err = FdLink(pid_, fd, &target)) {
-    *error = err;
+  ScopedFd copy(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd_.get(), fd, 0)));
+  if (!copy) {
+    *error = errno == ESRCH ? EBADF : errno;
     return ScopedFd();
   }
-  if (target == device_path_) {
+  // Our own device must never be polled or read from the daemon's loop: the
+  // operation would be a request to ourselves that we could not answer while
+  // blocked in it. Holding (and closing) the copy is harmless: the device is
+  // opened without flush, and a last close only queues a RELEASE. The check
+  // is on the copy itself, so the descriptor cannot change in between.
+  if (device_->IsDevice(copy.get())) {
     // A kqueue the process never named with KQ_KEVENT_KQFD (KqueueForFd
     // found nothing): we cannot tell which one it is.
     *error = EOPNOTSUPP;
     return ScopedFd();
   }
-  int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd_.get(), fd, 0));
-  if (copy < 0) {
-    *error = errno == ESRCH ? EBADF : errno;
-    return ScopedFd();
-  }
-  return ScopedFd(copy);
-}
-
-std::shared_ptr<RemoteProcess> ProcessCache::Get(pid_t tid, int* error) {
-  // Always map the thread to its process through /proc: a cached thread id
-  // could have been recycled by another process.
-  ProcStatus status;
-  if (tid <= 0 || !ReadProcStatus(tid, &status)) {
-    *error = ESRCH;
-    return nullptr;
-  }
-  const pid_t tgid = status.tgid;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = cache_.find(tgid);
-    if (it != cache_.end()) {
-      const auto& p = it->second;
-      // Same live process, same credentials: reuse (one pidfd per process).
-      if (!p->exited() && p->ruid() == status.ruid && p->euid() == status.euid) return p;
-    }
-  }
-  auto p = RemoteProcess::ForThread(tgid, device_path_, error);
-  if (!p) return nullptr;
-  std::lock_guard<std::mutex> l(mu_);
-  cache_[tgid] = p;
-  if (++lookups_ % kSweepInterval == 0) {
-    for (auto it = cache_.begin(); it != cache_.end();) {
-      if (it->second->exited()) it = cache_.erase(it); else ++it;
-    }
-  }
-  return p;
+  return copy;
 }
 
 }  // namespace kqd

@@ -1,7 +1,8 @@
-// RemoteProcess: a client process as the core's ProcessContext. Its fds are
-// reached with pidfd_getfd (transient copies), its identity comes from
-// /proc as seen when it first called, keyed by a pidfd so a recycled pid is
-// never mistaken for it.
+// RemoteProcess: a client process, known by a pidfd so a recycled pid is
+// never mistaken for it. Its fds are reached with pidfd_getfd (transient
+// copies); it remembers which of its descriptors name which kqueue.
+// Credentials are not the process's but each call's: see CallerContext
+// (caller_context.h) and ProcessCache (process_cache.h).
 #ifndef KQUEUED_DAEMON_SERVICE_REMOTE_PROCESS_H_
 #define KQUEUED_DAEMON_SERVICE_REMOTE_PROCESS_H_
 
@@ -10,65 +11,67 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <string>
 
-#include "daemon/core/process_context.h"
+#include "daemon/service/device_identity.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
 
-class RemoteProcess : public ProcessContext {
- public:
-  // The process of thread `tid`; null with *error (ESRCH) if it is gone.
-  static std::shared_ptr<RemoteProcess> ForThread(pid_t tid,
-                                                  const std::string& device_path,
-                                                  int* error);
+class Kqueue;
 
-  pid_t pid() const override { return pid_; }
-  uid_t ruid() const override { return ruid_; }
-  uid_t euid() const override { return euid_; }
-  bool can_kill_any() const override { return cap_kill_; }
-  ScopedFd DupFd(int fd, int* error) const override;
+class RemoteProcess {
+ public:
+  // At most this many descriptors are remembered per process as naming a
+  // kqueue (KQ_KEVENT_KQFD): a client cannot grow the map, nor the cost of
+  // a lookup in it, without bound.
+  static constexpr size_t kMaxKqueueFds = 256;
+
+  // The live process `tgid`, held by a new pidfd; null with *error (ESRCH)
+  // if it is gone. `device` must outlive the object.
+  static std::shared_ptr<RemoteProcess> Open(pid_t tgid, const DeviceIdentity* device,
+                                             int* error);
+  RemoteProcess(const RemoteProcess&) = delete;
+  RemoteProcess& operator=(const RemoteProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  int pidfd() const { return pidfd_.get(); }
+
+  // A transient copy of the process's descriptor `fd` (see
+  // ProcessContext::DupFd). Our own device is never handed out: EOPNOTSUPP,
+  // decided by the copied file's identity, not by any path.
+  ScopedFd DupFd(int fd, int* error) const;
+
   // Kqueues are known by the descriptors the process told us it used for
   // them (KQ_KEVENT_KQFD); another descriptor of the same open file is
-  // recognised with kcmp.
-  std::shared_ptr<Kqueue> KqueueForFd(int fd) const override;
+  // recognised with kcmp. Null if `fd` is not a kqueue we know.
+  std::shared_ptr<Kqueue> KqueueForFd(int fd) const;
+
+  // Records that the process's descriptor `fd` is `kq`. A new entry is only
+  // made for a descriptor that really is our device, and only while fewer
+  // than kMaxKqueueFds are remembered (dead kqueues are forgotten first);
+  // otherwise nothing is recorded and the call carries on (nesting this
+  // kqueue then fails as for any unnamed kqueue). Cheap when nothing
+  // changes: one map lookup.
   void RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq);
+  // How many descriptors are remembered (tests, stats).
+  size_t remembered_kqueue_fds() const;
 
   // Whether the process has exited (its pidfd is readable).
   bool exited() const;
 
  private:
-  RemoteProcess() = default;
-  // Whether the process's `fd` is (still) our device, by its /proc link.
+  RemoteProcess(pid_t pid, ScopedFd pidfd, const DeviceIdentity* device)
+      : pid_(pid), pidfd_(std::move(pidfd)), device_(device) {}
+  // Whether the process's `fd` is (still) our device, by the identity of
+  // the file it refers to.
   bool IsOurDevice(int fd) const;
 
-  pid_t pid_ = 0;
-  uid_t ruid_ = 0;
-  uid_t euid_ = 0;
-  bool cap_kill_ = false;
-  ScopedFd pidfd_;
-  std::string device_path_;  // our own device: its fds are never copied
+  const pid_t pid_;
+  const ScopedFd pidfd_;
+  const DeviceIdentity* const device_;
 
   mutable std::mutex mu_;  // guards kqueue_fds_
   std::map<int, std::weak_ptr<Kqueue>> kqueue_fds_;
-};
-
-// One RemoteProcess per client process (by tgid), kept until the process
-// exits: all its knotes share one pidfd, and what it told us about its
-// kqueue descriptors outlives any one call. Exited processes are dropped
-// when looked up and in a sweep every kSweepInterval lookups.
-class ProcessCache {
- public:
-  explicit ProcessCache(std::string device_path) : device_path_(std::move(device_path)) {}
-  std::shared_ptr<RemoteProcess> Get(pid_t tid, int* error);
-
- private:
-  static constexpr unsigned kSweepInterval = 256;
-  const std::string device_path_;
-  std::mutex mu_;  // guards cache_ and lookups_
-  std::map<pid_t, std::shared_ptr<RemoteProcess>> cache_;
-  unsigned lookups_ = 0;
 };
 
 }  // namespace kqd

@@ -66,6 +66,8 @@ TEST(AbiConstants, IoctlNumbers) {
   EXPECT_EQ(KFILTER_BYNAME, 0xC0186B01u);
   EXPECT_EQ(KQ_IOC_KEVENT, 0xC0386B40u);
   EXPECT_EQ(KQ_IOC_VERSION, 0x80406B41u);
+  EXPECT_EQ(KQ_IOC_STAT, 0xC0206B42u);
+  EXPECT_EQ(_IOC_SIZE(KQ_IOC_STAT), sizeof(kq_stat_args));
   EXPECT_EQ(_IOC_SIZE(KQ_IOC_KEVENT), sizeof(kq_kevent_args));
 }
 
@@ -78,7 +80,7 @@ TEST(AbiConstants, IoctlNumbersAvoidVfsInterceptedCommands) {
                                FIDEDUPERANGE, FS_IOC_GETFLAGS,   FS_IOC_SETFLAGS,
                                FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR};
   const unsigned long ours[] = {KFILTER_BYFILTER, KFILTER_BYNAME, KQ_IOC_KEVENT,
-                                KQ_IOC_VERSION};
+                                KQ_IOC_VERSION, KQ_IOC_STAT};
   for (unsigned long o : ours)
     for (unsigned long v : vfs) EXPECT_NE(o, v);
   for (unsigned long o : ours) EXPECT_EQ(_IOC_TYPE(o), 'k');

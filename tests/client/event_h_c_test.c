@@ -33,6 +33,18 @@ int main(void) {
   EXPECT(ev.ident == (uintptr_t)-1);
   EXPECT(ev.data == -5);
   EXPECT(ev.udata == &anchor);
+  /* The 4 padding bytes after fflags are zeroed, so an EV_SET event and
+   * the daemon's copy of it (padding zero) compare equal with memcmp. */
+  {
+    unsigned char zero[4] = {0, 0, 0, 0};
+    memset(&ev, 0xAA, sizeof ev);
+    EV_SET(&ev, 5, EVFILT_READ, EV_ADD, 0, 0, 0);
+    EXPECT(memcmp((unsigned char *)&ev + offsetof(struct kevent, fflags) + sizeof ev.fflags,
+                  zero, sizeof zero) == 0);
+  }
+  /* The arguments may read the event being set. */
+  EV_SET(&ev, ev.ident + 1, ev.filter, ev.flags | EV_CLEAR, 0, 0, 0);
+  EXPECT(ev.ident == 6 && ev.filter == EVFILT_READ && ev.flags == (EV_ADD | EV_CLEAR));
   /* kevp is evaluated once. */
   {
     struct kevent arr[2];

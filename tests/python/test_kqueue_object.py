@@ -97,7 +97,7 @@ def test_fromfd_takes_ownership_and_shares_the_queue(daemon, kq):
 
 def test_version_handshake(daemon, kq):
     abi, version = kqueued.daemon_version(kq)
-    assert abi == 1
+    assert abi == 2  # KQ_IOC_STAT came with ABI 2
     assert version.startswith("kqueued ")
     assert kqueued.daemon_version(kq.fileno()) == (abi, version)
 

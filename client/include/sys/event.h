@@ -23,8 +23,8 @@
  *    ENOSYS  No kqueue service: the device does not exist (ENOENT), is not
  *            served by a daemon any more (ENOTCONN, ENXIO, ENODEV), or is not
  *            a kqueue device at all (it rejects the version ioctl).
- *    EPROTO  The daemon speaks a different ABI version than this library was
- *            built for (KQ_ABI_VERSION). Upgrade one of the two.
+ *    EPROTO  The daemon speaks an older ABI version than this library was
+ *            built for (KQ_ABI_VERSION). Upgrade the daemon.
  *    EINVAL  kqueue1() flags other than O_CLOEXEC and O_NONBLOCK.
  *    EACCES, EPERM, EMFILE, ENFILE, ENOMEM: from open(2), unchanged.
  *  kevent():
@@ -38,6 +38,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -49,8 +50,12 @@
 #include <kqueued/kqueue_abi.h>
 
 /* NetBSD's struct kevent, field for field. The compiler puts 4 bytes of
- * padding after fflags, exactly where struct kq_kevent has `reserved`; the
- * daemon ignores those bytes on input, so EV_SET need not clear them. */
+ * padding after fflags, exactly where struct kq_kevent has `reserved`. The
+ * daemon ignores those bytes on input and writes zero there on output; EV_SET
+ * zeroes them too, so that an event set with EV_SET and the same event
+ * returned by kevent() compare equal with memcmp (programs written for the
+ * padless layouts of FreeBSD and macOS do compare so, e.g. libkqueue's
+ * tests). */
 struct kevent {
   uintptr_t ident; /* identifier for this event */
   uint32_t filter; /* filter for event */
@@ -82,10 +87,13 @@ KQ_STATIC_ASSERT(offsetof(struct kevent, udata) == offsetof(struct kq_kevent, ud
                  "kevent.udata");
 
 /* NetBSD's EV_SET: kevp is evaluated once, udata may be an integer or a
- * pointer (it goes through intptr_t, as NetBSD's does). */
+ * pointer (it goes through intptr_t, as NetBSD's does). The arguments are
+ * evaluated before *kevp is cleared, so EV_SET(&ev, ev.ident, ...) works;
+ * the clearing covers the padding bytes, which no field assignment does. */
 static __inline void kq_ev_set(struct kevent *kevp, uintptr_t ident, uint32_t filter,
                                uint32_t flags, uint32_t fflags, int64_t data,
                                void *udata) {
+  memset(kevp, 0, sizeof(*kevp));
   kevp->ident = ident;
   kevp->filter = filter;
   kevp->flags = flags;

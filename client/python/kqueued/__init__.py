@@ -358,9 +358,10 @@ def _open_kqueue_fd():
                 raise OSError(e.errno, "not a kqueue device (%s)"
                               % _os.strerror(e.errno), path) from None
             raise
-        if abi != _abi.KQ_ABI_VERSION:
+        # A later daemon serves every earlier ABI version unchanged.
+        if abi < _abi.KQ_ABI_VERSION:
             raise OSError(_errno.EPROTONOSUPPORT,
-                          "kqueue device speaks ABI %d, this module ABI %d"
+                          "kqueue device speaks ABI %d, this module needs ABI %d"
                           % (abi, _abi.KQ_ABI_VERSION), path)
         # Tell the daemon which descriptor this queue is, so another kqueue
         # can watch it (KQ_FILTER_READ on a kqueue): an empty kevent call.

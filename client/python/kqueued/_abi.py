@@ -11,7 +11,7 @@ import ctypes
 
 # ---- Version and device ----------------------------------------------------
 
-KQ_ABI_VERSION = 1
+KQ_ABI_VERSION = 2
 KQ_DEFAULT_DEVICE = "/dev/kqueue"
 KQ_DEVICE_ENV = "KQUEUE_DEVICE"
 

@@ -1,0 +1,167 @@
+#include "daemon/util/logger.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace kqd {
+namespace {
+
+std::string Format(const char* fmt, va_list ap) {
+  char buf[1024];
+  va_list copy;
+  va_copy(copy, ap);
+  int n = vsnprintf(buf, sizeof buf, fmt, copy);
+  va_end(copy);
+  if (n < 0) return std::string();
+  std::string s(buf, std::min<size_t>(static_cast<size_t>(n), sizeof buf - 1));
+  // One event, one line: a client-supplied string must not forge another.
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
+}  // namespace
+
+bool ParseLogLevel(const std::string& name, LogLevel* level) {
+  static const std::pair<const char*, LogLevel> kNames[] = {
+      {"error", LogLevel::kError}, {"warning", LogLevel::kWarning},
+      {"notice", LogLevel::kNotice}, {"info", LogLevel::kInfo},
+      {"debug", LogLevel::kDebug}};
+  for (const auto& [n, l] : kNames) {
+    if (name == n) {
+      *level = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* LogLevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kError: return "error";
+    case LogLevel::kWarning: return "warning";
+    case LogLevel::kNotice: return "notice";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kDebug: return "debug";
+  }
+  return "?";
+}
+
+Logger::~Logger() {
+  if (sink_ == Sink::kSyslog) closelog();
+}
+
+void Logger::set_level(LogLevel level) {
+  std::lock_guard<std::mutex> l(mu_);
+  level_ = level;
+}
+
+LogLevel Logger::level() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return level_;
+}
+
+void Logger::set_sink(Sink sink) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (sink_ == Sink::kSyslog && sink != Sink::kSyslog) closelog();
+  if (sink == Sink::kSyslog && sink_ != Sink::kSyslog) openlog("kqueued", LOG_PID, LOG_DAEMON);
+  sink_ = sink;
+  // journald sets $JOURNAL_STREAM when stderr is its stream: then "<N>"
+  // prefixes carry each line's priority.
+  journal_prefix_ = getenv("JOURNAL_STREAM") != nullptr;
+  journal_checked_ = true;
+}
+
+void Logger::set_rate_limit(RateLimit limit) {
+  std::lock_guard<std::mutex> l(mu_);
+  rate_ = limit;
+  buckets_.clear();
+}
+
+bool Logger::Enabled(LogLevel level) const {
+  std::lock_guard<std::mutex> l(mu_);
+  return static_cast<int>(level) <= static_cast<int>(level_);
+}
+
+uint64_t Logger::suppressed() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return suppressed_;
+}
+
+void Logger::Log(LogLevel level, const char* fmt, ...) {
+  if (!Enabled(level)) return;
+  va_list ap;
+  va_start(ap, fmt);
+  std::string line = Format(fmt, ap);
+  va_end(ap);
+  std::lock_guard<std::mutex> l(mu_);
+  Write(level, line);
+}
+
+void Logger::ClientLog(LogLevel level, uid_t uid, const char* fmt, ...) {
+  if (!Enabled(level)) return;
+  auto now = std::chrono::steady_clock::now();
+  uint64_t dropped = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto [it, fresh] = buckets_.try_emplace(uid);
+    Bucket& b = it->second;
+    if (fresh) {
+      b.tokens = rate_.burst;
+    } else {
+      double elapsed = std::chrono::duration<double>(now - b.refilled).count();
+      b.tokens = std::min(rate_.burst, b.tokens + elapsed * rate_.per_second);
+    }
+    b.refilled = now;
+    if (b.tokens < 1) {
+      b.dropped++;
+      suppressed_++;
+      return;
+    }
+    b.tokens -= 1;
+    dropped = b.dropped;
+    b.dropped = 0;
+    // Forget full buckets now and then so the map stays small.
+    if (buckets_.size() > 4096) {
+      for (auto i = buckets_.begin(); i != buckets_.end();)
+        i = (i->second.tokens >= rate_.burst - 1 && i->second.dropped == 0) ? buckets_.erase(i)
+                                                                            : std::next(i);
+    }
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  std::string line = Format(fmt, ap);
+  va_end(ap);
+  line += " (uid " + std::to_string(uid) + ")";
+  if (dropped > 0)
+    line += " [" + std::to_string(dropped) + " earlier lines from this uid suppressed]";
+  std::lock_guard<std::mutex> l(mu_);
+  Write(level, line);
+}
+
+void Logger::Write(LogLevel level, const std::string& line) {
+  if (!journal_checked_) {
+    journal_prefix_ = getenv("JOURNAL_STREAM") != nullptr;
+    journal_checked_ = true;
+  }
+  if (sink_ == Sink::kSyslog) {
+    syslog(static_cast<int>(level), "%s", line.c_str());
+    return;
+  }
+  std::string out;
+  if (journal_prefix_) {
+    out = "<" + std::to_string(static_cast<int>(level)) + ">" + line + "\n";
+  } else {
+    out = std::string("kqueued: ") + LogLevelName(level) + ": " + line + "\n";
+  }
+  // One write per line, so lines from several threads never interleave.
+  ssize_t n = write(STDERR_FILENO, out.data(), out.size());
+  (void)n;
+}
+
+}  // namespace kqd

@@ -1,0 +1,86 @@
+// Logger: the daemon's log — one line per notable event, each with a level.
+//
+// Sinks: stderr (the default; under systemd journald reads it, and with
+// $JOURNAL_STREAM set each line starts with a "<N>" priority prefix that
+// journald turns into the entry's priority), or syslog(3) once the daemon
+// has detached from its terminal. Lines below the configured level are
+// dropped before they are formatted.
+//
+// Client-caused lines (a bad argument, a limit reached) go through
+// ClientLog, which is rate-limited per client uid: a misbehaving client can
+// fill its own small budget and no more; what it loses is counted and the
+// count appears on its next line that gets through.
+#ifndef KQUEUED_DAEMON_UTIL_LOGGER_H_
+#define KQUEUED_DAEMON_UTIL_LOGGER_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace kqd {
+
+// syslog's priorities, most severe first (the numbers are syslog's).
+enum class LogLevel { kError = 3, kWarning = 4, kNotice = 5, kInfo = 6, kDebug = 7 };
+
+// "error", "warning", "notice", "info", "debug" -> level; false if unknown.
+bool ParseLogLevel(const std::string& name, LogLevel* level);
+const char* LogLevelName(LogLevel level);
+
+class Logger {
+ public:
+  enum class Sink { kStderr, kSyslog };
+
+  // Per-client budget: a burst of `burst` lines, refilled at `per_second`.
+  struct RateLimit {
+    double burst = 10;
+    double per_second = 1;
+  };
+
+  Logger() = default;
+  Logger(const Logger&) = delete;
+  Logger& operator=(const Logger&) = delete;
+  ~Logger();
+
+  // Lines below `level` are dropped. Thread-safe.
+  void set_level(LogLevel level);
+  LogLevel level() const;
+  // Sends further lines to `sink` (openlog/closelog as needed). Thread-safe.
+  void set_sink(Sink sink);
+  void set_rate_limit(RateLimit limit);
+  // Whether a line at `level` would be written (to skip costly formatting).
+  bool Enabled(LogLevel level) const;
+
+  // One line (printf format, no trailing newline needed).
+  void Log(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+  // One line caused by a client with user id `uid`, rate-limited per uid.
+  void ClientLog(LogLevel level, uid_t uid, const char* fmt, ...)
+      __attribute__((format(printf, 4, 5)));
+
+  // Lines dropped by the rate limit so far (all clients), for tests and stats.
+  uint64_t suppressed() const;
+
+ private:
+  struct Bucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point refilled;
+    uint64_t dropped = 0;  // since the last line that got through
+  };
+  void Write(LogLevel level, const std::string& line);
+
+  mutable std::mutex mu_;  // guards everything below
+  LogLevel level_ = LogLevel::kNotice;
+  Sink sink_ = Sink::kStderr;
+  bool journal_prefix_ = false;  // set from $JOURNAL_STREAM by set_sink
+  bool journal_checked_ = false;
+  RateLimit rate_;
+  std::map<uid_t, Bucket> buckets_;
+  uint64_t suppressed_ = 0;
+};
+
+}  // namespace kqd
+
+#endif  // KQUEUED_DAEMON_UTIL_LOGGER_H_

@@ -1,0 +1,10 @@
+#!/bin/bash
+# Runs one stdlib-only Python test script (unittest) with Debian's python3,
+# from the runfiles tree under `bazel test` or from a checkout:
+#   tests/support/run_py.sh tests/tools/kqstat_test.py
+set -u
+if [[ -n "${TEST_SRCDIR:-}" ]]; then
+  cd "${TEST_SRCDIR}/${TEST_WORKSPACE:-kqueued}" || exit 1
+fi
+export PYTHONDONTWRITEBYTECODE=1
+exec /usr/bin/python3 "$@"
