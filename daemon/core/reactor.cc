@@ -45,7 +45,7 @@ Reactor::Reactor() : next_token_(kFirstToken) {
 Reactor::~Reactor() { Stop(); }
 
 void Reactor::Start() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   if (thread_.joinable() || !ok()) return;
   stopping_ = false;
   thread_ = std::thread([this] { Loop(); });
@@ -53,7 +53,7 @@ void Reactor::Start() {
 
 void Reactor::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     stopping_ = true;
   }
   Wake();
@@ -69,7 +69,7 @@ void Reactor::Wake() {
 }
 
 int64_t Reactor::AddFd(int fd, uint32_t events, FdCallback cb) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   int64_t token = next_token_++;
   epoll_event ev{};
   ev.events = events;
@@ -80,13 +80,13 @@ int64_t Reactor::AddFd(int fd, uint32_t events, FdCallback cb) {
 }
 
 void Reactor::RemoveFd(int fd, int64_t token) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   fd_callbacks_.erase(token);
   if (fd >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
 }
 
 uint64_t Reactor::AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   uint64_t id = next_timer_++;
   timers_.emplace(id, Timer{clock, deadline_ns, std::move(cb)});
   heap(clock).order.emplace(deadline_ns, id);
@@ -95,7 +95,7 @@ uint64_t Reactor::AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb) {
 }
 
 void Reactor::CancelTimer(uint64_t id) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = timers_.find(id);
   if (it == timers_.end()) return;
   Clock clock = it->second.clock;
@@ -107,7 +107,7 @@ void Reactor::CancelTimer(uint64_t id) {
 
 void Reactor::Post(Task task) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     posted_.push_back(std::move(task));
   }
   Wake();
@@ -141,11 +141,11 @@ void Reactor::RearmLocked(Clock clock) {
 void Reactor::FireTimers(Clock clock) {
   uint64_t expirations;
   // ECANCELED (realtime clock was set) is expected: just re-evaluate.
-  ssize_t n = read(heap(clock).timerfd.get(), &expirations, sizeof expirations);
+  ssize_t n = read(timerfd(clock), &expirations, sizeof expirations);
   (void)n;
   std::vector<TimerCallback> due;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     TimerHeap& h = heap(clock);
     int64_t now = Now(clock);
     while (!h.order.empty() && h.order.begin()->first <= now) {
@@ -180,7 +180,7 @@ void Reactor::Loop() {
         (void)r;
         std::vector<Task> tasks;
         {
-          std::lock_guard<std::mutex> l(mu_);
+          MutexLock l(mu_);
           if (stopping_) return;
           tasks.swap(posted_);
         }
@@ -192,7 +192,7 @@ void Reactor::Loop() {
       } else {
         FdCallback cb;
         {
-          std::lock_guard<std::mutex> l(mu_);
+          MutexLock l(mu_);
           auto it = fd_callbacks_.find(static_cast<int64_t>(key));
           if (it == fd_callbacks_.end()) continue;
           cb = it->second;  // a copy: the callback may remove itself

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -40,24 +41,24 @@ class Reactor {
   bool ok() const { return epoll_.valid(); }
 
   // Runs the loop on a new thread until Stop() or destruction.
-  void Start();
-  void Stop();
+  void Start() EXCLUDES(mu_);
+  void Stop() EXCLUDES(mu_);
 
   // Adds `fd` to the epoll set; `cb` runs on the loop thread with the ready
   // events. Returns a token > 0, or -errno. The fd is only used for the
   // epoll_ctl call: the caller decides what stays open.
-  int64_t AddFd(int fd, uint32_t events, FdCallback cb);
+  int64_t AddFd(int fd, uint32_t events, FdCallback cb) EXCLUDES(mu_);
   // Forgets the token's callback; if fd >= 0 also EPOLL_CTL_DEL it (an error
   // there, e.g. the file already gone, is ignored).
-  void RemoveFd(int fd, int64_t token);
+  void RemoveFd(int fd, int64_t token) EXCLUDES(mu_);
 
   // Runs `cb` once on the loop thread at `deadline_ns` on `clock`
   // (nanoseconds since the clock's epoch). Returns an id for CancelTimer.
-  uint64_t AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb);
-  void CancelTimer(uint64_t id);
+  uint64_t AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb) EXCLUDES(mu_);
+  void CancelTimer(uint64_t id) EXCLUDES(mu_);
 
   // Runs `task` on the loop thread soon.
-  void Post(Task task);
+  void Post(Task task) EXCLUDES(mu_);
 
   static int64_t Now(Clock clock);
 
@@ -74,24 +75,31 @@ class Reactor {
     TimerCallback cb;
   };
 
-  void Loop();
+  void Loop() EXCLUDES(mu_);
   void Wake();
-  void RearmLocked(Clock clock);
-  void FireTimers(Clock clock);
-  TimerHeap& heap(Clock c) { return heaps_[c == Clock::kMonotonic ? 0 : 1]; }
+  void RearmLocked(Clock clock) REQUIRES(mu_);
+  void FireTimers(Clock clock) EXCLUDES(mu_);
+  TimerHeap& heap(Clock c) REQUIRES(mu_) { return heaps_[c == Clock::kMonotonic ? 0 : 1]; }
+  // The heap's timerfd: set in the constructor and never changed after, so
+  // it may be read without mu_.
+  int timerfd(Clock c) const NO_THREAD_SAFETY_ANALYSIS {
+    return heaps_[c == Clock::kMonotonic ? 0 : 1].timerfd.get();
+  }
 
   ScopedFd epoll_;
   ScopedFd wake_;  // eventfd: Stop() and Post() wake the loop through it
   std::thread thread_;
 
-  std::mutex mu_;  // guards everything below
-  bool stopping_ = false;
-  int64_t next_token_ = 1;
-  std::unordered_map<int64_t, FdCallback> fd_callbacks_;
-  uint64_t next_timer_ = 1;
-  std::unordered_map<uint64_t, Timer> timers_;
-  TimerHeap heaps_[2];
-  std::vector<Task> posted_;
+  // The loop's own lock, the last in every order (callers may hold a
+  // kqueue's and a filter's); callbacks run without it.
+  Mutex mu_;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  int64_t next_token_ GUARDED_BY(mu_) = 1;
+  std::unordered_map<int64_t, FdCallback> fd_callbacks_ GUARDED_BY(mu_);
+  uint64_t next_timer_ GUARDED_BY(mu_) = 1;
+  std::unordered_map<uint64_t, Timer> timers_ GUARDED_BY(mu_);
+  TimerHeap heaps_[2] GUARDED_BY(mu_);
+  std::vector<Task> posted_ GUARDED_BY(mu_);
 };
 
 }  // namespace kqd

@@ -15,7 +15,7 @@ uint64_t UserLimits::Ceiling(Resource r) const {
 }
 
 std::unique_ptr<UserLimits::Charge> UserLimits::Take(uid_t uid, Resource r) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   uint64_t& n = used_[uid][static_cast<int>(r)];
   if (n >= Ceiling(r)) return nullptr;
   n++;
@@ -23,13 +23,13 @@ std::unique_ptr<UserLimits::Charge> UserLimits::Take(uid_t uid, Resource r) {
 }
 
 uint64_t UserLimits::InUse(uid_t uid, Resource r) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = used_.find(uid);
   return it == used_.end() ? 0 : it->second[static_cast<int>(r)];
 }
 
 std::map<uid_t, UserLimits::Usage> UserLimits::AllInUse() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   std::map<uid_t, Usage> out;
   for (const auto& [uid, used] : used_) {
     bool any = false;
@@ -40,7 +40,7 @@ std::map<uid_t, UserLimits::Usage> UserLimits::AllInUse() const {
 }
 
 void UserLimits::Give(uid_t uid, Resource r) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   used_[uid][static_cast<int>(r)]--;
 }
 

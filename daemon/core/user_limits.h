@@ -12,6 +12,8 @@
 #include <memory>
 #include <mutex>
 
+#include "daemon/util/mutex.h"
+
 namespace kqd {
 
 enum class Resource { kKqueues, kKnotes, kTimers, kCount };
@@ -46,22 +48,22 @@ class UserLimits : public std::enable_shared_from_this<UserLimits> {
 
   // One unit of `r` for `uid`, or null when the user is at the ceiling.
   // uid 0 is limited too: a runaway root client must not starve the others.
-  std::unique_ptr<Charge> Take(uid_t uid, Resource r);
-  uint64_t InUse(uid_t uid, Resource r) const;
+  std::unique_ptr<Charge> Take(uid_t uid, Resource r) EXCLUDES(mu_);
+  uint64_t InUse(uid_t uid, Resource r) const EXCLUDES(mu_);
   // Every user holding anything, with its use of each resource (kqstat).
   using Usage = std::array<uint64_t, static_cast<int>(Resource::kCount)>;
-  std::map<uid_t, Usage> AllInUse() const;
+  std::map<uid_t, Usage> AllInUse() const EXCLUDES(mu_);
   // The ceiling of `r` for every user.
   uint64_t Ceiling(Resource r) const;
   const LimitConfig& config() const { return config_; }
 
  private:
   explicit UserLimits(LimitConfig config) : config_(config) {}
-  void Give(uid_t uid, Resource r);
+  void Give(uid_t uid, Resource r) EXCLUDES(mu_);
 
   const LimitConfig config_;
-  mutable std::mutex mu_;  // guards used_
-  std::map<uid_t, std::array<uint64_t, static_cast<int>(Resource::kCount)>> used_;
+  mutable Mutex mu_;  // a leaf: taken under kqueue and filter locks, nothing under it
+  std::map<uid_t, std::array<uint64_t, static_cast<int>(Resource::kCount)>> used_ GUARDED_BY(mu_);
 };
 
 }  // namespace kqd

@@ -12,17 +12,19 @@
 #include <utility>
 #include <vector>
 
+#include "daemon/util/thread_annotations.h"
+
 namespace kqd {
 
 template <typename Mutex>
-class LockedScope {
+class SCOPED_CAPABILITY LockedScope {
  public:
   using Work = std::function<void()>;
 
   // Locks `mu` (blocking).
-  explicit LockedScope(Mutex& mu) : mu_(mu) { mu_.lock(); }
+  explicit LockedScope(Mutex& mu) ACQUIRE(mu) : mu_(mu) { mu_.lock(); }
   // Unlocks, then runs the queued work in order, on this thread.
-  ~LockedScope() {
+  ~LockedScope() RELEASE() {
     mu_.unlock();
     for (Work& w : work_) w();
   }

@@ -65,7 +65,7 @@ bool FdKeySlots::ReserveLocked(int slot) {
 }
 
 int FdKeySlots::WithFileAt(int slot, int file, const std::function<int(int)>& op) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   if (slot < 0 || slot >= count_) return -EINVAL;
   if (!ReserveLocked(slot)) return -EBUSY;
   const int number = base_ + slot;
@@ -115,7 +115,7 @@ int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
                      Item* out) {
   FdKeySlots& slots = FdKeySlots::Get();
   if (!slots.ok() || !ok()) return EMFILE;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   const uint64_t token = next_token_++;
   epoll_event ev{};
   ev.events = events | EPOLLET;
@@ -146,7 +146,7 @@ int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
 
 void FdWatcher::Unwatch(const Item& item, int file) {
   if (item.token == 0) return;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   if (file >= 0) {
     // ENOENT (the item vanished with its file, or `file` is another open
     // file of the inode) is fine.
@@ -175,7 +175,7 @@ void FdWatcher::UnwatchInode(const InodeWatch& watch) {
 }
 
 size_t FdWatcher::item_count() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return items_.size();
 }
 
@@ -185,7 +185,7 @@ void FdWatcher::OnEpoll() {
   if (n <= 0) return;
   std::vector<Callback> due;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     for (int i = 0; i < n; i++) {
       auto it = items_.find(events[i].data.u64);
       if (it != items_.end()) due.push_back(it->second);  // else: a zombie

@@ -83,6 +83,7 @@
 
 #include "daemon/core/reactor.h"
 #include "daemon/os/inotify_mux.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -100,18 +101,20 @@ class FdKeySlots {
   // Puts `file` at number base()+slot, runs op(number), and puts the
   // placeholder back. Returns op's result, or -EBUSY if an fd that is not
   // ours occupies the number (try another slot).
-  int WithFileAt(int slot, int file, const std::function<int(int)>& op);
+  int WithFileAt(int slot, int file, const std::function<int(int)>& op) EXCLUDES(mu_);
 
  private:
   FdKeySlots();
   // Reserves base_+slot with a placeholder if not yet done. Under mu_.
-  bool ReserveLocked(int slot);
+  bool ReserveLocked(int slot) REQUIRES(mu_);
 
   ScopedFd devnull_;
   int base_ = 0;
   int count_ = 0;
-  std::mutex mu_;                 // guards placeholders_ and dup3 onto slots
-  std::vector<ScopedFd> placeholders_;  // by slot; invalid: not reserved
+  // Guards placeholders_ and dup3 onto the slots; the last lock (taken
+  // under FdWatcher::mu_).
+  Mutex mu_;
+  std::vector<ScopedFd> placeholders_ GUARDED_BY(mu_);  // by slot; invalid: not reserved
 };
 
 class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
@@ -147,11 +150,11 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   // reporting `events` (EPOLLET is added); `cb` runs on the reactor thread
   // at each wake-up. Returns 0 or an errno: EPERM if the file cannot be
   // polled, ENOMEM if every slot is in use for this inode.
-  int Watch(int file, InodeKey inode, uint32_t events, Callback cb, Item* out);
+  int Watch(int file, InodeKey inode, uint32_t events, Callback cb, Item* out) EXCLUDES(mu_);
   // Deletes the item. `file` is a copy of the watched file (any open file
   // of the same inode is harmless), or -1 if none can be had: the item is
   // then left to vanish with its file.
-  void Unwatch(const Item& item, int file);
+  void Unwatch(const Item& item, int file) EXCLUDES(mu_);
 
   // IN_MODIFY on the inode of `file`; 0 or an errno.
   int WatchInode(int file, Callback cb, InodeWatch* out);
@@ -159,11 +162,11 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
 
   // Live epoll items we know of (zombies excluded), and the epoll instance
   // itself (tests read the kernel's view in /proc/self/fdinfo/<epoll_fd>).
-  size_t item_count() const;
+  size_t item_count() const EXCLUDES(mu_);
   int epoll_fd() const { return epoll_.get(); }
 
  private:
-  void OnEpoll();
+  void OnEpoll() EXCLUDES(mu_);
 
   Reactor* const reactor_;
   ScopedFd epoll_;
@@ -171,10 +174,12 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   int64_t reactor_token_ = 0;
   int64_t inotify_token_ = 0;
 
-  mutable std::mutex mu_;  // guards everything below
-  uint64_t next_token_ = 1;
-  std::unordered_map<uint64_t, Callback> items_;  // epoll token -> callback
-  std::map<InodeKey, std::set<int>> slots_in_use_;
+  // Guards everything below; taken under a kqueue's lock, before
+  // FdKeySlots' (see the lock order above).
+  mutable Mutex mu_;
+  uint64_t next_token_ GUARDED_BY(mu_) = 1;
+  std::unordered_map<uint64_t, Callback> items_ GUARDED_BY(mu_);  // epoll token -> callback
+  std::map<InodeKey, std::set<int>> slots_in_use_ GUARDED_BY(mu_);
 };
 
 }  // namespace kqd

@@ -45,6 +45,7 @@
 #include "daemon/core/filter_ops.h"
 #include "daemon/core/reactor.h"
 #include "daemon/core/runtime.h"
+#include "daemon/util/mutex.h"
 
 namespace kqd {
 
@@ -77,8 +78,8 @@ class MountTables : public std::enable_shared_from_this<MountTables> {
 
   // Watches the mount namespace of process `pid`. 0 or an errno (ESRCH if
   // the process is gone).
-  int Subscribe(pid_t pid, Callback cb, Subscription* out);
-  void Unsubscribe(Subscription* sub);
+  int Subscribe(pid_t pid, Callback cb, Subscription* out) EXCLUDES(mu_);
+  void Unsubscribe(Subscription* sub) EXCLUDES(mu_);
 
   // Which file system mount `mount_id` of the subscription's namespace
   // shows ("major:minor root" from mountinfo), or "" if the namespace has
@@ -87,12 +88,12 @@ class MountTables : public std::enable_shared_from_this<MountTables> {
   std::string MountIdentity(const Subscription& sub, uint64_t mount_id);
 
   // Namespaces with a file open (tests).
-  size_t namespace_count();
+  size_t namespace_count() EXCLUDES(mu_);
 
  private:
   Reactor* const reactor_;
-  std::mutex mu_;  // guards namespaces_
-  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<MountNamespace>> namespaces_;
+  Mutex mu_;  // taken under a kqueue's lock, before a MountNamespace's
+  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<MountNamespace>> namespaces_ GUARDED_BY(mu_);
 };
 
 class FsFilter : public FilterOps {

@@ -22,6 +22,7 @@
 #include "daemon/core/reactor.h"
 #include "daemon/core/runtime.h"
 #include "daemon/filters/proc/proc_events.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 #include "proto/kqueue_abi.h"
 
@@ -185,7 +186,7 @@ class ProcTracker : public std::enable_shared_from_this<ProcTracker> {
   void OnExit(const ProcEvent& ev);
   void OnPidfdReadable(const std::shared_ptr<Process>& p);
   // The process is gone: report it after the grace period (see Process).
-  void ArmGraceLocked(const std::shared_ptr<Process>& p);
+  void ArmGraceLocked(const std::shared_ptr<Process>& p) REQUIRES(mu_);
   void OnGraceExpired(const std::shared_ptr<Process>& p);
   // The status to report for an exited process (see Process).
   static int ExitStatusLocked(const Process& p);
@@ -205,25 +206,29 @@ class ProcTracker : public std::enable_shared_from_this<ProcTracker> {
   std::vector<pid_t> RunForkJobs(std::vector<ForkJob>* jobs);
 
   // The records of `pid` not yet reported exited.
-  std::vector<std::shared_ptr<Process>> LiveLocked(pid_t pid);
+  std::vector<std::shared_ptr<Process>> LiveLocked(pid_t pid) REQUIRES(mu_);
   // A record whose process is alive (pidfd not readable) for `pid`: there is
   // at most one, since a live process owns its pid.
-  std::shared_ptr<Process> RunningLocked(pid_t pid);
+  std::shared_ptr<Process> RunningLocked(pid_t pid) REQUIRES(mu_);
   // Whether `pid` already has a knote on kqueue `kq_id`.
-  bool WatchedOnLocked(pid_t pid, const Kqueue* kq_id);
+  bool WatchedOnLocked(pid_t pid, const Kqueue* kq_id) REQUIRES(mu_);
   // Marks p exited, collects its knotes, and forgets it.
-  void FinishLocked(const std::shared_ptr<Process>& p, Notes* notes);
+  void FinishLocked(const std::shared_ptr<Process>& p, Notes* notes) REQUIRES(mu_);
   // Forgets p: no more events are routed to it; its pidfd is closed.
-  void RetireLocked(const std::shared_ptr<Process>& p);
-  void RememberChildLocked(Watcher* w, pid_t parent, pid_t child);
-  ForkJob MakeJobLocked(const Watcher& w, pid_t parent, pid_t child);
+  void RetireLocked(const std::shared_ptr<Process>& p) REQUIRES(mu_);
+  void RememberChildLocked(Watcher* w, pid_t parent, pid_t child) REQUIRES(mu_);
+  ForkJob MakeJobLocked(const Watcher& w, pid_t parent, pid_t child) REQUIRES(mu_);
 
   Runtime* const runtime_;
   const std::shared_ptr<ProcEvents> events_;
   uint64_t subscription_ = 0;
 
-  std::mutex mu_;  // guards procs_ and every Process's mutable fields
-  std::unordered_map<pid_t, std::vector<std::shared_ptr<Process>>> procs_;
+  // Guards procs_ and every Process's mutable fields (those the analysis
+  // cannot tie to this lock: the *Locked methods that touch them require
+  // it). Taken under a kqueue's lock (the filter hooks); knotes are
+  // notified after it is released.
+  Mutex mu_;
+  std::unordered_map<pid_t, std::vector<std::shared_ptr<Process>>> procs_ GUARDED_BY(mu_);
 };
 
 }  // namespace proc
