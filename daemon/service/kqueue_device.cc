@@ -161,11 +161,6 @@ void KqueueDevice::Release(uint64_t handle) {
   e.kq->Close();
 }
 
-size_t KqueueDevice::open_kqueues() const {
-  std::lock_guard<std::mutex> l(mu_);
-  return entries_.size();
-}
-
 std::shared_ptr<Kqueue> KqueueDevice::Find(uint64_t handle) const {
   std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(handle);

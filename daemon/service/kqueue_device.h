@@ -31,8 +31,6 @@ class KqueueDevice : public DeviceHandler {
              std::unique_ptr<IoctlReply> reply) override;
   uint32_t Poll(uint64_t handle, std::unique_ptr<PollNotifier> notifier) override;
 
-  size_t open_kqueues() const;
-
   // KQ_IOC_STAT's report for `caller`, leaving out the kqueue `self` (the
   // one asked through): the bytes of a kq_stat_header and its records, as
   // proto/kqueue_abi.h lays them out. Uid 0 sees every kqueue and user;
