@@ -146,5 +146,9 @@ int kevent(int kq, const struct kevent *changelist, size_t nchanges,
   int rc = ioctl(kq, KQ_IOC_KEVENT, &args);
   /* A file that is not a kqueue answers ENOTTY; the BSDs say EBADF. */
   if (rc < 0 && errno == ENOTTY) errno = EBADF;
+  /* The daemon went away: a call parked at that moment gets ECONNABORTED
+   * (from the kernel after kill -9, from the daemon on a clean stop), a call
+   * made afterwards ENOTCONN. One errno for both (docs/abi.md). */
+  if (rc < 0 && errno == ECONNABORTED) errno = ENOTCONN;
   return rc;
 }

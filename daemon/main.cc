@@ -27,9 +27,9 @@
 #include "daemon/service/kqueue_device.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/transport.h"
-#include "daemon/util/logger.h"
+#include "daemon/os/logger.h"
 #include "daemon/util/scoped_fd.h"
-#include "daemon/util/sd_notify.h"
+#include "daemon/os/sd_notify.h"
 
 namespace {
 
@@ -130,9 +130,11 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  kqd::RaiseFdLimit();
+  const rlim_t fd_budget = kqd::RaiseFdLimit();
 
-  kqd::Runtime runtime;
+  // Per-user limits sized to what this daemon can hold (docs/security.md).
+  kqd::Runtime runtime(kqd::LimitConfig::ForFdBudget(
+      fd_budget == 0 || fd_budget == RLIM_INFINITY ? 1024 : static_cast<uint64_t>(fd_budget)));
   kqd::Logger& log = runtime.log();
   log.set_level(opt.log_level);
   // Start-up errors go to stderr, where whoever started us sees them; a
@@ -179,7 +181,11 @@ int main(int argc, char** argv) {
       dup2(devnull, 2);
       if (devnull > 2) close(devnull);
     }
+    // Detached: our lines, and whatever else is printed to stderr, go to
+    // syslog.
     log.set_sink(kqd::Logger::Sink::kSyslog);
+    if (int err = log.ForwardStderr())
+      log.Log(kqd::LogLevel::kWarning, "stderr stays /dev/null: %s", std::strerror(err));
   }
   // systemd (Type=notify): the device is served from now on.
   kqd::SdNotify(std::string("READY=1\nSTATUS=serving ") + transport->device_path() + " (" +

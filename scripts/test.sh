@@ -25,6 +25,9 @@ run bazel test --config=tsan //tests/core/... //tests/filters/...
 # The locks the compiler checks: the daemon built with clang's
 # -Wthread-safety, every finding an error (daemon/util/thread_annotations.h).
 run bazel build --config=tsa //daemon/... //plugins/...
+# The libFuzzer targets (clang), 45 s each: 90 s of fuzzing in all. Last,
+# because --config=fuzz switches the C++ toolchain (a full rebuild).
+run bash scripts/fuzz.sh 45
 
 # One closing line for CI: counted from Bazel's per-target verdicts.
 passed=$(grep -cE '^//.* PASSED' "${log}" || true)

@@ -54,6 +54,12 @@ class FilterOps {
   // change that names the fd (BSD removes knotes on close).
   virtual bool StillValid(Knote& kn) { return true; }
 
+  // Whether the collection may skip its re-evaluation of a level-triggered
+  // knote that an evaluation after the call began found firing (one
+  // evaluation per wake). A filter whose kHintEvaluate at collection does
+  // more than re-check the condition (EVFILT_PROC's deferred exit) says no.
+  virtual bool FreshEvaluationSuffices() const { return true; }
+
   // Flags the core forces on at registration (EV_CLEAR for PROC, SIGNAL,
   // TIMER).
   virtual uint32_t ImpliedFlags() const { return 0; }

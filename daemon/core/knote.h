@@ -68,6 +68,10 @@ class Knote : public std::enable_shared_from_this<Knote> {
   std::shared_ptr<FilterRegistration> registration_;  // keeps the filter busy
   std::unique_ptr<UserLimits::Charge> charge_;        // one of the user's knotes
   std::list<std::shared_ptr<Knote>>::iterator queue_pos_;
+  // The kqueue's evaluation clock when the knote was last evaluated, and
+  // whether that evaluation said "fire" (see Kqueue::EvaluateLocked).
+  uint64_t evaluated_at_ = 0;
+  bool evaluated_fire_ = false;
 };
 
 }  // namespace kqd

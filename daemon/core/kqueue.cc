@@ -60,7 +60,7 @@ Kqueue::~Kqueue() {
     Deferred deferred(mu_);
     if (closed_) return;
     CloseLocked(&deferred);
-    MutexLock l(observers_mu_);
+    std::lock_guard<std::mutex> l(observers_mu_);
     for (const auto& [id, fn] : observers_) observers.push_back(fn);
   }
   if (observers.empty()) return;
@@ -70,6 +70,15 @@ Kqueue::~Kqueue() {
 }
 
 uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
+  // An invalid timeout fails the call before anything is done, whatever
+  // nevents is (NetBSD looks at it only when it scans: with nevents 0 it
+  // returns 0 there; docs/abi.md promises EINVAL).
+  const timespec* timeout = call->timeout();
+  if (timeout != nullptr && !ValidTimeout(*timeout)) {
+    call->Complete(0, EINVAL);
+    return 0;
+  }
+
   size_t room = call->nevents();
   if (!ApplyChanges(*call, &room)) return 0;
   return Scan(std::move(call), room);
@@ -86,7 +95,7 @@ bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
   size_t nanswers = 0;  // answers written or buffered
   size_t written = 0;   // answers written
   // Writes the buffered answers; false (the call answered) if that failed.
-  auto flush = [&] {
+  auto flush = [&]() {
     if (answers.empty()) return true;
     if (int perr = call.PutEvents(written, answers.data(), answers.size())) {
       call.Complete(0, perr);
@@ -96,15 +105,14 @@ bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
     answers.clear();
     return true;
   };
-  // Answers the call after writing what is buffered; false for the caller.
-  auto finish = [&](int result, int error) {
-    if (flush()) call.Complete(result, error);
-    return false;
-  };
+
   kq_kevent chunk[kChangeChunk];
   for (size_t first = 0; first < nchanges; first += kChangeChunk) {
     const size_t n = std::min(kChangeChunk, nchanges - first);
-    if (int err = call.FetchChanges(first, chunk, n)) return finish(0, err);
+    if (int err = call.FetchChanges(first, chunk, n)) {
+      if (flush()) call.Complete(0, err);
+      return false;
+    }
     for (size_t i = 0; i < n; i++) {
       kq_kevent& kev = chunk[i];
       kev.flags &= ~EV_SYSFLAGS;
@@ -114,10 +122,13 @@ bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
         err = closed_ ? EBADF : RegisterLocked(kev, caller, &deferred);
       }
       if (err == 0 && !(kev.flags & EV_RECEIPT)) continue;
-      // No room to report it: the call fails with the error (or, for a
-      // receipt, stops and returns what it wrote), and the remaining changes
-      // are not applied.
-      if (*room == 0) return finish(static_cast<int>(nanswers), err);
+      if (*room == 0) {
+        // No room to report it: the call fails with the error (or, for a
+        // receipt, stops and returns what it wrote), and the remaining
+        // changes are not applied.
+        if (flush()) call.Complete(static_cast<int>(nanswers), err);
+        return false;
+      }
       kq_kevent answer = kev;
       answer.flags = EV_ERROR;
       answer.data = err;
@@ -127,18 +138,28 @@ bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
       if (answers.size() == kAnswerChunk && !flush()) return false;
     }
   }
-  if (nanswers > 0 || *room == 0) return finish(static_cast<int>(nanswers), 0);
+  if (nanswers > 0) {
+    if (flush()) call.Complete(static_cast<int>(nanswers), 0);
+    return false;
+  }
+  if (*room == 0) {
+    call.Complete(0, 0);
+    return false;
+  }
   return true;
 }
 
 uint64_t Kqueue::Scan(std::unique_ptr<KeventCall> call, size_t room) {
   const timespec* timeout = call->timeout();
-  if (timeout != nullptr && !ValidTimeout(*timeout)) {
-    call->Complete(0, EINVAL);
-    return 0;
-  }
-  const bool poll = timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
+  // Evaluations from here on are fresh enough for this call.
+  const uint64_t since = eval_clock_.load();
+  // Causality: every event whose cause the kernel recorded before this call
+  // is handed to its knote before the scan (see Reactor's CATCH-UP). Taken
+  // without mu_: the sources' callbacks take it.
+  runtime_->reactor().CatchUp();
+
   std::vector<kq_kevent> events;
+  uint64_t wait_id = 0;
   {
     Deferred deferred(mu_);
     if (closed_) {
@@ -146,31 +167,30 @@ uint64_t Kqueue::Scan(std::unique_ptr<KeventCall> call, size_t room) {
           [c = call.release()] { std::unique_ptr<KeventCall>(c)->Complete(0, EBADF); });
       return 0;
     }
-    CollectLocked(room, &events, &deferred);
-    // Nothing yet: park the call; an activation or the timeout answers it.
-    if (events.empty() && !poll) return ParkLocked(std::move(call), timeout);
+    CollectLocked(room, since, &events, &deferred);
+    const bool poll = timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
+    if (events.empty() && !poll) {
+      // Park the call; an activation or the timeout answers it.
+      wait_id = next_wait_id_++;
+      uint64_t timer_id = 0;
+      // A timeout past kForeverSeconds (a century) is as good as none, and keeps
+      // the deadline arithmetic from overflowing.
+      if (timeout != nullptr && timeout->tv_sec < kForeverSeconds) {
+        int64_t deadline = Reactor::Now(Reactor::Clock::kMonotonic) +
+                           static_cast<int64_t>(timeout->tv_sec) * 1000000000 +
+                           timeout->tv_nsec;
+        std::weak_ptr<Kqueue> weak = shared_from_this();
+        timer_id = runtime_->reactor().AddTimer(
+            Reactor::Clock::kMonotonic, deadline, [weak, wait_id] {
+              if (auto kq = weak.lock()) kq->ExpireWaiter(wait_id);
+            });
+      }
+      waiters_.push_back(Waiter{wait_id, std::move(call), timer_id, since});
+      return wait_id;
+    }
   }
   Deliver(std::move(call), 0, std::move(events));
   return 0;
-}
-
-uint64_t Kqueue::ParkLocked(std::unique_ptr<KeventCall> call, const timespec* timeout) {
-  const uint64_t wait_id = next_wait_id_++;
-  uint64_t timer_id = 0;
-  // A timeout past kForeverSeconds (a century) is as good as none, and keeps
-  // the deadline arithmetic from overflowing.
-  if (timeout != nullptr && timeout->tv_sec < kForeverSeconds) {
-    int64_t deadline = Reactor::Now(Reactor::Clock::kMonotonic) +
-                       static_cast<int64_t>(timeout->tv_sec) * 1000000000 +
-                       timeout->tv_nsec;
-    std::weak_ptr<Kqueue> weak = shared_from_this();
-    timer_id = runtime_->reactor().AddTimer(
-        Reactor::Clock::kMonotonic, deadline, [weak, wait_id] {
-          if (auto kq = weak.lock()) kq->ExpireWaiter(wait_id);
-        });
-  }
-  waiters_.push_back(Waiter{wait_id, std::move(call), timer_id});
-  return wait_id;
 }
 
 void Kqueue::Deliver(std::unique_ptr<KeventCall> call, size_t base,
@@ -184,10 +204,19 @@ void Kqueue::Deliver(std::unique_ptr<KeventCall> call, size_t base,
   call->Complete(static_cast<int>(events.size()), 0);
 }
 
+Kqueue::Key Kqueue::KeyOf(const Knote& kn) {
+  return Key{kn.kev.ident, kn.kev.filter, kn.ops->IsFdFilter() ? kn.owner->pid() : 0};
+}
+
 int Kqueue::RegisterLocked(const kq_kevent& change,
                            const std::shared_ptr<ProcessContext>& caller,
                            Deferred* deferred) {
-  auto it = knotes_.find(Key{change.ident, change.filter});
+  // The caller's own fd knote, else a knote of a filter whose idents are
+  // not descriptors (a filter is one or the other: one lookup finds it).
+  Key key{change.ident, change.filter, caller->pid()};
+  std::shared_ptr<FilterRegistration> reg;
+  auto it = knotes_.find(key);
+  if (it == knotes_.end()) it = knotes_.find(Key{change.ident, change.filter, 0});
   std::shared_ptr<Knote> kn = it == knotes_.end() ? nullptr : it->second;
 
   // A knote on an fd that was closed (or whose number now names another
@@ -199,7 +228,28 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
 
   if (change.flags & EV_ADD) {
     if (!kn) {
-      if (int err = AddKnoteLocked(change, caller, &kn)) return err;
+      if (int err = runtime_->filters().Acquire(change.filter, &reg)) return err;
+      if (reg->ops()->IsFdFilter() && change.ident > INT32_MAX) return EBADF;
+      if (!reg->ops()->IsFdFilter()) std::get<2>(key) = 0;
+      // Charged to whoever adds it, not to the queue's opener: a process
+      // that was given the queue spends its own user's quota.
+      auto charge = runtime_->limits().Take(caller->euid(), Resource::kKnotes);
+      if (!charge) return ENOMEM;
+      kn = std::make_shared<Knote>();
+      kn->ops = reg->ops();
+      kn->owner = caller;
+      kn->kq = weak_from_this();
+      kn->sfflags = change.fflags;
+      kn->sdata = change.data;
+      kn->kev = change;
+      kn->kev.fflags = 0;
+      kn->kev.data = 0;
+      kn->kev.reserved = 0;
+      kn->kev.flags |= kn->ops->ImpliedFlags();
+      if (int err = kn->ops->Attach(*kn)) return err;
+      kn->registration_ = std::move(reg);
+      kn->charge_ = std::move(charge);
+      knotes_.emplace(key, kn);
     } else {
       // Updates saved fflags, data and udata only: a triggered event is not
       // reset and a disabled knote stays disabled (unless EV_ENABLE).
@@ -208,7 +258,12 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
     }
     // Evaluated even when disabled (as the seed does): ActivateLocked keeps a
     // disabled knote off the queue, and EV_ENABLE then reports it.
-    if (int err = EvaluateChangedLocked(kn, deferred)) return err;
+    bool fire = EvaluateLocked(*kn, kHintEvaluate);
+    if (kn->status & Knote::kGone) {
+      DetachLocked(kn);
+      return EBADF;
+    }
+    if (fire) ActivateLocked(*kn, deferred);
   } else {
     if (!kn) return ENOENT;
     if (change.flags & EV_DELETE) {
@@ -222,7 +277,12 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
     // EV_ENABLE/EV_DISABLE (fflags 0) touches nothing, as before.
     if (change.fflags != 0) {
       if (int err = kn->ops->Touch(*kn, change)) return err;
-      if (int err = EvaluateChangedLocked(kn, deferred)) return err;
+      bool fire = EvaluateLocked(*kn, kHintEvaluate);
+      if (kn->status & Knote::kGone) {
+        DetachLocked(kn);
+        return EBADF;
+      }
+      if (fire) ActivateLocked(*kn, deferred);
     }
   }
 
@@ -240,58 +300,14 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
   return 0;
 }
 
-int Kqueue::AddKnoteLocked(const kq_kevent& change,
-                           const std::shared_ptr<ProcessContext>& caller,
-                           std::shared_ptr<Knote>* out) {
-  std::shared_ptr<FilterRegistration> reg;
-  if (int err = runtime_->filters().Acquire(change.filter, &reg)) return err;
-  if (reg->ops()->IsFdFilter() && change.ident > INT32_MAX) return EBADF;
-  auto charge = runtime_->limits().Take(uid_, Resource::kKnotes);
-  if (!charge) return ENOMEM;
-  auto kn = std::make_shared<Knote>();
-  kn->ops = reg->ops();
-  kn->owner = caller;
-  kn->kq = weak_from_this();
-  kn->sfflags = change.fflags;
-  kn->sdata = change.data;
-  kn->kev = change;
-  kn->kev.fflags = 0;
-  kn->kev.data = 0;
-  kn->kev.reserved = 0;
-  kn->kev.flags |= kn->ops->ImpliedFlags();
-  // Attach may hand the knote to more specific ops (kn->ops), as the seed's
-  // filt_fileattach does; from here on only kn->ops is used.
-  if (int err = kn->ops->Attach(*kn)) return err;
-  kn->registration_ = std::move(reg);
-  kn->charge_ = std::move(charge);
-  knotes_.emplace(Key{change.ident, change.filter}, kn);
-  *out = std::move(kn);
-  return 0;
+bool Kqueue::EvaluateLocked(Knote& kn, long hint) {
+  const bool fire = kn.ops->Event(kn, hint);
+  kn.evaluated_at_ = ++eval_clock_;
+  kn.evaluated_fire_ = fire;
+  return fire;
 }
 
-Kqueue::Verdict Kqueue::EvaluateLocked(const std::shared_ptr<Knote>& kn, long hint) {
-  const bool fire = kn->ops->Event(*kn, hint);
-  if (kn->status & Knote::kGone) {
-    DetachLocked(kn);
-    return Verdict::kGone;
-  }
-  return fire ? Verdict::kFire : Verdict::kQuiet;
-}
-
-int Kqueue::EvaluateChangedLocked(const std::shared_ptr<Knote>& kn, Deferred* deferred) {
-  switch (EvaluateLocked(kn, kHintEvaluate)) {
-    case Verdict::kGone:
-      return EBADF;
-    case Verdict::kFire:
-      ActivateLocked(*kn, deferred);
-      return 0;
-    case Verdict::kQuiet:
-      return 0;
-  }
-  return 0;
-}
-
-size_t Kqueue::CollectLocked(size_t max, std::vector<kq_kevent>* out,
+size_t Kqueue::CollectLocked(size_t max, uint64_t since, std::vector<kq_kevent>* out,
                              Deferred* deferred) {
   // Knotes put back on the tail during this pass must not be seen twice:
   // look at no more than were queued when it began.
@@ -301,11 +317,21 @@ size_t Kqueue::CollectLocked(size_t max, std::vector<kq_kevent>* out,
     DequeueLocked(*kn);
     if (kn->status & Knote::kDisabled) continue;
     const uint32_t flags = kn->kev.flags;
-    if (!(flags & EV_ONESHOT)) {
-      // Level-triggered: re-evaluate; drop it if the condition is gone.
-      const Verdict v = EvaluateLocked(kn, kHintEvaluate);
-      if (v == Verdict::kGone) continue;
-      if (v == Verdict::kQuiet) {
+    // Level-triggered: re-evaluate and drop it if the condition is gone —
+    // unless it was evaluated, and found firing, after the call began (in
+    // its catch-up, or while it was parked): NetBSD's re-check at
+    // collection would see the same state, so the activation costs one
+    // evaluation, not two. (A "no" is always re-checked: a filter's event
+    // hint may say no for a reason of its own, a stale timer callback say.)
+    const bool fresh = kn->evaluated_at_ > since && kn->evaluated_fire_ &&
+                       kn->ops->FreshEvaluationSuffices();
+    if (!(flags & EV_ONESHOT) && !fresh) {
+      bool fire = EvaluateLocked(*kn, kHintEvaluate);
+      if (kn->status & Knote::kGone) {
+        DetachLocked(kn);
+        continue;
+      }
+      if (!fire) {
         kn->status &= ~Knote::kActive;
         continue;
       }
@@ -356,14 +382,14 @@ void Kqueue::DetachLocked(const std::shared_ptr<Knote>& kn) {
   DequeueLocked(*kn);
   kn->status |= Knote::kDetached;
   kn->ops->Detach(*kn);
-  knotes_.erase(Key{kn->kev.ident, kn->kev.filter});
+  knotes_.erase(KeyOf(*kn));
 }
 
 void Kqueue::ServeWaitersLocked(Deferred* deferred) {
   while (!waiters_.empty() && !queue_.empty()) {
     Waiter& w = waiters_.front();
     std::vector<kq_kevent> events;
-    CollectLocked(std::min(w.call->nevents(), kMaxCollect), &events, deferred);
+    CollectLocked(std::min(w.call->nevents(), kMaxCollect), w.since, &events, deferred);
     if (events.empty()) return;  // everything queued turned out stale
     if (w.timer_id != 0) runtime_->reactor().CancelTimer(w.timer_id);
     KeventCall* call = w.call.release();
@@ -375,14 +401,19 @@ void Kqueue::ServeWaitersLocked(Deferred* deferred) {
 }
 
 void Kqueue::NotifyObserversLater(Deferred* deferred) {
-  MutexLock l(observers_mu_);
+  std::lock_guard<std::mutex> l(observers_mu_);
   for (const auto& [id, fn] : observers_) deferred->RunAfterUnlock(fn);
 }
 
 void Kqueue::NotifyKnote(const std::shared_ptr<Knote>& kn, long hint) {
   Deferred deferred(mu_);
   if (kn->status & Knote::kDetached) return;
-  if (EvaluateLocked(kn, hint) == Verdict::kFire) ActivateLocked(*kn, &deferred);
+  bool fire = EvaluateLocked(*kn, hint);
+  if (kn->status & Knote::kGone) {
+    DetachLocked(kn);
+    return;
+  }
+  if (fire) ActivateLocked(*kn, &deferred);
 }
 
 void Kqueue::ExpireWaiter(uint64_t wait_id) {
@@ -405,6 +436,21 @@ void Kqueue::Interrupt(uint64_t wait_id) {
     waiters_.erase(it);
     deferred.RunAfterUnlock([call] { std::unique_ptr<KeventCall>(call)->Complete(0, EINTR); });
     return;
+  }
+}
+
+void Kqueue::DescriptorClosed() {
+  descriptor_closes_++;
+  Deferred deferred(mu_);
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    if (!it->call->DescriptorClosed()) {
+      ++it;
+      continue;
+    }
+    if (it->timer_id != 0) runtime_->reactor().CancelTimer(it->timer_id);
+    KeventCall* call = it->call.release();
+    it = waiters_.erase(it);
+    deferred.RunAfterUnlock([call] { std::unique_ptr<KeventCall>(call)->Complete(0, EBADF); });
   }
 }
 
@@ -442,23 +488,23 @@ size_t Kqueue::Pending() const { return pending_; }
 
 Kqueue::Stats Kqueue::Snapshot() const {
   Stats s;
-  MutexLock l(mu_);
+  std::lock_guard<std::mutex> l(mu_);
   s.knotes = knotes_.size();
   s.pending = queue_.size();
   s.waiters = waiters_.size();
-  for (const auto& [key, kn] : knotes_) s.knotes_by_filter[key.second]++;
+  for (const auto& entry : knotes_) s.knotes_by_filter[entry.second->kev.filter]++;
   return s;
 }
 
 uint64_t Kqueue::AddReadinessObserver(std::function<void()> fn) {
-  MutexLock l(observers_mu_);
+  std::lock_guard<std::mutex> l(observers_mu_);
   uint64_t id = next_observer_++;
   observers_.emplace(id, std::move(fn));
   return id;
 }
 
 void Kqueue::RemoveReadinessObserver(uint64_t id) {
-  MutexLock l(observers_mu_);
+  std::lock_guard<std::mutex> l(observers_mu_);
   observers_.erase(id);
 }
 

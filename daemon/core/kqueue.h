@@ -3,22 +3,12 @@
 // KeventCall (the seed's kevent_ops), which fetches changes, puts events and
 // is answered exactly once, possibly later and on another thread.
 //
-// Locks (checked by clang's -Wthread-safety: bazel build --config=tsa):
-//   Kqueue::mu_            the knotes (and every Knote field), the active
-//                          queue, the parked calls, closed_. Filter hooks run
-//                          under it. Unlike NetBSD 1.65, collection never
-//                          drops it between taking a knote off the queue and
-//                          deciding about it, so a concurrent collector can
-//                          neither miss an event (PR kern/50094) nor see a
-//                          knote freed under it.
-//   Kqueue::observers_mu_  the readiness observers; a leaf.
-//   Runtime::nesting_mutex the graph of kqueues watching kqueues (watchers_).
-// Lock order: one kqueue's mu_, then its observers_mu_ or (from filter hooks)
-// a filter's own lock, then the Reactor's. Never two kqueues' mu_ at once: a
-// parent's hooks read a child only through Pending() and the observer
-// methods, which take no mu_. Answers (copy-out, completion) and readiness
-// observers run after mu_ is released (LockedScope); event sources report
-// through Knote::Notify, which takes mu_ on their own thread.
+// Concurrency. One mutex guards the knotes, the queue and the parked calls,
+// and filter hooks run under it. Unlike NetBSD 1.65, collection never drops
+// the lock between taking a knote off the queue and deciding about it, so a
+// concurrent collector can neither miss an event (PR kern/50094) nor see a
+// knote freed under it. Answers (copy-out, completion) and readiness
+// observers run after the lock is released.
 #ifndef KQUEUED_DAEMON_CORE_KQUEUE_H_
 #define KQUEUED_DAEMON_CORE_KQUEUE_H_
 
@@ -33,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -40,7 +31,6 @@
 #include "daemon/core/process_context.h"
 #include "daemon/core/runtime.h"
 #include "daemon/util/locked_scope.h"
-#include "daemon/util/mutex.h"
 #include "proto/kqueue_abi.h"
 
 namespace kqd {
@@ -61,6 +51,12 @@ class KeventCall {
   virtual int PutEvents(size_t first, const kq_kevent* events, size_t n) = 0;
   // The answer: result >= 0 when error == 0. Called exactly once.
   virtual void Complete(int result, int error) = 0;
+  // Whether the caller has closed the descriptor it made this call through
+  // (then the call ends with EBADF, as NetBSD's close() does to a thread
+  // waiting in kevent). Asked, under the kqueue's lock, only while the call
+  // is parked and some descriptor of the kqueue was closed. False when the
+  // call cannot tell (the default).
+  virtual bool DescriptorClosed() const { return false; }
 };
 
 class Kqueue : public std::enable_shared_from_this<Kqueue> {
@@ -75,15 +71,26 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // for each change), then Scan (kqueue_scan), which parks the call if it
   // must wait. Returns a nonzero wait id if the call was parked (for
   // Interrupt), 0 if it was answered already.
-  uint64_t Kevent(std::unique_ptr<KeventCall> call) EXCLUDES(mu_);
+  uint64_t Kevent(std::unique_ptr<KeventCall> call);
 
   // Answers a parked call with EINTR (a signal reached the caller). No-op if
   // it was answered meanwhile.
-  void Interrupt(uint64_t wait_id) EXCLUDES(mu_);
+  void Interrupt(uint64_t wait_id);
+
+  // Some descriptor of this kqueue was closed: answers with EBADF every
+  // parked call whose DescriptorClosed() says its own descriptor is gone.
+  // Calls made through other descriptors (dup, fork) keep waiting.
+  void DescriptorClosed();
+  // How many times DescriptorClosed() has been called. A call parked on
+  // another thread than the one that handles closes reads it before
+  // Kevent() and, if it changed by the time the call is parked, calls
+  // DescriptorClosed() itself: a close that overtook the parking is not
+  // lost.
+  uint64_t descriptor_closes() const { return descriptor_closes_.load(); }
 
   // The last close: deletes every knote and answers parked calls with EBADF.
   // Further kevent calls fail with EBADF.
-  void Close() EXCLUDES(mu_);
+  void Close();
 
   // Registers `kev` on behalf of a filter, as if `owner` had passed it to
   // kevent() (EVFILT_PROC's NOTE_TRACK attaching a knote to a forked
@@ -91,8 +98,7 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // EV_SYSFLAGS are masked off on input), so the filter can tell the two
   // apart. Takes the lock: never call it from a filter hook. Returns 0 or
   // an errno (EBADF once closed).
-  int AttachChild(const kq_kevent& kev, const std::shared_ptr<ProcessContext>& owner)
-      EXCLUDES(mu_);
+  int AttachChild(const kq_kevent& kev, const std::shared_ptr<ProcessContext>& owner);
 
   // Number of knotes on the active queue (poll, nested EVFILT_READ, stat).
   // Takes no kqueue lock: a parent kqueue's filter calls it (and the two
@@ -103,8 +109,8 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
 
   // Observers run (without the lock) whenever the queue may have become
   // non-empty: poll notification, kqueues watching this one.
-  uint64_t AddReadinessObserver(std::function<void()> fn) EXCLUDES(observers_mu_);
-  void RemoveReadinessObserver(uint64_t id) EXCLUDES(observers_mu_);
+  uint64_t AddReadinessObserver(std::function<void()> fn);
+  void RemoveReadinessObserver(uint64_t id);
 
   // Nesting: this kqueue is watched by `parent` (EVFILT_READ on it). ELOOP
   // if that would close a cycle. Call with runtime->nesting_mutex() held.
@@ -122,20 +128,25 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
     size_t waiters = 0;  // parked kevent calls
     std::map<uint32_t, size_t> knotes_by_filter;
   };
-  Stats Snapshot() const EXCLUDES(mu_);
+  Stats Snapshot() const;
 
  private:
   struct Waiter {
     uint64_t id;
     std::unique_ptr<KeventCall> call;
     uint64_t timer_id;  // 0: no timeout
+    uint64_t since;     // the evaluation clock when the call began
   };
   // mu_ held, plus the work to do once it is released (answers, copy-outs,
   // readiness observers): it runs after the unlock by construction.
-  using Deferred = LockedScope<Mutex>;
-  using Key = std::pair<uint64_t, uint32_t>;  // (ident, filter)
-  // What evaluating a knote found.
-  enum class Verdict { kFire, kQuiet, kGone };
+  using Deferred = LockedScope<std::mutex>;
+  // (ident, filter, owner): owner is 0, or for fd filters the pid of the
+  // registering process — on a queue shared after fork() or SCM_RIGHTS
+  // each process names its own descriptors (docs/abi.md). A pid is only a
+  // number, but a knote whose process exited is found gone (its pidfd)
+  // before a reused pid could take it over.
+  using Key = std::tuple<uint64_t, uint32_t, pid_t>;
+  static Key KeyOf(const Knote& kn);
 
   Kqueue(Runtime* runtime, uid_t uid, std::unique_ptr<UserLimits::Charge> charge);
 
@@ -143,74 +154,66 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // (or EV_RECEIPT) entry per failed (or receipted) change at the head of
   // the eventlist. Returns true if the call goes on to Scan with *room
   // eventlist slots left, false if it was answered.
-  bool ApplyChanges(KeventCall& call, size_t* room) EXCLUDES(mu_);
-  // The scan verb: collects up to `room` events into the call and answers
-  // it, or parks it until an activation or its timeout. Returns the wait
-  // id of a parked call, else 0.
-  uint64_t Scan(std::unique_ptr<KeventCall> call, size_t room) EXCLUDES(mu_);
+  bool ApplyChanges(KeventCall& call, size_t* room);
+  // The scan verb: brings the event sources up to date, collects up to
+  // `room` events into the call and answers it, or parks it until an
+  // activation or its timeout. Returns the wait id of a parked call, else 0.
+  uint64_t Scan(std::unique_ptr<KeventCall> call, size_t room);
 
   // One change (kqueue_register). Returns 0 or an errno.
   int RegisterLocked(const kq_kevent& change,
                      const std::shared_ptr<ProcessContext>& caller,
-                     Deferred* deferred) REQUIRES(mu_);
-  // EV_ADD of a knote that does not exist yet: *out is attached and
-  // inserted on success. Returns 0 or an errno.
-  int AddKnoteLocked(const kq_kevent& change,
-                     const std::shared_ptr<ProcessContext>& caller,
-                     std::shared_ptr<Knote>* out) REQUIRES(mu_);
-  // The one place a knote is evaluated (the filter's Event hook): a knote
-  // whose fd turned out closed is detached (kGone).
-  Verdict EvaluateLocked(const std::shared_ptr<Knote>& kn, long hint) REQUIRES(mu_);
-  // Evaluates after a change and activates the knote if it fires. 0, or
-  // EBADF if it is gone.
-  int EvaluateChangedLocked(const std::shared_ptr<Knote>& kn, Deferred* deferred)
-      REQUIRES(mu_);
-  // Moves up to `max` events into `out` (kqueue_scan's inner loop).
-  size_t CollectLocked(size_t max, std::vector<kq_kevent>* out,
-                       Deferred* deferred) REQUIRES(mu_);
-  // Parks `call` (with a timer for a finite timeout); returns its wait id.
-  uint64_t ParkLocked(std::unique_ptr<KeventCall> call, const timespec* timeout)
-      REQUIRES(mu_);
-  void ActivateLocked(Knote& kn, Deferred* deferred) REQUIRES(mu_);
-  void EnqueueLocked(Knote& kn, Deferred* deferred) REQUIRES(mu_);
-  void DequeueLocked(Knote& kn) REQUIRES(mu_);
-  void DetachLocked(const std::shared_ptr<Knote>& kn) REQUIRES(mu_);
+                     Deferred* deferred);
+  // Moves up to `max` events into `out` (kqueue_scan's inner loop) for a
+  // call that began at evaluation clock `since`: a level-triggered knote is
+  // re-evaluated unless an evaluation after `since` said "fire" already
+  // (one evaluation per wake: that one is as fresh as the call needs).
+  size_t CollectLocked(size_t max, uint64_t since, std::vector<kq_kevent>* out,
+                       Deferred* deferred);
+  // The filter's Event, stamped with the evaluation clock.
+  bool EvaluateLocked(Knote& kn, long hint);
+  void ActivateLocked(Knote& kn, Deferred* deferred);
+  void EnqueueLocked(Knote& kn, Deferred* deferred);
+  void DequeueLocked(Knote& kn);
+  void DetachLocked(const std::shared_ptr<Knote>& kn);
   // Close's body but the observers: detaches every knote and answers
   // parked calls (EBADF) after the unlock.
-  void CloseLocked(Deferred* deferred) REQUIRES(mu_);
+  void CloseLocked(Deferred* deferred);
   // Serves parked calls while events are pending.
-  void ServeWaitersLocked(Deferred* deferred) REQUIRES(mu_);
-  void NotifyObserversLater(Deferred* deferred) REQUIRES(mu_) EXCLUDES(observers_mu_);
-  void ExpireWaiter(uint64_t wait_id) EXCLUDES(mu_);
+  void ServeWaitersLocked(Deferred* deferred);
+  void NotifyObserversLater(Deferred* deferred);
+  void ExpireWaiter(uint64_t wait_id);
   // Answers `call` with the collected events (after the lock is released).
   static void Deliver(std::unique_ptr<KeventCall> call, size_t base,
                       std::vector<kq_kevent> events);
 
   // Knote::Notify's body.
   friend class Knote;
-  void NotifyKnote(const std::shared_ptr<Knote>& kn, long hint) EXCLUDES(mu_);
+  void NotifyKnote(const std::shared_ptr<Knote>& kn, long hint);
 
   Runtime* const runtime_;
   const uid_t uid_;
   const std::unique_ptr<UserLimits::Charge> charge_;
 
-  mutable Mutex mu_;
-  bool closed_ GUARDED_BY(mu_) = false;
-  std::map<Key, std::shared_ptr<Knote>> knotes_ GUARDED_BY(mu_);
-  std::list<std::shared_ptr<Knote>> queue_ GUARDED_BY(mu_);  // active, enabled knotes
-  std::deque<Waiter> waiters_ GUARDED_BY(mu_);
-  uint64_t next_wait_id_ GUARDED_BY(mu_) = 1;
+  mutable std::mutex mu_;  // guards everything below
+  bool closed_ = false;
+  std::map<Key, std::shared_ptr<Knote>> knotes_;
+  std::list<std::shared_ptr<Knote>> queue_;  // active, enabled knotes
+  std::deque<Waiter> waiters_;
+  uint64_t next_wait_id_ = 1;
+  std::atomic<uint64_t> descriptor_closes_{0};
   // queue_.size(), for Pending() without mu_.
   std::atomic<size_t> pending_{0};
+  // Counts evaluations (written under mu_; read without it when a call
+  // begins, before its catch-up).
+  std::atomic<uint64_t> eval_clock_{0};
 
   // A leaf lock (nothing is locked under it), taken under mu_ too.
-  mutable Mutex observers_mu_ ACQUIRED_AFTER(mu_);
-  std::map<uint64_t, std::function<void()>> observers_ GUARDED_BY(observers_mu_);
-  uint64_t next_observer_ GUARDED_BY(observers_mu_) = 1;
+  mutable std::mutex observers_mu_;  // guards the two below
+  std::map<uint64_t, std::function<void()>> observers_;
+  uint64_t next_observer_ = 1;
 
-  // Guarded by runtime_->nesting_mutex() (the Add/RemoveWatcherLocked
-  // callers hold it; the analysis cannot name another kqueue's runtime's
-  // mutex, so this one is checked by review): kqueues watching this one.
+  // Guarded by runtime_->nesting_mutex(): kqueues this one is watched by.
   std::multiset<Kqueue*> watchers_;
 };
 

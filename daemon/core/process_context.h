@@ -30,11 +30,26 @@ class ProcessContext {
   // A transient copy (in the daemon) of the process's descriptor `fd`, used
   // for a moment and closed: knotes must not keep the client's file alive.
   // On failure returns an invalid ScopedFd and sets *error (EBADF if the
-  // process has no such descriptor).
+  // process has no such descriptor, EOPNOTSUPP if it is one of our own
+  // kqueues: those are never copied, and the fd filters then ask
+  // KqueueForFd).
   virtual ScopedFd DupFd(int fd, int* error) const = 0;
+
+  // The same copy without DupFd's checks (e.g. that `fd` is not our own
+  // device): the cheapest way to the file, for a filter that verifies at
+  // once that the copy is the open file it registered (by kcmp, before
+  // using it in any way that could reach the file's driver).
+  virtual ScopedFd CopyFd(int fd, int* error) const { return DupFd(fd, error); }
 
   // If `fd` is a kqueue served by us, that kqueue (for kqueue nesting).
   virtual std::shared_ptr<Kqueue> KqueueForFd(int fd) const = 0;
+
+  // 0 if this process, with its current credentials, may read the file
+  // behind `file` (a descriptor of the daemon's, e.g. a DupFd copy), by the
+  // kernel's own permission check; else that check's errno (EACCES). For
+  // watching through a descriptor that was opened without read access
+  // (O_PATH), which inotify would refuse the process itself.
+  virtual int CheckReadAccess(int file) const = 0;
 };
 
 }  // namespace kqd

@@ -15,6 +15,25 @@ constexpr uint64_t kWakeKey = 0;
 constexpr uint64_t kMonotonicKey = 1;
 constexpr uint64_t kRealtimeKey = 2;
 constexpr int64_t kFirstToken = 16;
+// Events taken from the reactor's epoll per epoll_wait.
+constexpr int kBatch = 64;
+// A catch-up reads the epoll again while it returns full batches, at most
+// this many times (a source that is always ready cannot hold a kevent).
+constexpr int kMaxCatchUpRounds = 16;
+
+// Set while this thread dispatches: a CatchUp() from inside a callback (or
+// a hook) must not take the dispatch lock again.
+thread_local bool t_dispatching = false;
+// Set while this thread runs a CatchUp().
+thread_local bool t_catching_up = false;
+
+class DispatchingScope {
+ public:
+  DispatchingScope() { t_dispatching = true; }
+  ~DispatchingScope() { t_dispatching = false; }
+  DispatchingScope(const DispatchingScope&) = delete;
+  DispatchingScope& operator=(const DispatchingScope&) = delete;
+};
 
 clockid_t ToClockId(Reactor::Clock c) {
   return c == Reactor::Clock::kMonotonic ? CLOCK_MONOTONIC : CLOCK_REALTIME;
@@ -45,7 +64,7 @@ Reactor::Reactor() : next_token_(kFirstToken) {
 Reactor::~Reactor() { Stop(); }
 
 void Reactor::Start() {
-  MutexLock l(mu_);
+  std::lock_guard<std::mutex> l(mu_);
   if (thread_.joinable() || !ok()) return;
   stopping_ = false;
   thread_ = std::thread([this] { Loop(); });
@@ -53,7 +72,7 @@ void Reactor::Start() {
 
 void Reactor::Stop() {
   {
-    MutexLock l(mu_);
+    std::lock_guard<std::mutex> l(mu_);
     stopping_ = true;
   }
   Wake();
@@ -69,7 +88,7 @@ void Reactor::Wake() {
 }
 
 int64_t Reactor::AddFd(int fd, uint32_t events, FdCallback cb) {
-  MutexLock l(mu_);
+  std::lock_guard<std::mutex> l(mu_);
   int64_t token = next_token_++;
   epoll_event ev{};
   ev.events = events;
@@ -80,13 +99,13 @@ int64_t Reactor::AddFd(int fd, uint32_t events, FdCallback cb) {
 }
 
 void Reactor::RemoveFd(int fd, int64_t token) {
-  MutexLock l(mu_);
+  std::lock_guard<std::mutex> l(mu_);
   fd_callbacks_.erase(token);
   if (fd >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
 }
 
 uint64_t Reactor::AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb) {
-  MutexLock l(mu_);
+  std::lock_guard<std::mutex> l(mu_);
   uint64_t id = next_timer_++;
   timers_.emplace(id, Timer{clock, deadline_ns, std::move(cb)});
   heap(clock).order.emplace(deadline_ns, id);
@@ -95,7 +114,7 @@ uint64_t Reactor::AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb) {
 }
 
 void Reactor::CancelTimer(uint64_t id) {
-  MutexLock l(mu_);
+  std::lock_guard<std::mutex> l(mu_);
   auto it = timers_.find(id);
   if (it == timers_.end()) return;
   Clock clock = it->second.clock;
@@ -107,7 +126,7 @@ void Reactor::CancelTimer(uint64_t id) {
 
 void Reactor::Post(Task task) {
   {
-    MutexLock l(mu_);
+    std::lock_guard<std::mutex> l(mu_);
     posted_.push_back(std::move(task));
   }
   Wake();
@@ -141,11 +160,11 @@ void Reactor::RearmLocked(Clock clock) {
 void Reactor::FireTimers(Clock clock) {
   uint64_t expirations;
   // ECANCELED (realtime clock was set) is expected: just re-evaluate.
-  ssize_t n = read(timerfd(clock), &expirations, sizeof expirations);
+  ssize_t n = read(heap(clock).timerfd.get(), &expirations, sizeof expirations);
   (void)n;
   std::vector<TimerCallback> due;
   {
-    MutexLock l(mu_);
+    std::lock_guard<std::mutex> l(mu_);
     TimerHeap& h = heap(clock);
     int64_t now = Now(clock);
     while (!h.order.empty() && h.order.begin()->first <= now) {
@@ -163,8 +182,93 @@ void Reactor::FireTimers(Clock clock) {
   for (auto& cb : due) cb();
 }
 
+uint64_t Reactor::AddCatchUpHook(Task hook) {
+  std::lock_guard<std::mutex> l(mu_);
+  const uint64_t id = next_hook_++;
+  catch_up_hooks_.emplace(id, std::move(hook));
+  return id;
+}
+
+void Reactor::RemoveCatchUpHook(uint64_t id) {
+  std::lock_guard<std::mutex> l(mu_);
+  catch_up_hooks_.erase(id);
+}
+
+void Reactor::CatchUp() {
+  if (t_dispatching || !ok()) return;
+  std::lock_guard<std::mutex> d(dispatch_mu_);
+  DispatchingScope scope;
+  t_catching_up = true;
+  struct Reset {
+    ~Reset() { t_catching_up = false; }
+  } reset;
+  std::vector<Task> hooks;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_) return;
+    hooks.reserve(catch_up_hooks_.size());
+    for (const auto& [id, hook] : catch_up_hooks_) hooks.push_back(hook);
+  }
+  // Sources whose readiness lags first: what they report may make other
+  // fds ready (an exit found in a ring, say), which the epoll pass sees.
+  for (auto& hook : hooks) hook();
+  epoll_event events[kBatch];
+  for (int round = 0; round < kMaxCatchUpRounds; round++) {
+    const int n = epoll_wait(epoll_.get(), events, kBatch, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    DispatchLocked(events, n, /*catch_up=*/true);
+    if (n < kBatch) break;
+  }
+  // Tasks posted by the callbacks above (or before) run now too.
+  RunPostedLocked();
+}
+
+bool Reactor::CatchingUp() { return t_catching_up; }
+
+void Reactor::RunPostedLocked() {
+  std::vector<Task> tasks;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_) return;
+    tasks.swap(posted_);
+  }
+  for (auto& t : tasks) t();
+}
+
+bool Reactor::DispatchLocked(const epoll_event* events, int n, bool catch_up) {
+  for (int i = 0; i < n; i++) {
+    const uint64_t key = events[i].data.u64;
+    if (key == kWakeKey) {
+      // The eventfd is the loop thread's: Stop() wakes it through it.
+      if (catch_up) continue;
+      uint64_t v;
+      ssize_t r = read(wake_.get(), &v, sizeof v);
+      (void)r;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (stopping_) return false;
+      }
+      RunPostedLocked();
+    } else if (key == kMonotonicKey) {
+      FireTimers(Clock::kMonotonic);
+    } else if (key == kRealtimeKey) {
+      FireTimers(Clock::kRealtime);
+    } else {
+      FdCallback cb;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        auto it = fd_callbacks_.find(static_cast<int64_t>(key));
+        if (it == fd_callbacks_.end()) continue;
+        cb = it->second;  // a copy: the callback may remove itself
+      }
+      cb(events[i].events);
+    }
+  }
+  return true;
+}
+
 void Reactor::Loop() {
-  constexpr int kBatch = 64;
   epoll_event events[kBatch];
   for (;;) {
     int n = epoll_wait(epoll_.get(), events, kBatch, -1);
@@ -172,34 +276,11 @@ void Reactor::Loop() {
       if (errno == EINTR) continue;
       return;
     }
-    for (int i = 0; i < n; i++) {
-      uint64_t key = events[i].data.u64;
-      if (key == kWakeKey) {
-        uint64_t v;
-        ssize_t r = read(wake_.get(), &v, sizeof v);
-        (void)r;
-        std::vector<Task> tasks;
-        {
-          MutexLock l(mu_);
-          if (stopping_) return;
-          tasks.swap(posted_);
-        }
-        for (auto& t : tasks) t();
-      } else if (key == kMonotonicKey) {
-        FireTimers(Clock::kMonotonic);
-      } else if (key == kRealtimeKey) {
-        FireTimers(Clock::kRealtime);
-      } else {
-        FdCallback cb;
-        {
-          MutexLock l(mu_);
-          auto it = fd_callbacks_.find(static_cast<int64_t>(key));
-          if (it == fd_callbacks_.end()) continue;
-          cb = it->second;  // a copy: the callback may remove itself
-        }
-        cb(events[i].events);
-      }
-    }
+    // A catching-up thread may have handled some of these meanwhile: every
+    // callback copes with finding nothing to read.
+    std::lock_guard<std::mutex> d(dispatch_mu_);
+    DispatchingScope scope;
+    if (!DispatchLocked(events, n, /*catch_up=*/false)) return;
   }
 }
 

@@ -9,7 +9,7 @@
 #include "daemon/core/filter_registry.h"
 #include "daemon/core/reactor.h"
 #include "daemon/core/user_limits.h"
-#include "daemon/util/logger.h"
+#include "daemon/os/logger.h"
 #include "daemon/util/mutex.h"
 
 namespace kqd {
@@ -17,7 +17,16 @@ namespace kqd {
 class Runtime {
  public:
   explicit Runtime(LimitConfig limits = LimitConfig())
-      : limits_(UserLimits::Create(limits)) {}
+      : limits_(UserLimits::Create(limits)) {
+    // Reaching a per-user limit is worth a (rate-limited) line.
+    limits_->set_refusal_observer([this](uid_t uid, Resource r, uint64_t ceiling) {
+      log_.ClientLog(LogLevel::kWarning, uid, "per-user limit of %llu %s reached",
+                     static_cast<unsigned long long>(ceiling), ResourceName(r));
+    });
+  }
+  ~Runtime() { limits_->set_refusal_observer(nullptr); }
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
 
   Reactor& reactor() { return reactor_; }
   FilterRegistry& filters() { return filters_; }

@@ -8,21 +8,41 @@
 
 #include <cstdint>
 #include <array>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 
-#include "daemon/util/mutex.h"
-
 namespace kqd {
 
-enum class Resource { kKqueues, kKnotes, kTimers, kCount };
+// kFastTimers: timers with a period below kTimerFastPeriodNs
+// (timer_filter.h); their number stretches each one's wake-up interval, so a
+// user's share of the event loop stays bounded. Its ceiling is `timers`.
+//
+// kDaemonFds: descriptors the daemon keeps open for a user beyond the
+// duration of one call (today: the mount table of each mount namespace
+// EVFILT_FS or EVFILT_VNODE watches, charged to the user whose knote made
+// the daemon open it). Its ceiling is a share of the daemon's own
+// descriptor budget (ForFdBudget), so no one user can exhaust it; past it,
+// ENOMEM. When the daemon itself has no descriptor left, the call gets
+// ENFILE (the "system" table being the daemon's), never a misleading errno.
+enum class Resource { kKqueues, kKnotes, kTimers, kFastTimers, kDaemonFds, kCount };
+
+// "kqueues", "knotes", "timers" ...: for log lines.
+const char* ResourceName(Resource r);
 
 struct LimitConfig {
   // The seed's kq_calloutmax: timers per user.
   uint64_t timers = 4096;
   uint64_t kqueues = 1024;
   uint64_t knotes = 65536;
+  // Daemon descriptors held for one user (see Resource::kDaemonFds).
+  uint64_t daemon_fds = 1024;
+
+  // The defaults, with daemon_fds an eighth of `fd_budget` (the daemon's
+  // RLIMIT_NOFILE): at least eight users must collude to run the daemon out
+  // of descriptors, and each user still gets room for a few hundred.
+  static LimitConfig ForFdBudget(uint64_t fd_budget);
 };
 
 class UserLimits : public std::enable_shared_from_this<UserLimits> {
@@ -48,22 +68,28 @@ class UserLimits : public std::enable_shared_from_this<UserLimits> {
 
   // One unit of `r` for `uid`, or null when the user is at the ceiling.
   // uid 0 is limited too: a runaway root client must not starve the others.
-  std::unique_ptr<Charge> Take(uid_t uid, Resource r) EXCLUDES(mu_);
-  uint64_t InUse(uid_t uid, Resource r) const EXCLUDES(mu_);
+  std::unique_ptr<Charge> Take(uid_t uid, Resource r);
+  uint64_t InUse(uid_t uid, Resource r) const;
   // Every user holding anything, with its use of each resource (kqstat).
   using Usage = std::array<uint64_t, static_cast<int>(Resource::kCount)>;
-  std::map<uid_t, Usage> AllInUse() const EXCLUDES(mu_);
+  std::map<uid_t, Usage> AllInUse() const;
   // The ceiling of `r` for every user.
   uint64_t Ceiling(Resource r) const;
   const LimitConfig& config() const { return config_; }
 
+  // Called (without the lock) each time Take refuses: the daemon logs it.
+  // Set before clients are served; null to stop.
+  using RefusalObserver = std::function<void(uid_t, Resource, uint64_t ceiling)>;
+  void set_refusal_observer(RefusalObserver fn);
+
  private:
   explicit UserLimits(LimitConfig config) : config_(config) {}
-  void Give(uid_t uid, Resource r) EXCLUDES(mu_);
+  void Give(uid_t uid, Resource r);
 
   const LimitConfig config_;
-  mutable Mutex mu_;  // a leaf: taken under kqueue and filter locks, nothing under it
-  std::map<uid_t, std::array<uint64_t, static_cast<int>(Resource::kCount)>> used_ GUARDED_BY(mu_);
+  mutable std::mutex mu_;  // guards used_
+  std::map<uid_t, std::array<uint64_t, static_cast<int>(Resource::kCount)>> used_;
+  RefusalObserver on_refused_;  // guarded by mu_
 };
 
 }  // namespace kqd

@@ -3,18 +3,22 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 namespace kqd {
 
 int ReadIdentity(int fd, FileIdentity* out) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) return errno;
+  // AT_STATX_DONT_SYNC: a FUSE file (our own device among them) answers
+  // from the attributes it has, never with a request to its server.
+  struct statx stx;
+  if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO, &stx) != 0)
+    return errno;
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0) return errno;
-  out->dev = st.st_dev;
-  out->ino = st.st_ino;
-  out->rdev = st.st_rdev;
-  out->type = st.st_mode & S_IFMT;
+  out->dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+  out->ino = stx.stx_ino;
+  out->rdev = makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
+  out->type = stx.stx_mode & S_IFMT;
   out->accmode = fl & O_ACCMODE;
   return 0;
 }

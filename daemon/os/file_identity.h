@@ -1,6 +1,8 @@
-// FileIdentity: which file an open descriptor names, as far as fstat and
-// F_GETFL can tell, for recognising a client's fd number reused for another
-// file.
+// FileIdentity: which file an open descriptor names, as far as statx and
+// F_GETFL can tell (inode, type, access mode — not the open file itself),
+// for recognising a client's fd number reused for another file where no
+// finer check exists. The fd filters compare the open file itself, with
+// kcmp against their epoll item, wherever they have one (fd_watch.h).
 #ifndef KQUEUED_DAEMON_OS_FILE_IDENTITY_H_
 #define KQUEUED_DAEMON_OS_FILE_IDENTITY_H_
 
@@ -25,8 +27,8 @@ struct FileIdentity {
   bool operator!=(const FileIdentity& o) const { return !(*this == o); }
 };
 
-// Fills *out for open descriptor `fd` (fstat + F_GETFL: cheap enough for
-// every evaluation). Returns 0 or an errno.
+// Fills *out for open descriptor `fd` (statx without syncing, so never a
+// request to a FUSE server, + F_GETFL). Returns 0 or an errno.
 int ReadIdentity(int fd, FileIdentity* out);
 
 }  // namespace kqd

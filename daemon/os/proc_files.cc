@@ -54,12 +54,57 @@ bool ReadProcStatus(pid_t tid, ProcStatus* out) {
       out->euid = static_cast<uid_t>(b);
       out->suid = static_cast<uid_t>(c);
       have_uid = true;
+    } else if (std::strncmp(line, "Gid:", 4) == 0 &&
+               std::sscanf(line + 4, "%lu %lu %lu", &a, &b, &c) == 3) {
+      out->rgid = static_cast<gid_t>(a);
+      out->egid = static_cast<gid_t>(b);
+      out->sgid = static_cast<gid_t>(c);
     } else if (std::strncmp(line, "CapEff:", 7) == 0) {
       out->cap_eff = std::strtoull(line + 7, nullptr, 16);
     }
     pos = eol + 1;
   }
   return have_tgid && have_uid;
+}
+
+bool ReadProcFsCredentials(pid_t tid, ProcFsCredentials* out) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/status", tid);
+  std::string text;
+  if (ReadWholeFile(path, &text) != 0) return false;
+  bool have_uid = false, have_gid = false;
+  out->cap_eff = 0;
+  out->groups.clear();
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    const char* line = text.c_str() + pos;
+    unsigned long a, b, c, d;
+    if (std::strncmp(line, "Uid:", 4) == 0 &&
+        std::sscanf(line + 4, "%lu %lu %lu %lu", &a, &b, &c, &d) == 4) {
+      out->fsuid = static_cast<uid_t>(d);
+      have_uid = true;
+    } else if (std::strncmp(line, "Gid:", 4) == 0 &&
+               std::sscanf(line + 4, "%lu %lu %lu %lu", &a, &b, &c, &d) == 4) {
+      out->fsgid = static_cast<gid_t>(d);
+      have_gid = true;
+    } else if (std::strncmp(line, "Groups:", 7) == 0) {
+      const char* p = line + 7;
+      const char* end = text.c_str() + eol;
+      while (p < end) {
+        char* next;
+        const unsigned long g = std::strtoul(p, &next, 10);
+        if (next == p || next > end) break;
+        out->groups.push_back(static_cast<gid_t>(g));
+        p = next;
+      }
+    } else if (std::strncmp(line, "CapEff:", 7) == 0) {
+      out->cap_eff = std::strtoull(line + 7, nullptr, 16);
+    }
+    pos = eol + 1;
+  }
+  return have_uid && have_gid;
 }
 
 bool ReadProcStat(pid_t pid, ProcStat* out) {

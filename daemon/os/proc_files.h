@@ -13,16 +13,31 @@
 namespace kqd {
 
 // /proc/<tid>/status (any thread id works, leader or not): the thread
-// group, the Uid: line (real, effective, saved set-user-ID) and CapEff.
+// group, the Uid: and Gid: lines (real, effective, saved set-ID) and CapEff.
 struct ProcStatus {
   pid_t tgid = 0;
   uid_t ruid = 0;
   uid_t euid = 0;
   uid_t suid = 0;
+  gid_t rgid = 0;
+  gid_t egid = 0;
+  gid_t sgid = 0;
   uint64_t cap_eff = 0;  // effective capabilities, bit n = capability n
 };
 // False if the thread is gone (or the file lacks Tgid: or Uid:).
 bool ReadProcStatus(pid_t tid, ProcStatus* out);
+
+// /proc/<tid>/status again, for file permission checks made as the thread
+// (see access_as.h): the filesystem ids (4th field of Uid:/Gid:), the
+// supplementary groups and CapEff.
+struct ProcFsCredentials {
+  uid_t fsuid = 0;
+  gid_t fsgid = 0;
+  std::vector<gid_t> groups;
+  uint64_t cap_eff = 0;
+};
+// False if the thread is gone (or the file lacks Uid: or Gid:).
+bool ReadProcFsCredentials(pid_t tid, ProcFsCredentials* out);
 
 // /proc/<pid>/stat: state (field 3), ppid (4), starttime (22, clock ticks
 // since boot: with the pid it names one process for good) and exit_code (52,

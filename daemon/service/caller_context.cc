@@ -1,31 +1,22 @@
 #include "daemon/service/caller_context.h"
 
 #include <errno.h>
-#include <linux/capability.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
+#include "daemon/os/access_as.h"
+#include "daemon/os/pidfd.h"
+
 namespace kqd {
-namespace {
 
-// Whether CAP_KILL is in the effective set of thread (or process) `id`.
-// False if it cannot be read.
-bool HasCapKill(pid_t id) {
-  __user_cap_header_struct header{};
-  header.version = _LINUX_CAPABILITY_VERSION_3;
-  header.pid = id;
-  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
-  if (syscall(SYS_capget, &header, data) != 0) return false;
-  return (data[CAP_TO_INDEX(CAP_KILL)].effective & CAP_TO_MASK(CAP_KILL)) != 0;
+int CallerContext::CheckReadAccess(int file) const {
+  const bool in_call = in_call_.load(std::memory_order_acquire);
+  FileCredentials creds;
+  if (int err = ReadFileCredentials(in_call ? tid_ : process_->pid(), &creds)) return err;
+  // The thread (or process) we read is still the caller's.
+  if (in_call ? !in_call_.load(std::memory_order_acquire) : !PidfdHoldsPid(process_->pidfd()))
+    return ESRCH;
+  return AccessAs(creds, file, R_OK);
 }
-
-// Whether `pidfd` still holds its process (signal 0: existence only).
-bool StillThere(int pidfd) {
-  if (syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0) return true;
-  return errno == EPERM;
-}
-
-}  // namespace
 
 bool CallerContext::can_kill_any() const {
   int known = cap_kill_.load(std::memory_order_acquire);
@@ -43,7 +34,7 @@ bool CallerContext::can_kill_any() const {
   // its pidfd afterwards (so the pid was not reused in between). Not
   // memoised: it may change.
   bool cap = HasCapKill(process_->pid());
-  return cap && StillThere(process_->pidfd());
+  return cap && PidfdHoldsPid(process_->pidfd());
 }
 
 }  // namespace kqd

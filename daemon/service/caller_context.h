@@ -38,9 +38,13 @@ class CallerContext : public ProcessContext {
   // capability now, if it still lives, else false.
   bool can_kill_any() const override;
   ScopedFd DupFd(int fd, int* error) const override { return process_->DupFd(fd, error); }
+  ScopedFd CopyFd(int fd, int* error) const override { return process_->CopyFd(fd, error); }
   std::shared_ptr<Kqueue> KqueueForFd(int fd) const override {
     return process_->KqueueForFd(fd);
   }
+  // With the calling thread's fs uid, fs gid and groups while the call
+  // runs (afterwards: the process's, confirmed by its pidfd), read afresh.
+  int CheckReadAccess(int file) const override;
 
   const std::shared_ptr<RemoteProcess>& process() const { return process_; }
   pid_t tid() const { return tid_; }

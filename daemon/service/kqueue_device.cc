@@ -34,12 +34,24 @@ class RemoteKeventCall : public KeventCall {
     return (args_.flags & KQ_KEVENT_TIMEOUT) ? &timeout_ : nullptr;
   }
   int FetchChanges(size_t first, kq_kevent* out, size_t n) override {
+    // The core fetches a large changelist one slice at a time: a caller
+    // interrupted meanwhile (SIGKILL included) or a daemon shutting down
+    // stops it here, with the changes applied so far kept.
+    if (reply_->Cancelled()) return EINTR;
     return ReadCallerMemory(tid_, args_.changelist + first * sizeof(kq_kevent), out,
                             n * sizeof(kq_kevent));
   }
   int PutEvents(size_t first, const kq_kevent* events, size_t n) override {
     return WriteCallerMemory(tid_, args_.eventlist + first * sizeof(kq_kevent), events,
                              n * sizeof(kq_kevent));
+  }
+  // The caller named its descriptor (KQ_KEVENT_KQFD, as the C and Python
+  // clients always do) and that number no longer leads to our device in its
+  // process. Without the name we cannot tell which descriptor it used.
+  // (close() removes the number before the FLUSH that brings us here.)
+  bool DescriptorClosed() const override {
+    if (!(args_.flags & KQ_KEVENT_KQFD)) return false;
+    return !context_->process()->HasDeviceFd(args_.kq_fd);
   }
   void Complete(int result, int error) override {
     // From here on the thread id may name another thread.
@@ -118,13 +130,7 @@ KqueueDevice::~KqueueDevice() {
 int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
   int err = 0;
   auto kq = Kqueue::Create(runtime_, caller.uid, &err);
-  if (!kq) {
-    runtime_->log().ClientLog(LogLevel::kWarning, caller.uid,
-                              "open refused for thread %d: %s (per-user kqueue limit %llu)",
-                              static_cast<int>(caller.tid), std::strerror(err),
-                              static_cast<unsigned long long>(runtime_->limits().config().kqueues));
-    return err;
-  }
+  if (!kq) return err;  // the limit logs its refusals
   Entry e;
   e.kq = kq;
   e.notifier = std::make_shared<std::unique_ptr<PollNotifier>>();
@@ -141,7 +147,10 @@ int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
   // Who opened it, for kqstat; the cache entry is what its first kevent
   // call would make anyway.
   int ignored = 0;
-  if (auto process = processes_.Get(caller.tid, &ignored)) e.opener = process->pid();
+  if (auto context = processes_.Get(caller.tid, &ignored)) {
+    e.opener = context->pid();
+    context->EndCall();
+  }
   std::lock_guard<std::mutex> l(mu_);
   *handle = next_handle_++;
   entries_.emplace(*handle, std::move(e));
@@ -159,6 +168,16 @@ void KqueueDevice::Release(uint64_t handle) {
   }
   e.kq->RemoveReadinessObserver(e.observer);
   e.kq->Close();
+}
+
+void KqueueDevice::Flush(uint64_t handle, const Caller& caller) {
+  (void)caller;  // any process sharing the kqueue may have closed it
+  if (std::shared_ptr<Kqueue> kq = Find(handle)) kq->DescriptorClosed();
+}
+
+size_t KqueueDevice::open_kqueues() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return entries_.size();
 }
 
 std::shared_ptr<Kqueue> KqueueDevice::Find(uint64_t handle) const {
@@ -239,8 +258,13 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   // its kqueues watch this one (EVFILT_READ on a kqueue fd).
   if (args.flags & KQ_KEVENT_KQFD) context->process()->RememberKqueueFd(args.kq_fd, kq);
   std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
+  const uint64_t closes = kq->descriptor_closes();
   uint64_t wait_id = kq->Kevent(
       std::make_unique<RemoteKeventCall>(std::move(context), args, shared_reply));
+  // A close() handled (on the transport's loop thread) while this call was
+  // on its way to parking found nothing to end: look again.
+  if (wait_id != 0 && (args.flags & KQ_KEVENT_KQFD) && kq->descriptor_closes() != closes)
+    kq->DescriptorClosed();
   if (wait_id != 0) {
     // A signal to the caller answers the parked call with EINTR. If the call
     // was answered meanwhile, Interrupt finds nothing and the transport

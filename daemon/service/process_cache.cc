@@ -1,54 +1,12 @@
 #include "daemon/service/process_cache.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-#include <cstdint>
-#include <vector>
+#include "daemon/os/pidfd.h"
+#include "daemon/os/proc_files.h"
 
 namespace kqd {
-namespace {
-
-// The kernel's PIDFD_GET_INFO (Linux 6.13), declared here: the C library's
-// headers on the build machines predate it.
-struct PidfdInfo {
-  uint64_t mask;
-  uint64_t cgroupid;
-  uint32_t pid;
-  uint32_t tgid;
-  uint32_t ppid;
-  uint32_t ruid;
-  uint32_t rgid;
-  uint32_t euid;
-  uint32_t egid;
-  uint32_t suid;
-  uint32_t sgid;
-  uint32_t fsuid;
-  uint32_t fsgid;
-  int32_t exit_code;
-  uint32_t coredump_mask;
-  uint32_t spare;
-};
-static_assert(sizeof(PidfdInfo) == 72, "pidfd_info as of Linux 6.16 (the kernel takes any size from 64 up)");
-constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, PidfdInfo);
-constexpr uint64_t kPidfdInfoPid = 1u << 0;
-constexpr uint64_t kPidfdInfoCreds = 1u << 1;
-constexpr unsigned kPidfdThread = O_EXCL;  // PIDFD_THREAD (Linux 6.9)
-
-// The thread's ids and credentials now; false if it has exited.
-bool GetInfo(int pidfd, PidfdInfo* info) {
-  *info = PidfdInfo{};
-  info->mask = kPidfdInfoPid | kPidfdInfoCreds;
-  if (ioctl(pidfd, kPidfdGetInfo, info) != 0) return false;
-  return (info->mask & (kPidfdInfoPid | kPidfdInfoCreds)) ==
-         (kPidfdInfoPid | kPidfdInfoCreds);
-}
-
-}  // namespace
 
 ProcessCache::ProcessCache(Reactor* reactor, std::string device_path)
     : reactor_(reactor), device_(std::move(device_path)), state_(std::make_shared<State>()) {}
@@ -85,9 +43,8 @@ std::shared_ptr<CallerContext> ProcessCache::Get(pid_t tid, int* error) {
   if (t) {
     // The entry holds the pidfd open while we use it, even if the reactor
     // forgets the thread meanwhile.
-    PidfdInfo info;
-    if (GetInfo(t->pidfd.get(), &info) &&
-        static_cast<pid_t>(info.tgid) == t->process->pid()) {
+    PidfdTaskInfo info;
+    if (ReadPidfdInfo(t->pidfd.get(), &info) && info.tgid == t->process->pid()) {
       return std::make_shared<CallerContext>(t->process, tid, info.ruid, info.euid);
     }
     // Gone: the id belongs to a new thread now (or to nobody).
@@ -97,14 +54,24 @@ std::shared_ptr<CallerContext> ProcessCache::Get(pid_t tid, int* error) {
 }
 
 std::shared_ptr<CallerContext> ProcessCache::Slow(pid_t tid, int* error) {
+  if (old_kernel_.load(std::memory_order_relaxed)) return FromProcStatus(tid, error);
   // The thread is blocked in its request, so this id is still it.
-  ScopedFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, tid, kPidfdThread)));
-  PidfdInfo info;
-  if (!pidfd || !GetInfo(pidfd.get(), &info) || static_cast<pid_t>(info.pid) != tid) {
+  ScopedFd pidfd = OpenThreadPidfd(tid);
+  PidfdTaskInfo info;
+  bool known = pidfd && ReadPidfdInfo(pidfd.get(), &info);
+  if (!known && errno != ESRCH) {
+    // EINVAL from pidfd_open (no PIDFD_THREAD), ENOTTY/EINVAL/EOPNOTSUPP from
+    // the ioctl (no PIDFD_GET_INFO): an older kernel. Anything else (EMFILE)
+    // is served the slow way this once.
+    if (errno == EINVAL || errno == ENOTTY || errno == EOPNOTSUPP)
+      old_kernel_.store(true, std::memory_order_relaxed);
+    return FromProcStatus(tid, error);
+  }
+  if (!known || info.pid != tid) {
     *error = ESRCH;
     return nullptr;
   }
-  const pid_t tgid = static_cast<pid_t>(info.tgid);
+  const pid_t tgid = info.tgid;
   std::shared_ptr<RemoteProcess> process = ProcessFor(tgid, error);
   if (!process) return nullptr;
   auto caller = std::make_shared<CallerContext>(process, tid, info.ruid, info.euid);
@@ -135,6 +102,17 @@ std::shared_ptr<CallerContext> ProcessCache::Slow(pid_t tid, int* error) {
   ++pit->second.threads;
   state_->threads.emplace(tid, std::move(t));
   return caller;
+}
+
+std::shared_ptr<CallerContext> ProcessCache::FromProcStatus(pid_t tid, int* error) {
+  ProcStatus status;
+  if (!ReadProcStatus(tid, &status)) {
+    *error = ESRCH;
+    return nullptr;
+  }
+  std::shared_ptr<RemoteProcess> process = ProcessFor(status.tgid, error);
+  if (!process) return nullptr;
+  return std::make_shared<CallerContext>(process, tid, status.ruid, status.euid);
 }
 
 std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, int* error) {

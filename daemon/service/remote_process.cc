@@ -17,7 +17,10 @@ std::shared_ptr<RemoteProcess> RemoteProcess::Open(pid_t tgid, const DeviceIdent
   }
   ScopedFd pidfd = OpenPidfd(tgid);
   if (!pidfd) {
-    *error = ESRCH;
+    // Out of descriptors is the daemon's trouble, not a vanished caller:
+    // ENFILE (the daemon's table is the "system" table here), as for every
+    // other descriptor the daemon fails to get (docs/security.md).
+    *error = (errno == EMFILE || errno == ENFILE) ? ENFILE : ESRCH;
     return nullptr;
   }
   return std::shared_ptr<RemoteProcess>(new RemoteProcess(tgid, std::move(pidfd), device));
@@ -69,16 +72,19 @@ std::shared_ptr<Kqueue> RemoteProcess::KqueueForFd(int fd) const {
   return nullptr;
 }
 
-ScopedFd RemoteProcess::DupFd(int fd, int* error) const {
+ScopedFd RemoteProcess::CopyFd(int fd, int* error) const {
   if (fd < 0) {
     *error = EBADF;
     return ScopedFd();
   }
   ScopedFd copy(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd_.get(), fd, 0)));
-  if (!copy) {
-    *error = errno == ESRCH ? EBADF : errno;
-    return ScopedFd();
-  }
+  if (!copy) *error = errno == ESRCH ? EBADF : errno;
+  return copy;
+}
+
+ScopedFd RemoteProcess::DupFd(int fd, int* error) const {
+  ScopedFd copy = CopyFd(fd, error);
+  if (!copy) return ScopedFd();
   // Our own device must never be polled or read from the daemon's loop: the
   // operation would be a request to ourselves that we could not answer while
   // blocked in it. Holding (and closing) the copy is harmless: the device is

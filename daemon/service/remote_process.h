@@ -40,6 +40,10 @@ class RemoteProcess {
   // ProcessContext::DupFd). Our own device is never handed out: EOPNOTSUPP,
   // decided by the copied file's identity, not by any path.
   ScopedFd DupFd(int fd, int* error) const;
+  // The copy alone (pidfd_getfd, one syscall), unchecked (see
+  // ProcessContext::CopyFd): for a filter that verifies at once that it is
+  // the open file it registered.
+  ScopedFd CopyFd(int fd, int* error) const;
 
   // Kqueues are known by the descriptors the process told us it used for
   // them (KQ_KEVENT_KQFD); another descriptor of the same open file is
@@ -55,6 +59,9 @@ class RemoteProcess {
   void RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq);
   // How many descriptors are remembered (tests, stats).
   size_t remembered_kqueue_fds() const;
+
+  // Whether the process's descriptor `fd` leads to our device (any kqueue).
+  bool HasDeviceFd(int fd) const { return IsOurDevice(fd); }
 
   // Whether the process has exited (its pidfd is readable).
   bool exited() const;

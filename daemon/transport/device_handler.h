@@ -37,6 +37,13 @@ class IoctlReply {
   // EINTR promptly. Set before parking; may be called after the reply was
   // sent, in which case it must do nothing.
   virtual void OnInterrupt(std::function<void()> fn) = 0;
+  // True once the caller has been interrupted by a signal (a fatal one
+  // included: a SIGKILLed caller waits for our answer), once the request was
+  // answered, or once the transport is stopping. A handler working through a
+  // long request (a large changelist) checks it between slices and answers
+  // EINTR, so no caller stays stuck behind its own huge request and shutdown
+  // is prompt. Cheap; callable from any thread.
+  virtual bool Cancelled() const { return false; }
 };
 
 // poll(2)/epoll on the device: one pending notification handle.
@@ -55,6 +62,11 @@ class DeviceHandler {
   virtual int Open(const Caller& caller, uint64_t* handle) = 0;
   // The last close of what Open returned: release it and all its knotes.
   virtual void Release(uint64_t handle) = 0;
+  // close(2) of one descriptor of `handle` by `caller` (the kernel's FLUSH,
+  // sent on every close of any descriptor, dup or inherited copy, before
+  // the last one's Release). Calls parked on `handle` through the closed
+  // descriptor should end (EBADF). The default does nothing.
+  virtual void Flush(uint64_t handle, const Caller& caller) {}
   // ioctl(2). `in` holds the _IOC_WRITE part of the argument (in_size bytes,
   // already copied by the kernel) and `arg` is the raw argument value (a
   // pointer in the caller's memory).

@@ -103,6 +103,14 @@ class ReplyChannel {
     fn();
   }
 
+  // IoctlReply::Cancelled for `p`.
+  bool Cancelled(PendingIoctl* p) {
+    std::shared_lock<std::shared_mutex> lock(gate_mu_);
+    if (closed_ || loop_->stopping()) return true;
+    std::lock_guard<std::mutex> l(p->mu);
+    return p->interrupted || p->req == nullptr;
+  }
+
   // Waits for replies in progress; later WithSession() calls do nothing.
   void Close() {
     std::unique_lock<std::shared_mutex> lock(gate_mu_);
@@ -232,6 +240,8 @@ class FuseIoctlReply : public IoctlReply {
     });
   }
 
+  bool Cancelled() const override { return channel_->Cancelled(pending_.get()); }
+
  private:
   const std::shared_ptr<ReplyChannel> channel_;
   const std::shared_ptr<PendingIoctl> pending_;
@@ -287,7 +297,10 @@ void RequestDispatcher::OnOpen(fuse_req_t req, fuse_file_info* fi) {
   fi->direct_io = 1;    // no page cache: read/write (if ever) reach us
   fi->nonseekable = 1;  // a kqueue has no file position
   fi->keep_cache = 0;
-  fi->noflush = 1;      // nothing to flush on close()
+  // FLUSH wanted: it is how we learn that a descriptor was closed while
+  // another thread waits in kevent() on it (RELEASE cannot come then: the
+  // waiting ioctl holds the file).
+  fi->noflush = 0;
   if (fuse_reply_open(req, fi) != 0) {
     // The kernel dropped the open (the caller was killed meanwhile): no
     // RELEASE will ever come for this handle, so release it here.
@@ -321,7 +334,8 @@ void RequestDispatcher::OnRelease(fuse_req_t req, fuse_file_info* fi) {
 }
 
 void RequestDispatcher::OnFlush(fuse_req_t req, fuse_file_info* fi) {
-  (void)fi;
+  RequestDispatcher* self = From(req);
+  self->handler_->Flush(fi->fh, CallerOf(req));
   fuse_reply_err(req, 0);
 }
 
@@ -369,13 +383,95 @@ void RequestDispatcher::OnIoctl(fuse_req_t req, uint32_t cmd, void* arg,
   // OnKernelInterrupt right here.
   fuse_req_interrupt_func(req, &RequestDispatcher::OnKernelInterrupt,
                           reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
-  // `in` points into libfuse's receive buffer: valid during this call only.
-  self->handler_->Ioctl(
-      fi->fh, CallerOf(req), cmd,
-      static_cast<uint64_t>(reinterpret_cast<uintptr_t>(arg)),
-      plan.in_size > 0 ? in : nullptr, plan.in_size,
-      std::unique_ptr<IoctlReply>(
-          new FuseIoctlReply(self->channel_, std::move(pending))));
+  QueuedIoctl call;
+  call.id = id;
+  call.handle = fi->fh;
+  call.caller = CallerOf(req);
+  call.cmd = cmd;
+  call.arg = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(arg));
+  call.reply.reset(new FuseIoctlReply(self->channel_, std::move(pending)));
+  {
+    std::lock_guard<std::mutex> lock(self->lanes_mu_);
+    UidLane& lane = self->lanes_[call.caller.uid];
+    if (lane.busy >= kBusyThreadsPerUid) {
+      // `in` points into libfuse's receive buffer, reused for the next
+      // request: keep a copy.
+      if (plan.in_size > 0) {
+        const char* bytes = static_cast<const char*>(in);
+        call.in.assign(bytes, bytes + plan.in_size);
+      }
+      // Set before the call is visible in the queue (a thread taking it
+      // hands the reply to the handler, which may set its own callback).
+      const uid_t uid = call.caller.uid;
+      call.reply->OnInterrupt([self, uid, id] { self->CancelQueued(uid, id); });
+      lane.queue.push_back(std::move(call));
+      return;
+    }
+    lane.busy++;
+  }
+  // The common case: handled right here, `in` used in place (valid during
+  // this call only).
+  call.in.clear();
+  QueuedIoctl first = std::move(call);
+  const void* first_in = plan.in_size > 0 ? in : nullptr;
+  self->handler_->Ioctl(first.handle, first.caller, first.cmd, first.arg, first_in,
+                        plan.in_size, std::move(first.reply));
+  first.reply.reset();
+  self->RunLane(std::move(first));
+}
+
+void RequestDispatcher::RunLane(QueuedIoctl done) {
+  // `done` was handled already; take the uid's queued ioctls in turn.
+  const uid_t uid = done.caller.uid;
+  for (;;) {
+    QueuedIoctl next;
+    {
+      std::lock_guard<std::mutex> lock(lanes_mu_);
+      auto it = lanes_.find(uid);
+      if (it == lanes_.end()) return;  // Disconnect() cleared the lanes
+      UidLane& lane = it->second;
+      if (lane.queue.empty() || loop_->stopping()) {
+        // Left queued when stopping: Disconnect() answers them EIO.
+        if (--lane.busy <= 0 && lane.queue.empty()) lanes_.erase(it);
+        return;
+      }
+      next = std::move(lane.queue.front());
+      lane.queue.pop_front();
+    }
+    if (next.reply->Cancelled()) {
+      next.reply->ReplyError(EINTR);  // no-op if answered already
+      continue;
+    }
+    handler_->Ioctl(next.handle, next.caller, next.cmd, next.arg,
+                    next.in.empty() ? nullptr : next.in.data(), next.in.size(),
+                    std::move(next.reply));
+  }
+}
+
+void RequestDispatcher::CancelQueued(uid_t uid, uint64_t id) {
+  std::unique_ptr<IoctlReply> reply;
+  {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    auto it = lanes_.find(uid);
+    if (it == lanes_.end()) return;
+    auto& queue = it->second.queue;
+    for (auto q = queue.begin(); q != queue.end(); ++q) {
+      if (q->id != id) continue;
+      reply = std::move(q->reply);
+      queue.erase(q);
+      break;
+    }
+  }
+  // Not found: a thread took it meanwhile and the handler owns the reply
+  // (Cancelled() tells it about the interrupt).
+  if (reply) reply->ReplyError(EINTR);
+}
+
+size_t RequestDispatcher::queued_ioctls() const {
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  size_t n = 0;
+  for (const auto& entry : lanes_) n += entry.second.queue.size();
+  return n;
 }
 
 void RequestDispatcher::OnPoll(fuse_req_t req, fuse_file_info* fi,
@@ -390,11 +486,22 @@ void RequestDispatcher::OnPoll(fuse_req_t req, fuse_file_info* fi,
 }
 
 void RequestDispatcher::Disconnect() {
+  // ECONNABORTED: what the kernel itself answers every request in flight
+  // when a server dies (kill -9 aborts the connection), so a parked call
+  // sees one errno however the daemon went away (docs/abi.md).
   for (auto& pending : channel_->TakeAll()) {
-    channel_->Answer(pending.get(),
-                     [](fuse_req_t req) { fuse_reply_err(req, EIO); });
+    channel_->Answer(pending.get(), [](fuse_req_t req) {
+      fuse_reply_err(req, ECONNABORTED);
+    });
   }
   channel_->Close();
+  // Queued ioctls were among the pending ones (answered EIO above); their
+  // reply objects do nothing now.
+  std::unordered_map<uid_t, UidLane> lanes;
+  {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    lanes.swap(lanes_);
+  }
 }
 
 void RequestDispatcher::ReleaseRemaining() {

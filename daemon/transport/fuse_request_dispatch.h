@@ -6,15 +6,17 @@
 // Threads: the libfuse entry points run on the session's loop thread. The
 // IoctlReply and PollNotifier objects handed to the handler may be used from
 // any thread and may outlive the transport; once the transport is stopped
-// they do nothing (a parked ioctl has been answered EIO by then).
+// they do nothing (a parked ioctl has been answered ECONNABORTED by then).
 #ifndef KQUEUED_DAEMON_TRANSPORT_FUSE_REQUEST_DISPATCH_H_
 #define KQUEUED_DAEMON_TRANSPORT_FUSE_REQUEST_DISPATCH_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "daemon/transport/device_handler.h"
 
@@ -62,6 +64,14 @@ struct IoctlPlan {
 IoctlPlan PlanIoctl(uint32_t cmd, uint32_t flags, size_t in_size,
                     size_t out_size);
 
+// Requests of one uid that serving threads work on at the same time, at
+// most. Further ioctls of that uid wait in its queue, holding no thread, and
+// are taken in order by the uid's threads as they finish: a user whose
+// requests are slow (huge changelists, pages on a slow filesystem) occupies
+// at most this many threads, while the pool keeps idle threads for everyone
+// else. A queued caller that is interrupted is answered EINTR at once.
+constexpr int kBusyThreadsPerUid = 2;
+
 class RequestDispatcher {
  public:
   // `handler` and `loop` must outlive the dispatcher.
@@ -79,8 +89,8 @@ class RequestDispatcher {
   static void OnInit(void* userdata);
   static void OnOpen(fuse_req* req, fuse_file_info* fi);
   static void OnRelease(fuse_req* req, fuse_file_info* fi);
-  // Nothing to write back on close(); answered so the kernel's FLUSH on
-  // every close costs one round trip at most.
+  // close(2) of a descriptor: tells the handler (DeviceHandler::Flush),
+  // then answers at once; nothing is written back.
   static void OnFlush(fuse_req* req, fuse_file_info* fi);
   static void OnIoctl(fuse_req* req, uint32_t cmd, void* arg,
                       fuse_file_info* fi, unsigned flags, const void* in,
@@ -89,22 +99,51 @@ class RequestDispatcher {
 
   // ---- Shutdown, after the loop thread has stopped reading requests.
 
-  // Answers every parked ioctl with EIO; afterwards replies and poll
+  // Answers every parked ioctl with ECONNABORTED (as the kernel does when a
+  // server dies); afterwards replies and poll
   // notifications held by the handler do nothing. Idempotent.
   void Disconnect();
+  // For tests and statistics: ioctls waiting in uid queues now.
+  size_t queued_ioctls() const;
+
   // After the session is closed (the kernel will send no more RELEASE):
   // Release() every handle that was opened and never released, so each
   // successful Open is paired with exactly one Release. Idempotent.
   void ReleaseRemaining();
 
  private:
+  // An ioctl taken off the wire, ready for the handler.
+  struct QueuedIoctl {
+    uint64_t id = 0;
+    uint64_t handle = 0;
+    Caller caller;
+    uint32_t cmd = 0;
+    uint64_t arg = 0;
+    std::vector<char> in;  // a copy: libfuse's buffer is reused
+    std::unique_ptr<IoctlReply> reply;
+  };
+  // Per uid: requests in the handler now, and those waiting for a turn.
+  struct UidLane {
+    int busy = 0;
+    std::deque<QueuedIoctl> queue;
+  };
+
   static RequestDispatcher* From(fuse_req* req);
   static void OnKernelInterrupt(fuse_req* req, void* data);
+  // Runs `first` (whose uid already counts it as busy), then the uid's
+  // queued ioctls, on the calling serving thread.
+  void RunLane(QueuedIoctl first);
+  // A queued ioctl's caller was interrupted: answer EINTR if still queued.
+  void CancelQueued(uid_t uid, uint64_t id);
 
   DeviceHandler* const handler_;
   SessionLoop* const loop_;
   const std::shared_ptr<dispatch_internal::ReplyChannel> channel_;
   uint64_t next_ioctl_id_ = 1;  // loop thread only
+
+  mutable std::mutex lanes_mu_;  // a leaf, but for the OnInterrupt call
+                                 // made while queueing (gate, then p->mu)
+  std::unordered_map<uid_t, UidLane> lanes_;  // guarded by lanes_mu_
 
   std::mutex handles_mu_;
   // Handles opened and not yet released, with their open count (a handler

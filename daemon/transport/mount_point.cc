@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -59,10 +60,18 @@ bool Canonicalize(const std::string& path, std::string* out,
 
 // A FUSE mount whose daemon died answers ENOTCONN (ECONNABORTED if it was
 // aborted through /sys/fs/fuse/connections); detach it so we can mount.
+//
+// Asked with statfs(2), not lstat(2): the kernel answers lstat from the
+// attribute cache (the daemon grants an hour, see fuse_transport.cc) without
+// asking the server, so a dead mount looked alive for up to an hour. statfs
+// on a FUSE mount is always a request on the connection, and a connection
+// whose server is gone fails it at once with ENOTCONN. A live daemon answers
+// it (libfuse does by default), and a path that is no mount at all is
+// answered by the filesystem below.
 bool DetachDeadMounts(const std::string& path, std::string* error) {
   for (int i = 0; i < kMaxStaleMounts; ++i) {
-    struct stat st;
-    if (lstat(path.c_str(), &st) == 0) return true;
+    struct statfs sfs;
+    if (statfs(path.c_str(), &sfs) == 0) return true;
     if (errno != ENOTCONN && errno != ECONNABORTED) return true;
     if (umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
       *error = path + " is a dead FUSE mount (its daemon is gone) and "

@@ -38,7 +38,7 @@ class ServingSession {
   // False once the connection has ended or StopServing() was called.
   bool running() const { return loop_->running(); }
 
-  // Stops reading requests and answers parked ioctls with EIO; replies and
+  // Stops reading requests and answers parked ioctls with ECONNABORTED; replies and
   // notifications held by the handler do nothing afterwards. The connection
   // itself stays open (a FUSE mount is still in place). Idempotent.
   void StopServing();

@@ -25,7 +25,7 @@ class Transport {
  public:
   virtual ~Transport() = default;
 
-  // Stops serving: parked ioctls fail with EIO, every handle still open is
+  // Stops serving: parked ioctls fail with ECONNABORTED, every handle still open is
   // Release()d, the device goes away (CUSE node removed, FUSE file
   // unmounted; a FUSE placeholder file stays). Afterwards clients still
   // holding the device get errors (ENOTCONN/ENODEV). Idempotent. Call it

@@ -446,6 +446,84 @@ TEST_F(KqueueTest, SignalInterruptsWait) { ExpectEintr(0); }
 // BSD's kevent() is never restarted, SA_RESTART or not.
 TEST_F(KqueueTest, SignalInterruptsWaitEvenWithSaRestart) { ExpectEintr(SA_RESTART); }
 
+// ---- close() of the kqueue while another thread waits on it ---------------
+// NetBSD wakes the waiter and its kevent() fails with EBADF (issue 11 item 3).
+
+// Parks `waiters` threads in kevent() on `kq` (no timeout); each records its
+// result and errno.
+struct Waiters {
+  std::vector<std::thread> threads;
+  std::vector<int> rc, err;
+  std::atomic<int> done{0};
+  Waiters(int kq, int n) : rc(n, 0), err(n, 0) {
+    for (int i = 0; i < n; i++) {
+      threads.emplace_back([this, kq, i] {
+        struct kevent out;
+        rc[i] = kevent(kq, nullptr, 0, &out, 1, nullptr);
+        err[i] = errno;
+        done++;
+      });
+    }
+  }
+  bool WaitAll(int64_t ms) {
+    int64_t end = NowMs() + ms;
+    while (done.load() < static_cast<int>(threads.size()) && NowMs() < end) usleep(2000);
+    return done.load() == static_cast<int>(threads.size());
+  }
+  ~Waiters() {
+    for (auto& t : threads) t.join();
+  }
+};
+
+TEST_F(KqueueTest, CloseFromAnotherThreadWakesWaitersWithEbadf) {
+  // Rounds, and several waiters, so a lost wake-up cannot pass by luck.
+  for (int round = 0; round < 20; round++) {
+    int kq = kqueue();
+    ASSERT_GE(kq, 0);
+    Waiters w(kq, 4);
+    usleep(round % 2 ? 20 * 1000 : 1000);  // parked, or about to be
+    ASSERT_EQ(close(kq), 0);
+    ASSERT_TRUE(w.WaitAll(5000)) << "round " << round << ": a waiter stayed parked after close()";
+    for (size_t i = 0; i < w.rc.size(); i++) {
+      EXPECT_EQ(w.rc[i], -1);
+      EXPECT_EQ(w.err[i], EBADF) << strerror(w.err[i]);
+    }
+  }
+}
+
+TEST_F(KqueueTest, ClosingADuplicateDoesNotWakeTheWaiter) {
+  int kq = kqueue();
+  ASSERT_GE(kq, 0);
+  int copy = dup(kq);
+  ASSERT_GE(copy, 0);
+  Waiters w(kq, 1);
+  usleep(50 * 1000);
+  ASSERT_EQ(close(copy), 0);
+  usleep(200 * 1000);
+  EXPECT_EQ(w.done.load(), 0) << "closing a duplicate woke the waiter";
+  ASSERT_EQ(close(kq), 0);
+  ASSERT_TRUE(w.WaitAll(5000));
+  EXPECT_EQ(w.err[0], EBADF);
+}
+
+TEST_F(KqueueTest, ChildClosingItsCopyDoesNotWakeTheParentsWaiter) {
+  int kq = kqueue();
+  ASSERT_GE(kq, 0);
+  Waiters w(kq, 1);
+  usleep(50 * 1000);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(close(kq) == 0 ? 0 : 1);
+  int status;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  usleep(200 * 1000);
+  EXPECT_EQ(w.done.load(), 0) << "the child's close() woke the parent's waiter";
+  ASSERT_EQ(close(kq), 0);
+  ASSERT_TRUE(w.WaitAll(5000));
+  EXPECT_EQ(w.err[0], EBADF);
+}
+
 // ---- Polling the kqueue descriptor --------------------------------------
 
 TEST_F(KqueueTest, PollSeesPendingEvents) {

@@ -248,6 +248,7 @@ TEST_F(CallerIdentity, ArgumentBlockInReadOnlyMemory) {
   args->eventlist = reinterpret_cast<uint64_t>(&out);
   args->nevents = 1;
   args->flags = KQ_KEVENT_TIMEOUT;
+  args->timeout_sec = 5;  // readiness reaches the daemon asynchronously
   ASSERT_EQ(mprotect(mem, page, PROT_READ), 0);
   EXPECT_EQ(ioctl(kq, KQ_IOC_KEVENT, args), 1) << strerror(errno);
   EXPECT_EQ(out.ident, static_cast<uint64_t>(p[0]));

@@ -7,8 +7,10 @@ which the daemon exits 0. The log: levels, the journald "<N>" prefix under
 $JOURNAL_STREAM, --log-level, and the per-client rate limit.
 """
 
+import atexit
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +33,8 @@ def notify_socket(abstract):
         directory = tempfile.mkdtemp(prefix="kqueued-notify-")
         address = os.path.join(directory, "notify")
         s.bind(address)
+        # Unbound with the socket's last close; the directory goes at exit.
+        atexit.register(shutil.rmtree, directory, True)
     s.settimeout(10)
     return s, address
 
@@ -60,6 +64,25 @@ class NotifyTest(unittest.TestCase):
 
     def test_abstract_socket(self):
         self.run_daemon(abstract=True)
+
+    def test_restart_after_a_crash(self):
+        # What Restart=on-failure does after SIGKILL: start again on the same
+        # path, over the dead mount the crash left; READY=1 again.
+        first = kqdaemon.Daemon()
+        try:
+            first.proc.kill()
+            first.proc.wait(10)
+            sock, address = notify_socket(False)
+            env = dict(os.environ, NOTIFY_SOCKET=address)
+            second = kqdaemon.Daemon(env=env, wait_ready=False, device=first.device)
+            try:
+                self.assertIn("READY=1", sock.recv(4096).decode().split("\n"), second.log())
+                self.assertEqual(kqdaemon.abi_version(first.device), 2)
+            finally:
+                self.assertEqual(second.stop(), 0)
+                sock.close()
+        finally:
+            first.stop()
 
     def test_no_ready_when_start_fails(self):
         sock, address = notify_socket(False)
@@ -126,6 +149,27 @@ class LogTest(unittest.TestCase):
         # A burst of 10, then about one a second.
         self.assertGreaterEqual(len(unknown), 10)
         self.assertLess(len(unknown), 40, unknown)
+
+    def test_a_limit_reached_is_logged(self):
+        sys.path.insert(0, os.path.dirname(os.path.dirname(
+            kqdaemon.runfile("client/python/kqueued/__init__.py"))))
+        import kqueued
+        d = kqdaemon.Daemon()
+        try:
+            os.environ["KQUEUE_DEVICE"] = d.device
+            kq = kqueued.kqueue()
+            # 4096 timers per user: the 4097th fails with ENOMEM.
+            changes = [kqueued.kevent(i, kqueued.KQ_FILTER_TIMER, kqueued.KQ_EV_ADD, 0, 3600000)
+                       for i in range(4100)]
+            errors = kq.control(changes, 8)
+            self.assertTrue(errors and all(e.flags & kqueued.KQ_EV_ERROR for e in errors))
+            self.assertEqual(errors[0].data, 12)  # ENOMEM
+            kq.close()
+        finally:
+            d.stop()
+        lines = [l for l in d.log().splitlines() if "per-user limit" in l]
+        self.assertTrue(lines, d.log())
+        self.assertEqual(lines[0], "kqueued: warning: per-user limit of 4096 timers reached (uid 0)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <set>
@@ -167,6 +168,11 @@ TEST_F(Device, ReservedFieldsAndBadTimeoutsAreEinval) {
   a.timeout_nsec = 1000000000;
   EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
   EXPECT_EQ(errno, EINVAL);
+  // Also with nevents 0 (docs/abi.md).
+  a.eventlist = 0;
+  a.nevents = 0;
+  EXPECT_EQ(ioctl(kq_, KQ_IOC_KEVENT, &a), -1);
+  EXPECT_EQ(errno, EINVAL);
 }
 
 TEST_F(Device, PollTimeoutAndEmptyCalls) {
@@ -311,6 +317,43 @@ TEST_F(Device, SharedAcrossForkEachEventOnce) {
   close(report[0]);
   for (pid_t p : workers) waitpid(p, nullptr, 0);
   for (int i = 0; i < kEvents; i++) EXPECT_EQ(got[i], 1) << i;
+}
+
+TEST_F(Device, ForkedChildHasItsOwnFdKnotes) {
+  // Hardening item 9: a child sharing the queue must not reach the parent's
+  // fd knotes by naming the same number.
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  ASSERT_EQ(Change(kq_, Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, 1)), 0);
+  int q[2];
+  ASSERT_EQ(pipe2(q, O_CLOEXEC), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int code = 0;
+    // A number the child does not have (closed here, the parent's is open).
+    close(q[0]);
+    if (Change(kq_, Ev(q[0], EVFILT_READ, EV_ADD, 0, 0, 7)) != EBADF) code |= 1;
+    // The parent's knote on p[0] is not the child's to change or delete.
+    if (Change(kq_, Ev(p[0], EVFILT_READ, EV_DISABLE)) != ENOENT) code |= 2;
+    if (Change(kq_, Ev(p[0], EVFILT_READ, EV_DELETE)) != ENOENT) code |= 4;
+    // Its own knote on its own (inherited) descriptor is separate.
+    if (Change(kq_, Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, 2)) != 0) code |= 8;
+    _exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  // The child exited: its knote's descriptor is gone with it. The parent's
+  // knote kept udata 1 and is the one event.
+  ASSERT_EQ(Change(kq_, Ev(q[0], EVFILT_READ, EV_ADD, 0, 0, 3)), 0);
+  ASSERT_EQ(write(p[1], "x", 1), 1);
+  kq_kevent out[4];
+  int n = Kevent(kq_, nullptr, 0, out, 4, 2000);
+  ASSERT_EQ(n, 1);
+  EXPECT_EQ(out[0].ident, static_cast<uint64_t>(p[0]));
+  EXPECT_EQ(out[0].udata, 1u);
+  for (int fd : {p[0], p[1], q[0], q[1]}) close(fd);
 }
 
 TEST_F(Device, ClientDyingWhileParkedLeavesOthersServed) {
@@ -545,6 +588,56 @@ TEST_F(Device, EmptyFiresWhenTheSendQueueIsDrained) {
   EXPECT_EQ(Change(kq_, Ev(p[1], EVFILT_EMPTY, EV_ADD)), EINVAL);
   close(p[0]);
   close(p[1]);
+}
+
+// close() of the kqueue from another thread ends a call parked on it with
+// EBADF, if the call named its descriptor (KQ_KEVENT_KQFD); a call that did
+// not cannot be told apart and waits for its timeout (docs/abi.md).
+TEST(DeviceClose, WakesParkedCallsThatNamedTheirDescriptor) {
+  for (int round = 0; round < 10; round++) {
+    int kq = SharedDaemon().OpenKqueue();
+    ASSERT_GE(kq, 0);
+    std::atomic<int> rc{0}, err{0};
+    std::atomic<bool> done{false};
+    std::thread waiter([&] {
+      kq_kevent ev;
+      kq_kevent_args a{};
+      a.eventlist = reinterpret_cast<uint64_t>(&ev);
+      a.nevents = 1;
+      a.flags = KQ_KEVENT_KQFD;  // no timeout: waits forever
+      a.kq_fd = kq;
+      rc = ioctl(kq, KQ_IOC_KEVENT, &a);
+      err = errno;
+      done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    ASSERT_EQ(close(kq), 0);
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (!done && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (!done) {
+      waiter.detach();
+      FAIL() << "round " << round << ": the parked call outlived close()";
+    }
+    waiter.join();
+    EXPECT_EQ(rc.load(), -1);
+    EXPECT_EQ(err.load(), EBADF) << strerror(err.load());
+  }
+}
+
+TEST(DeviceClose, UnnamedCallKeepsItsTimeout) {
+  int kq = SharedDaemon().OpenKqueue();
+  ASSERT_GE(kq, 0);
+  std::atomic<int> rc{-2};
+  auto start = Clock::now();
+  std::thread waiter([&] {
+    kq_kevent ev;
+    rc = Kevent(kq, nullptr, 0, &ev, 1, 400);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(close(kq), 0);
+  waiter.join();
+  EXPECT_EQ(rc.load(), 0);
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(350));
 }
 
 }  // namespace

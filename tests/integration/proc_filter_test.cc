@@ -111,6 +111,30 @@ TEST_F(ProcDevice, ExitOfAForkedChildWithItsStatus) {
   EXPECT_EQ(WaitStatus(child), 3 << 8);
 }
 
+TEST_F(ProcDevice, ExitIsSeenByAKeventAfterWaitpid) {
+  // Causality: once waitpid() has returned, a zero-timeout kevent reports
+  // NOTE_EXIT with the status. (The proc connector's exit event can come
+  // after the parent's wait returned; the pidfd is readable before.)
+  for (int round = 0; round < 100; round++) {
+    Channel go;
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      go.Receive();
+      _exit(round % 100);
+    }
+    ASSERT_EQ(Change(kq_, Watch(child, NOTE_EXIT, EV_ADD, round)), 0);
+    go.Send(1);
+    ASSERT_EQ(WaitStatus(child), (round % 100) << 8);
+    kq_kevent ev{};
+    ASSERT_EQ(Kevent(kq_, nullptr, 0, &ev, 1, 0), 1) << "round " << round;
+    EXPECT_EQ(ev.ident, static_cast<uint64_t>(child));
+    EXPECT_EQ(ev.fflags, NOTE_EXIT);
+    EXPECT_EQ(ev.data, (round % 100) << 8) << "round " << round;
+    EXPECT_EQ(ev.udata, static_cast<uint64_t>(round));
+  }
+}
+
 TEST_F(ProcDevice, SignalledChild) {
   pid_t child = fork();
   ASSERT_GE(child, 0);
@@ -238,11 +262,13 @@ TEST_F(ProcDevice, TrackReportsTheChildThenItsExit) {
   WaitStatus(parent);
 }
 
-// NOTE_TRACKERR for real: the watcher is nobody; the tracked process has
-// real uid nobody (so nobody may watch it) but effective uid root, and
-// before forking it becomes root entirely. Its child is then root's alone:
-// kill(2) would refuse nobody, so the child cannot be attached.
-TEST_F(ProcDevice, TrackErrAcrossAUserSwitch) {
+// NOTE_TRACK is authorised with the FORKING process's credentials (NetBSD's
+// KAUTH_PROCESS_KEVENT_FILTER), not the watcher's: the watcher is nobody;
+// the tracked process has real uid nobody (so nobody may watch it) but
+// effective uid root, and before forking it becomes root entirely. A root
+// forker may attach its child: nobody's knote gets NOTE_FORK, and the root
+// child's knote its NOTE_CHILD (kill(2)'s rule, used before, refused it).
+TEST_F(ProcDevice, TrackFollowsTheForkerAcrossAUserSwitch) {
   if (!nobody_) GTEST_SKIP() << "no user nobody";
   const uid_t nobody = nobody_->pw_uid;
   Channel p_ready, p_go, p_forked, w_registered, w_result;
@@ -275,21 +301,24 @@ TEST_F(ProcDevice, TrackErrAcrossAUserSwitch) {
     int err = Change(kq, Watch(tracked, NOTE_FORK | NOTE_TRACK));
     w_registered.Send(err);
     if (err != 0) _exit(4);
-    uint32_t fflags = 0;
-    int others = 0;
+    uint32_t fflags = 0, child_fflags = 0;
+    int64_t child_data = 0;
     auto deadline = SteadyClock::now() + std::chrono::seconds(10);
-    while (!(fflags & NOTE_TRACKERR) && SteadyClock::now() < deadline) {
+    while (!((fflags & NOTE_FORK) && child_fflags) && SteadyClock::now() < deadline) {
       kq_kevent out[8];
       int n = Kevent(kq, nullptr, 0, out, 8, 200);
       for (int i = 0; i < n; i++) {
-        if (out[i].ident == static_cast<uint64_t>(tracked))
+        if (out[i].ident == static_cast<uint64_t>(tracked)) {
           fflags |= out[i].fflags;
-        else
-          others++;
+        } else {
+          child_fflags |= out[i].fflags;
+          child_data = out[i].data;
+        }
       }
     }
     w_result.Send(static_cast<int32_t>(fflags));
-    w_result.Send(others);
+    w_result.Send(static_cast<int32_t>(child_fflags));
+    w_result.Send(static_cast<int32_t>(child_data));
     _exit(0);
   }
   cleanup_.push_back(watcher);
@@ -298,11 +327,64 @@ TEST_F(ProcDevice, TrackErrAcrossAUserSwitch) {
   pid_t child = p_forked.Receive();
   ASSERT_GT(child, 0);
   const int32_t fflags = w_result.Receive(15000);
-  const int32_t others = w_result.Receive();
-  EXPECT_EQ(static_cast<uint32_t>(fflags), NOTE_FORK | NOTE_TRACKERR);
-  EXPECT_EQ(others, 0);  // no knote (and no NOTE_CHILD) for the root child
+  const int32_t child_fflags = w_result.Receive();
+  const int32_t child_data = w_result.Receive();
+  EXPECT_EQ(static_cast<uint32_t>(fflags), NOTE_FORK);
+  EXPECT_EQ(static_cast<uint32_t>(child_fflags), NOTE_CHILD);
+  EXPECT_EQ(child_data, tracked);
   int status = WaitStatus(watcher);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  kill(child, SIGKILL);
+  kill(tracked, SIGKILL);
+  WaitStatus(tracked);
+}
+
+// NOTE_TRACKERR for real: a set-id forker that is not root (real and
+// effective uid nobody, saved uid root) may not have its child tracked —
+// even by a root watcher, whose own rights do not matter (NetBSD:
+// KAUTH_PROCESS_KEVENT_FILTER refuses a set-id target).
+TEST_F(ProcDevice, SetIdForkerGetsTrackErrEvenForARootWatcher) {
+  if (!nobody_) GTEST_SKIP() << "no user nobody";
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to make a set-id process";
+  const uid_t nobody = nobody_->pw_uid;
+  Channel p_ready, p_go, p_forked;
+  pid_t tracked = fork();
+  ASSERT_GE(tracked, 0);
+  if (tracked == 0) {
+    if (setresuid(nobody, nobody, 0) != 0) _exit(50);
+    p_ready.Send(1);
+    if (p_go.Receive() != 1) _exit(51);
+    pid_t c = fork();
+    if (c == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      pause();
+      _exit(0);
+    }
+    p_forked.Send(c);
+    pause();
+    _exit(0);
+  }
+  cleanup_.push_back(tracked);
+  ASSERT_EQ(p_ready.Receive(), 1);
+  ASSERT_EQ(Change(kq_, Watch(tracked, NOTE_FORK | NOTE_TRACK)), 0);
+  p_go.Send(1);
+  const pid_t child = p_forked.Receive();
+  ASSERT_GT(child, 0);
+  uint32_t fflags = 0;
+  int others = 0;
+  auto deadline = SteadyClock::now() + std::chrono::seconds(10);
+  while (!(fflags & NOTE_TRACKERR) && SteadyClock::now() < deadline) {
+    kq_kevent out[8];
+    int n = Kevent(kq_, nullptr, 0, out, 8, 200);
+    for (int i = 0; i < n; i++) {
+      if (out[i].ident == static_cast<uint64_t>(tracked))
+        fflags |= out[i].fflags;
+      else
+        others++;
+    }
+  }
+  EXPECT_EQ(fflags, NOTE_FORK | NOTE_TRACKERR);
+  EXPECT_EQ(others, 0);  // no knote, no NOTE_CHILD, for the set-id child
   kill(child, SIGKILL);
   kill(tracked, SIGKILL);
   WaitStatus(tracked);

@@ -69,17 +69,13 @@ outside_install() {
     return
   fi
   outside_prefix=$outside_work/prefix
-  echo "== building kqueued (bazel build -c opt) in $outside_repo"
-  (cd "$outside_repo" && bazel build -c opt //daemon:kqueued //client:all) \
+  echo "== building (bazel build -c opt) and installing kqueued from $outside_repo"
+  # install.sh builds the optimised daemon and libraries itself.
+  "$outside_repo/client/install.sh" --prefix "$outside_prefix" --src "$outside_repo" \
     > "$outside_work/build.log" 2>&1 || {
     tail -n 30 "$outside_work/build.log" >&2
-    outside_die "the build failed (log: $outside_work/build.log)"
+    outside_die "the build or install.sh failed (log: $outside_work/build.log)"
   }
-  local bin
-  bin=$(cd "$outside_repo" && bazel info -c opt bazel-bin 2>/dev/null) ||
-    outside_die "bazel info bazel-bin failed"
-  "$outside_repo/client/install.sh" --prefix "$outside_prefix" --bin "$bin" --src "$outside_repo" \
-    >> "$outside_work/build.log" 2>&1 || outside_die "install.sh failed (log: $outside_work/build.log)"
   echo "== installed into $outside_prefix"
 }
 

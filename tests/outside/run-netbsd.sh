@@ -18,14 +18,25 @@
 # Nothing is downloaded by this script.
 #
 # Options: see tests/outside/lib.sh (--prefix, --work, --keep, --timeout;
-# default timeout 120 s per case). Cases that cannot apply on Linux are
+# default timeout 120 s per case), and --repeat N: run every case N times
+# and count it passed only if every run passed (timing bugs show up as
+# "failed in k of N runs"). Cases that cannot apply on Linux are
 # listed in NOT_ON_LINUX below with the reason and reported as skipped.
 set -u
 . "$(dirname "$0")/lib.sh"
 
 outside_usage() { sed -n '2,/^set -u/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
-outside_parse "$@"
+repeat=1
+rest=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --repeat) [ $# -ge 2 ] || outside_die "--repeat needs a value"; repeat=$2; shift 2 ;;
+    *) rest+=("$1"); shift ;;
+  esac
+done
+case $repeat in ''|*[!0-9]*|0) outside_die "--repeat needs a positive number" ;; esac
+outside_parse "${rest[@]}"
 [ ${#outside_args[@]} -eq 1 ] || { outside_usage >&2; exit 2; }
 src=${outside_args[0]}
 if [ -d "$src/tests/kernel/kqueue" ]; then
@@ -94,17 +105,29 @@ for entry in "${programs[@]}"; do
       echo "SKIP $id (not on Linux: $reason)"
       continue
     fi
-    log=$logs/$(echo "$id" | tr /: __).log
-    "$exe" -t "$timeout" -w "$outside_work" "$tc" > "$log" 2>&1
-    line=$(grep -m1 '^atf-result: ' "$log")
-    line=${line#atf-result: "$tc": }
-    case $line in
-      passed) outside_result "$id" passed; echo "ok   $id" ;;
-      skipped:*) outside_result "$id" skipped "${line#skipped: }"; echo "SKIP $id (${line#skipped: })" ;;
-      expected_failure:*) outside_result "$id" passed; echo "ok   $id (expected failure)" ;;
-      failed:*) outside_result "$id" failed "${line#failed: }"; echo "FAIL $id: ${line#failed: }" ;;
-      *) outside_result "$id" failed "no result (log: $log)"; echo "FAIL $id: no result" ;;
-    esac
+    fails=0
+    first_fail=
+    verdict=passed
+    for r in $(seq 1 "$repeat"); do
+      log=$logs/$(echo "$id" | tr /: __).$r.log
+      "$exe" -t "$timeout" -w "$outside_work" "$tc" > "$log" 2>&1
+      line=$(grep -m1 '^atf-result: ' "$log")
+      line=${line#atf-result: "$tc": }
+      case $line in
+        passed|expected_failure:*) ;;
+        skipped:*) verdict=$line; break ;;
+        failed:*) fails=$((fails + 1)); [ -n "$first_fail" ] || first_fail=${line#failed: } ;;
+        *) fails=$((fails + 1)); [ -n "$first_fail" ] || first_fail="no result (log: $log)" ;;
+      esac
+    done
+    if [ "${verdict%%:*}" = skipped ]; then
+      outside_result "$id" skipped "${verdict#skipped: }"; echo "SKIP $id (${verdict#skipped: })"
+    elif [ "$fails" = 0 ]; then
+      outside_result "$id" passed; echo "ok   $id"
+    else
+      [ "$repeat" = 1 ] || first_fail="failed in $fails of $repeat runs; first: $first_fail"
+      outside_result "$id" failed "$first_fail"; echo "FAIL $id: $first_fail"
+    fi
   done < <("$exe" -l)
 done
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +19,15 @@ uid_t LocalProcess::ruid() const { return getuid(); }
 uid_t LocalProcess::euid() const { return geteuid(); }
 
 ScopedFd LocalProcess::DupFd(int fd, int* error) const {
+  // As the daemon's DupFd refuses its own device: a kqueue is not copied.
+  if (KqueueForFd(fd)) {
+    *error = EOPNOTSUPP;
+    return ScopedFd();
+  }
+  return CopyFd(fd, error);
+}
+
+ScopedFd LocalProcess::CopyFd(int fd, int* error) const {
   int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) *error = errno;
   return ScopedFd(copy);
@@ -135,9 +145,16 @@ bool TestQueue::WaitFor(const std::shared_ptr<Pending>& p, long timeout_ms,
 int TestQueue::Kevent(const std::vector<kq_kevent>& changes,
                       std::vector<kq_kevent>* events, size_t nevents,
                       const timespec* timeout, int* error) {
+  return KeventAs(process_, changes, events, nevents, timeout, error);
+}
+
+int TestQueue::KeventAs(const std::shared_ptr<ProcessContext>& caller,
+                        const std::vector<kq_kevent>& changes,
+                        std::vector<kq_kevent>* events, size_t nevents,
+                        const timespec* timeout, int* error) {
   auto p = std::make_shared<Pending>();
   p->changes = changes;
-  kq_->Kevent(std::make_unique<VectorCall>(process_, p, nevents, timeout));
+  kq_->Kevent(std::make_unique<VectorCall>(caller, p, nevents, timeout));
   int result = 0, err = 0;
   std::vector<kq_kevent> got;
   WaitFor(p, -1, &result, &err, &got);
@@ -170,6 +187,10 @@ TestRuntime::~TestRuntime() { runtime_->reactor().Stop(); }
 
 std::unique_ptr<TestQueue> TestRuntime::NewQueue() {
   return std::make_unique<TestQueue>(runtime_.get(), process_);
+}
+
+int LocalProcess::CheckReadAccess(int file) const {
+  return syscall(SYS_faccessat2, file, "", R_OK, AT_EMPTY_PATH | AT_EACCESS) == 0 ? 0 : errno;
 }
 
 }  // namespace testing

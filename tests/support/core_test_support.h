@@ -28,8 +28,12 @@ class LocalProcess : public ProcessContext {
   uid_t ruid() const override;
   uid_t euid() const override;
   bool can_kill_any() const override { return euid() == 0; }
+  // EOPNOTSUPP for an fd bound to a kqueue (as the daemon's own device).
   ScopedFd DupFd(int fd, int* error) const override;
+  ScopedFd CopyFd(int fd, int* error) const override;
   std::shared_ptr<Kqueue> KqueueForFd(int fd) const override;
+  // The test's own credentials: the kernel's check as itself.
+  int CheckReadAccess(int file) const override;
 
   // Makes `fd` name `kq` for KqueueForFd.
   void BindKqueue(int fd, const std::shared_ptr<Kqueue>& kq);
@@ -58,6 +62,12 @@ class TestQueue {
   int Kevent(const std::vector<kq_kevent>& changes,
              std::vector<kq_kevent>* events, size_t nevents,
              const timespec* timeout, int* error = nullptr);
+  // The same call made by another process sharing the queue (after fork
+  // or SCM_RIGHTS).
+  int KeventAs(const std::shared_ptr<ProcessContext>& caller,
+               const std::vector<kq_kevent>& changes,
+               std::vector<kq_kevent>* events, size_t nevents,
+               const timespec* timeout, int* error = nullptr);
   // Just the changes, no collection; returns the errno of the call.
   int Change(const kq_kevent& change);
   // Collect with a timeout in ms (-1: forever).

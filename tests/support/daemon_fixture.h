@@ -18,8 +18,11 @@ class DaemonFixture {
  public:
   // Starts the daemon found in the test's runfiles (or $KQUEUED_BIN). With
   // $KQUEUED_EXTERNAL_DEVICE set, uses that already-served device instead.
+  // `nofile`, if nonzero, is the daemon's RLIMIT_NOFILE (soft and hard):
+  // its descriptor budget, from which its per-user limits are sized.
   static std::unique_ptr<DaemonFixture> Start(std::string* error,
-                                              const std::vector<std::string>& extra_args = {});
+                                              const std::vector<std::string>& extra_args = {},
+                                              unsigned long nofile = 0);
   ~DaemonFixture();
 
   const std::string& device() const { return device_; }
@@ -27,8 +30,18 @@ class DaemonFixture {
   // Opens the device (a new kqueue); -1 with errno on failure.
   int OpenKqueue() const;
 
+  // Sends `sig` to the daemon and reaps it; returns its wait status (-1 if
+  // none was running). The device path is kept for Restart().
+  int Stop(int sig);
+  // Starts a new daemon on the same device path, with the same arguments,
+  // after Stop(); false with *error if it does not become ready.
+  bool Restart(std::string* error);
+
  private:
   DaemonFixture() = default;
+  bool Spawn(std::string* error);
+  std::vector<std::string> extra_args_;
+  unsigned long nofile_ = 0;
   std::string dir_;
   std::string device_;
   pid_t pid_ = -1;

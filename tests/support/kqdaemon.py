@@ -51,11 +51,16 @@ def abi_version(device):
 
 
 class Daemon(object):
-    def __init__(self, binary=None, extra_args=(), env=None, wait_ready=True):
+    def __init__(self, binary=None, extra_args=(), env=None, wait_ready=True, device=None):
+        """`device`: serve this path (in an existing directory) instead of a fresh one."""
         self.binary = binary or runfile("daemon/kqueued")
-        self.directory = tempfile.mkdtemp(prefix="kqueued-ops-", dir="/tmp")
-        os.chmod(self.directory, 0o755)
-        self.device = os.path.join(self.directory, "kqueue")
+        if device:
+            self.directory = tempfile.mkdtemp(prefix="kqueued-ops-", dir="/tmp")
+            self.device = device
+        else:
+            self.directory = tempfile.mkdtemp(prefix="kqueued-ops-", dir="/tmp")
+            os.chmod(self.directory, 0o755)
+            self.device = os.path.join(self.directory, "kqueue")
         self.log_path = os.path.join(self.directory, "stderr.log")
         self._final_log = None
         args = [self.binary, "--device", self.device, "--transport", "fuse",

@@ -53,6 +53,19 @@ class KqstatTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.daemon = kqdaemon.Daemon()
+        try:
+            cls.start_clients()
+        except BaseException:
+            # tearDownClass does not run when this fails: stop the daemon
+            # here, or its mount would outlive the test.
+            if getattr(cls, "child", None):
+                cls.child.kill()
+                cls.child.wait()
+            cls.daemon.stop()
+            raise
+
+    @classmethod
+    def start_clients(cls):
         # Other users cannot read root's runfiles: copy kqstat and the module
         # into the daemon's world-readable directory.
         cls.kqstat = os.path.join(cls.daemon.directory, "kqstat")

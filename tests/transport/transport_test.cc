@@ -713,7 +713,8 @@ TEST_P(TransportTest, StopAnswersParkedIoctlsAndReleasesHandles) {
   transport_->Stop();
   caller.join();
   EXPECT_EQ(result.load(), -1);
-  EXPECT_EQ(error.load(), EIO);
+  // The errno the kernel gives parked calls when a daemon is killed.
+  EXPECT_EQ(error.load(), ECONNABORTED);
   EXPECT_FALSE(transport_->running());
   // The kernel will never send RELEASE now; the transport did.
   EXPECT_EQ(handler_.ReleaseCount(h), 1);
@@ -854,6 +855,59 @@ TEST(FuseTransport, DeadMountOfCrashedDaemonIsReplaced) {
   EchoArgs e = {2, 2};
   EXPECT_EQ(ioctl(fd, kEcho, &e), 4);
   close(fd);
+  transport->Stop();
+  EXPECT_FALSE(MountedAt(path));
+  unlink(path.c_str());
+}
+
+// issue 12 item 11: once anyone has looked at the device, the kernel caches
+// its attributes for an hour, and stat/lstat keep answering from that cache
+// after the daemon is gone. The restart must still see the mount is dead.
+TEST(FuseTransport, DeadMountIsReplacedEvenWhileItsAttributesAreCached) {
+  std::string path = TempPath("kqueue-stale-cached");
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(ready[0]);
+    FakeHandler handler;
+    std::string error;
+    auto transport = FuseTransport::Start(path, &handler, &error);
+    char ok = transport ? 'y' : 'n';
+    if (write(ready[1], &ok, 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  close(ready[1]);
+  char ok = 0;
+  ASSERT_EQ(read(ready[0], &ok, 1), 1);
+  close(ready[0]);
+  ASSERT_EQ(ok, 'y');
+  // Fill the attribute cache while the daemon lives.
+  struct stat st;
+  ASSERT_EQ(lstat(path.c_str(), &st), 0);
+  int old_fd = open(path.c_str(), O_RDWR);
+  ASSERT_GE(old_fd, 0);
+  kill(child, SIGKILL);
+  int status;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  // The cache still answers: this is what fooled the old check.
+  EXPECT_EQ(lstat(path.c_str(), &st), 0);
+  ASSERT_TRUE(MountedAt(path));
+
+  FakeHandler handler;
+  std::string error;
+  auto transport = FuseTransport::Start(path, &handler, &error);
+  ASSERT_TRUE(transport) << error;
+  int fd = open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  EchoArgs e = {2, 3};
+  EXPECT_EQ(ioctl(fd, kEcho, &e), 5);
+  close(fd);
+  // The descriptor opened on the dead mount stays dead.
+  EXPECT_EQ(ioctl(old_fd, kEcho, &e), -1);
+  EXPECT_EQ(errno, ENOTCONN);
+  close(old_fd);
   transport->Stop();
   EXPECT_FALSE(MountedAt(path));
   unlink(path.c_str());

@@ -174,6 +174,22 @@ std::string JsonString(const std::string& s) {
 
 const char* const kResourceNames[KQ_RES_COUNT] = {"kqueues", "knotes", "timers"};
 
+// A resource slot's name; slots a later daemon defines are shown by number.
+std::string ResourceName(int i) {
+  return i < KQ_RES_COUNT ? kResourceNames[i] : "resource" + std::to_string(i);
+}
+
+// The slots to show: the known ones, and any other with a limit set.
+std::vector<int> ResourceSlots(const Report& r) {
+  std::vector<int> slots;
+  for (int i = 0; i < KQ_STAT_RESOURCES; i++) {
+    bool used = i < KQ_RES_COUNT;
+    for (const kq_stat_user& u : r.users) used = used || u.limit[i] != 0;
+    if (used) slots.push_back(i);
+  }
+  return slots;
+}
+
 std::string Bytes(uint64_t n) {
   char buf[32];
   if (n >= (uint64_t{1} << 30))
@@ -225,12 +241,13 @@ void PrintText(int fd, const Report& r, const kq_version& v) {
                   filters.empty() ? "-" : filters.c_str());
     }
   }
+  const std::vector<int> slots = ResourceSlots(r);
   std::printf("\n%-8s", "UID");
-  for (const char* name : kResourceNames) std::printf(" %20s", name);
+  for (int i : slots) std::printf(" %20s", ResourceName(i).c_str());
   std::printf("\n");
   for (const kq_stat_user& u : r.users) {
     std::printf("%-8u", u.uid);
-    for (int i = 0; i < KQ_RES_COUNT; i++) {
+    for (int i : slots) {
       std::string cell = std::to_string(u.used[i]) + "/" + std::to_string(u.limit[i]);
       std::printf(" %20s", cell.c_str());
     }
@@ -282,8 +299,8 @@ void PrintJson(int fd, const Report& r, const kq_version& v) {
   for (const kq_stat_user& u : r.users) {
     std::printf("%s\n  {\"uid\":%u", first_u ? "" : ",", u.uid);
     first_u = false;
-    for (int i = 0; i < KQ_RES_COUNT; i++)
-      std::printf(",\"%s\":{\"used\":%llu,\"limit\":%llu}", kResourceNames[i],
+    for (int i : ResourceSlots(r))
+      std::printf(",\"%s\":{\"used\":%llu,\"limit\":%llu}", ResourceName(i).c_str(),
                   static_cast<unsigned long long>(u.used[i]),
                   static_cast<unsigned long long>(u.limit[i]));
     std::printf("}");

@@ -30,7 +30,8 @@
  *  kevent():
  *    EBADF     kq is not a kqueue: a closed fd (as on the BSDs) or an open
  *              file that is not the kqueue device (the ioctl's ENOTTY).
- *    ENOTCONN  The daemon serving this kqueue is gone; the queue is lost.
+ *    ENOTCONN  The daemon serving this kqueue is gone (also for a call that
+ *              was waiting when it went); the queue is lost.
  *    EINTR, EINVAL, EFAULT, ENOENT, ESRCH, ENOMEM...: as on the BSDs.
  */
 #ifndef KQUEUED_CLIENT_SYS_EVENT_H_

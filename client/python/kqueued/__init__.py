@@ -557,6 +557,11 @@ class kqueue(object):
                         break
                     args.timeout_sec, args.timeout_nsec = divmod(
                         remaining, _NS_PER_SEC)
+            except ConnectionAbortedError:
+                # The daemon went away while the call was parked (docs/abi.md):
+                # the same ENOTCONN as a call made after it left.
+                raise OSError(_errno.ENOTCONN,
+                              _os.strerror(_errno.ENOTCONN)) from None
 
         return [kevent._from_record(events[i]) for i in range(got)]
 

@@ -70,26 +70,6 @@ struct FdState : KnoteState {
 
 int Fd(const Knote& kn) { return static_cast<int>(kn.kev.ident); }
 
-// A transient copy of the knote's fd if it still names the file the knote
-// was attached to. Otherwise an invalid ScopedFd, with *gone telling whether
-// the file is surely no longer there (closed, number reused, process gone)
-// rather than just not obtainable right now (e.g. EMFILE in the daemon).
-ScopedFd CopyIfSame(const Knote& kn, const FileIdentity& id, bool* gone) {
-  int err = 0;
-  ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
-  if (!copy) {
-    *gone = err == 0 || err == EBADF || err == ESRCH;
-    return ScopedFd();
-  }
-  FileIdentity now;
-  if (ReadIdentity(copy.get(), &now) != 0 || now != id) {
-    *gone = true;
-    return ScopedFd();
-  }
-  *gone = false;
-  return copy;
-}
-
 }  // namespace
 
 FdFilter::FdFilter(Runtime* runtime, uint32_t filter)
@@ -100,7 +80,10 @@ FdFilter::FdFilter(Runtime* runtime, uint32_t filter)
       watcher_(FdWatcher::Create(&runtime->reactor(), filter == EVFILT_READ)) {}
 
 int FdFilter::Attach(Knote& kn) {
-  if (kn.owner->KqueueForFd(Fd(kn))) {
+  int err = 0;
+  // DupFd refuses our own device (EOPNOTSUPP): only then can it be a kqueue.
+  ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
+  if (!copy && err == EOPNOTSUPP && kn.owner->KqueueForFd(Fd(kn))) {
     // A kqueue supports EVFILT_READ only (BSD's kqueue_kqfilter). The knote
     // is handed to the kqueue's own ops, once: the core calls kn.ops.
     if (!read()) return EINVAL;
@@ -108,8 +91,6 @@ int FdFilter::Attach(Knote& kn) {
     kn.ops = &nested_;
     return 0;
   }
-  int err = 0;
-  ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
   if (!copy) return err != 0 ? err : EBADF;
   auto st = std::make_unique<FdState>();
   if (int e = DescribeFile(copy.get(), &st->info)) return e;
@@ -119,7 +100,7 @@ int FdFilter::Attach(Knote& kn) {
 
   std::weak_ptr<Knote> weak = kn.weak_from_this();
   auto wake = [weak] { Knote::Notify(weak, kHintWake); };
-  if (CanEverFire(st->info, read())) {
+  {
     if (st->info.kind == FileKind::kRegular) {
       if (read()) {
         if (int e = watcher_->WatchInode(copy.get(), wake, &st->inode)) return e;
@@ -127,8 +108,10 @@ int FdFilter::Attach(Knote& kn) {
     } else {
       // Per filter, so that a READ knote is not woken by every ACK that
       // frees send space, nor a WRITE knote by every arriving packet.
-      // EPOLLERR and EPOLLHUP are always reported. EVFILT_EMPTY takes the
-      // write-space wake-ups too (a reset comes as EPOLLERR).
+      // EPOLLERR and EPOLLHUP are always reported: READ on a pipe's write
+      // end hears the last reader go (EPOLLERR), WRITE on its read end the
+      // last writer (EPOLLHUP). EVFILT_EMPTY takes the write-space wake-ups
+      // too (a reset comes as EPOLLERR).
       const uint32_t events = read() ? (EPOLLIN | EPOLLRDHUP | EPOLLPRI) : EPOLLOUT;
       const FdWatcher::InodeKey inode{st->info.id.dev, st->info.id.ino};
       int e = watcher_->Watch(copy.get(), inode, events, wake, &st->item);
@@ -147,15 +130,42 @@ void FdFilter::Detach(Knote& kn) {
   auto* st = kn.state_as<FdState>();
   if (st == nullptr) return;
   st->empty.timer.Cancel();
-  if (st->item.token != 0) {
-    // With the same file we can delete the item; without it, the item has
-    // vanished with the file or is a harmless zombie (fd_watch.h).
-    ScopedFd copy;
-    bool gone = true;
-    if (!(kn.status & Knote::kGone)) copy = CopyIfSame(kn, st->info.id, &gone);
-    watcher_->Unwatch(st->item, copy ? copy.get() : -1);
-  }
+  // The last subscriber of an item deletes it with a copy of the same open
+  // file (the watcher checks it); without one, the item has vanished with
+  // the file or is a harmless zombie (fd_watch.h).
+  watcher_->Unwatch(st->item, [&kn]() {
+    if (kn.status & Knote::kGone) return ScopedFd();
+    int err = 0;
+    return kn.owner->CopyFd(Fd(kn), &err);
+  });
   watcher_->UnwatchInode(st->inode);
+}
+
+ScopedFd FdFilter::CopyIfSame(Knote& kn, bool* gone) {
+  auto* st = kn.state_as<FdState>();
+  int err = 0;
+  ScopedFd copy = kn.owner->CopyFd(Fd(kn), &err);
+  if (!copy) {
+    // Surely gone (closed, process gone) rather than just not obtainable
+    // right now (e.g. EMFILE in the daemon)?
+    *gone = err == 0 || err == EBADF || err == ESRCH;
+    return ScopedFd();
+  }
+  bool same;
+  if (st->item.file != 0) {
+    // The very open file of the epoll item: one kcmp. Checked before the
+    // copy is used at all, so a number reused by our own device is never
+    // polled.
+    same = watcher_->IsSameFile(st->item, copy.get());
+  } else {
+    // No item to compare with (regular files, files epoll refuses): the
+    // inode, its type and the access mode (fd_readiness.h).
+    FileIdentity now;
+    same = ReadIdentity(copy.get(), &now) == 0 && now == st->info.id;
+  }
+  *gone = !same;
+  if (!same) return ScopedFd();
+  return copy;
 }
 
 bool FdFilter::Event(Knote& kn, long hint) {
@@ -168,7 +178,7 @@ bool FdFilter::Event(Knote& kn, long hint) {
   auto* st = kn.state_as<FdState>();
   if (hint == kHintRecheck) st->empty.timer.Fired();
   bool gone = false;
-  ScopedFd copy = CopyIfSame(kn, st->info.id, &gone);
+  ScopedFd copy = CopyIfSame(kn, &gone);
   if (!copy) {
     if (gone) {
       kn.status |= Knote::kGone;  // closed: dropped silently, as on BSD
@@ -239,7 +249,7 @@ void FdFilter::ScheduleRecheck(Knote& kn) {
 bool FdFilter::StillValid(Knote& kn) {
   auto* st = kn.state_as<FdState>();
   bool gone = false;
-  ScopedFd copy = CopyIfSame(kn, st->info.id, &gone);
+  ScopedFd copy = CopyIfSame(kn, &gone);
   return copy.valid() || !gone;
 }
 

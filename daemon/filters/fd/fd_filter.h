@@ -1,32 +1,40 @@
 // EVFILT_READ, EVFILT_WRITE and EVFILT_EMPTY on file descriptors.
 //
 // ident is an fd number in the registering process (kn.owner). Whenever the
-// filter needs the file it takes a transient copy (ProcessContext::DupFd),
-// uses it and closes it: after Attach the daemon holds no reference to the
-// client's file (fd_watch.h explains how it is watched anyway).
+// filter needs the file it takes a transient copy, uses it and closes it:
+// after Attach the daemon holds no reference to the client's file
+// (fd_watch.h explains how it is watched anyway).
 //
-//   Attach   copy the fd (EBADF if not open); if it is one of our kqueues,
+//   Attach   copy the fd (ProcessContext::DupFd: EBADF if not open,
+//            EOPNOTSUPP for our own device); if it is one of our kqueues,
 //            EVFILT_READ hands the knote to KqueueReadFilter for good
 //            (kn.ops is set to it: later hooks go there, nesting);
 //            EVFILT_WRITE and EVFILT_EMPTY on a kqueue are EINVAL, as on
 //            BSD; so is EVFILT_EMPTY on anything but a socket. Otherwise
-//            record the file's identity and type, and start an event source:
-//            an epoll item (pollable files), an inotify watch (EVFILT_READ
-//            on regular files and directories), or none (files that are
-//            always ready, and pipe ends the filter can never fire on).
-//   Event    copy the fd again; if it is closed or names another file now
-//            (identity: st_dev, st_ino, st_rdev, type, access mode) set
-//            Knote::kGone and report nothing — BSD drops knotes on close.
-//            Otherwise compute data / EV_EOF / fflags (fd_readiness.h).
-//   StillValid the same identity check, so EV_ADD on a reused fd number
-//            watches the new file.
-//   Detach   delete the epoll item with a copy of the file if it can still
-//            be had, drop the inotify subscription.
+//            record the file's identity and type, and subscribe to an event
+//            source: the epoll item of the open file (pollable files; one
+//            per open file, shared by its knotes), or an inotify watch
+//            (EVFILT_READ on regular files and directories), or none
+//            (files that are always ready).
+//   Event    copy the fd again (ProcessContext::CopyFd: pidfd_getfd alone)
+//            and check at once that the copy is the registered open file:
+//            kcmp against the epoll item (FdWatcher::IsSameFile), or, for
+//            files without one, st_dev/st_ino/st_rdev/type/access mode. If
+//            the fd is closed or names another file now, set Knote::kGone
+//            and report nothing — BSD drops knotes on close. Otherwise
+//            compute data / EV_EOF / fflags (fd_readiness.h). A pipe or
+//            socket knote costs pidfd_getfd, kcmp, its own queries (poll,
+//            FIONREAD...) and close.
+//   StillValid the same check, so EV_ADD on a reused fd number watches the
+//            new file.
+//   Detach   end the subscription; the last one of an item deletes it with
+//            a copy of the same open file if one can still be had.
 //
 // Wake-ups call Knote::Notify from the reactor thread; every evaluation
 // recomputes from the file itself, so a spurious wake-up reports nothing
 // new, and EV_CLEAR knotes fire once per wake-up of the file (each write to
-// a pipe or socket).
+// a pipe or socket) — never for the state they were registered in, which
+// their registration reported (FdWatcher::Watch drops the add report).
 //
 // EVFILT_EMPTY (FreeBSD's, also in NetBSD 10): fires when the socket's send
 // queue is empty — for TCP, everything written has been acknowledged;
@@ -50,6 +58,7 @@
 #include "daemon/core/runtime.h"
 #include "daemon/filters/fd/fd_watch.h"
 #include "daemon/filters/fd/kqueue_read_filter.h"
+#include "daemon/util/scoped_fd.h"
 
 namespace kqd {
 
@@ -70,6 +79,11 @@ class FdFilter : public FilterOps {
  private:
   bool read() const { return filter_ == EVFILT_READ; }
   bool empty() const { return filter_ == EVFILT_EMPTY; }
+  // A transient copy of the knote's fd if it still names the open file the
+  // knote was attached to. Otherwise an invalid ScopedFd, with *gone
+  // telling whether the file is surely no longer there (closed, number
+  // reused, process gone) rather than just not obtainable right now.
+  ScopedFd CopyIfSame(Knote& kn, bool* gone);
   // EVFILT_EMPTY's evaluation of a copy of the knote's socket.
   bool EmptyEvent(Knote& kn, int fd, long hint);
   // EVFILT_EMPTY: makes sure the knote is looked at again later.

@@ -221,18 +221,33 @@ Readiness SocketWrite(int fd, const FileInfo& info, uint32_t sfflags,
   return r;
 }
 
-Readiness PipeRead(int fd, uint32_t sfflags, int64_t sdata) {
+Readiness PipeRead(int fd, const FileInfo& info, uint32_t sfflags, int64_t sdata) {
   Readiness r;
   const short rev = Poll(fd, POLLIN);
+  if (info.id.accmode == O_WRONLY) {
+    // The write end (NetBSD's filt_piperead finds no peer): nothing to read
+    // ever, but EV_EOF once the last reader is gone (POLLERR), data 0.
+    r.eof = (rev & POLLERR) != 0;
+    r.fire = r.eof;
+    return r;
+  }
   r.data = std::max<int64_t>(0, IoctlInt(fd, FIONREAD));
   r.eof = (rev & POLLHUP) != 0;
   r.fire = r.eof || (r.data > 0 && r.data >= Lowat(sfflags, sdata, 1));
   return r;
 }
 
-Readiness PipeWrite(int fd, uint32_t sfflags, int64_t sdata) {
+Readiness PipeWrite(int fd, const FileInfo& info, uint32_t sfflags, int64_t sdata) {
   Readiness r;
   const short rev = Poll(fd, POLLOUT);
+  if (info.id.accmode == O_RDONLY) {
+    // The read end: never writable, but EV_EOF once the last writer is
+    // gone (POLLHUP), data 0 — as NetBSD's filt_pipewrite, which finds no
+    // peer then.
+    r.eof = (rev & POLLHUP) != 0;
+    r.fire = r.eof;
+    return r;
+  }
   if (rev & POLLERR) {  // no reader left
     r.eof = true;
     r.fire = true;
@@ -361,17 +376,11 @@ SendQueue ReadSendQueue(int fd, const FileInfo& info) {
   return q;
 }
 
-bool CanEverFire(const FileInfo& info, bool read) {
-  if (info.kind != FileKind::kPipe) return true;
-  return read ? info.id.accmode != O_WRONLY : info.id.accmode != O_RDONLY;
-}
-
 Readiness ReadReadiness(int fd, const FileInfo& info, uint32_t sfflags,
                         int64_t sdata) {
-  if (!CanEverFire(info, true)) return Readiness{};
   switch (info.kind) {
     case FileKind::kPipe:
-      return PipeRead(fd, sfflags, sdata);
+      return PipeRead(fd, info, sfflags, sdata);
     case FileKind::kSocket:
       return SocketRead(fd, info, sfflags, sdata);
     case FileKind::kEventfd:
@@ -392,10 +401,9 @@ Readiness ReadReadiness(int fd, const FileInfo& info, uint32_t sfflags,
 
 Readiness WriteReadiness(int fd, const FileInfo& info, uint32_t sfflags,
                          int64_t sdata) {
-  if (!CanEverFire(info, false)) return Readiness{};
   switch (info.kind) {
     case FileKind::kPipe:
-      return PipeWrite(fd, sfflags, sdata);
+      return PipeWrite(fd, info, sfflags, sdata);
     case FileKind::kSocket:
       return SocketWrite(fd, info, sfflags, sdata);
     case FileKind::kEventfd:

@@ -8,12 +8,16 @@
 //
 // Per type (bsd-semantics.md "Per-filter data"; deviations marked *):
 //   pipe/FIFO  READ  data = bytes buffered (FIONREAD); EV_EOF when no writer
-//                    is left (POLLHUP); never fires on a write-only end.
+//                    is left (POLLHUP). On a write-only end: fires only
+//                    with EV_EOF, data 0, once no reader is left (POLLERR),
+//                    as NetBSD's filt_piperead (asyncio watches its write
+//                    ends so).
 //              WRITE data = free space (F_GETPIPE_SZ - FIONREAD, FIONREAD
 //                    works on either end); fires at >= PIPE_BUF (Linux's
 //                    4096: the atomic write size, as BSD's 512 is there);
-//                    reader gone: EV_EOF, data 0 (POLLERR); never fires on a
-//                    read-only end.
+//                    reader gone: EV_EOF, data 0 (POLLERR). On a read-only
+//                    end: fires only with EV_EOF, data 0, once no writer is
+//                    left (POLLHUP), as NetBSD's filt_pipewrite.
 //   socket     READ  data = bytes in the receive queue (SIOCINQ), against
 //                    NOTE_LOWAT or else SO_RCVLOWAT; *datagram sockets:
 //                    Linux only tells the size of the next datagram, not
@@ -121,10 +125,6 @@ struct SendQueue {
 
 // `info` must describe a socket.
 SendQueue ReadSendQueue(int fd, const FileInfo& info);
-
-// Whether the filter can ever fire for this file (READ on a pipe's write
-// end, WRITE on its read end cannot): no event source is needed then.
-bool CanEverFire(const FileInfo& info, bool read);
 
 }  // namespace kqd
 

@@ -6,6 +6,8 @@
 #include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <linux/kcmp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,68 +17,61 @@
 namespace kqd {
 namespace {
 
-// The key range ends here at most: dup3 onto a number grows the fd table up
-// to it, and a table of millions of entries would be memory for nothing.
+// The key range ends here at most: a copy put at a number grows the fd
+// table up to it, and a table of millions of entries would be memory for nothing.
 constexpr rlim_t kMaxTop = 65536;
-constexpr int kMaxSlots = 1024;
-constexpr int kMinSlots = 16;
-// Events drained from a watcher's epoll per reactor wake-up; more stay
-// ready and the (level-triggered) reactor calls again.
+// Below this the table is too small to set a range aside.
+constexpr rlim_t kMinTop = 256;
+// A new item tries at most this many key numbers.
+constexpr int kMaxNumberAttempts = 64;
+// Events read from a watcher's epoll per epoll_wait (drained until empty).
 constexpr int kEpollBatch = 256;
+// Zombie items are swept for vanished files when this many have gathered
+// (and then when their number doubles).
+constexpr size_t kMinZombieSweep = 64;
 // What changes a file's size (or a directory's entries).
 constexpr uint32_t kInodeMask =
     IN_MODIFY | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO;
 
-}  // namespace
-
-// ---- FdKeySlots -------------------------------------------------------------
-
-FdKeySlots& FdKeySlots::Get() {
-  // The fd table is per process, so the reservation is too: a function-local
-  // static is the one piece of process-wide state here, by necessity.
-  static FdKeySlots slots;
-  return slots;
+// The daemon never forks: its pid is read once (getpid costs a syscall).
+pid_t SelfPid() {
+  static const pid_t pid = getpid();
+  return pid;
 }
 
-FdKeySlots::FdKeySlots() {
+}  // namespace
+
+// ---- FdKeyRange -------------------------------------------------------------
+
+const FdKeyRange& FdKeyRange::Get() {
+  // The fd table is per process, so the range is too: a function-local
+  // static is the one piece of process-wide state here, by necessity.
+  static const FdKeyRange range;
+  return range;
+}
+
+FdKeyRange::FdKeyRange() {
   // The key numbers live at the top of the table: make the table as large
   // as we are allowed to.
   const rlim_t limit = RaiseFdLimit();
   if (limit == 0) return;
   const rlim_t top = std::min(limit, kMaxTop);
-  const int count = std::min<int>(kMaxSlots, std::max<int>(kMinSlots, top / 16));
-  if (top < static_cast<rlim_t>(4 * count)) return;  // too small a table
-  devnull_.reset(open("/dev/null", O_RDONLY | O_CLOEXEC));
-  if (!devnull_) return;
-  base_ = static_cast<int>(top) - count;
-  count_ = count;
-  placeholders_.resize(count);
+  if (top < kMinTop) return;  // too small a table
+  top_ = static_cast<int>(top);
+  base_ = top_ / 4;
 }
 
-bool FdKeySlots::ReserveLocked(int slot) {
-  if (placeholders_[slot]) return true;
-  const int number = base_ + slot;
+int FdKeyRange::WithFileAt(int number, int file, const std::function<int(int)>& op,
+                           int* free_above) {
   // F_DUPFD takes the lowest free number >= `number`: we get exactly it
-  // only if nobody holds it, without closing anything.
-  ScopedFd got(fcntl(devnull_.get(), F_DUPFD_CLOEXEC, number));
-  if (got.get() != number) return false;  // taken (or error): skip the slot
-  placeholders_[slot] = std::move(got);
-  return true;
-}
-
-int FdKeySlots::WithFileAt(int slot, int file, const std::function<int(int)>& op) {
-  MutexLock l(mu_);
-  if (slot < 0 || slot >= count_) return -EINVAL;
-  if (!ReserveLocked(slot)) return -EBUSY;
-  const int number = base_ + slot;
-  // Atomically replaces our placeholder; nothing else can be at `number`.
-  if (dup3(file, number, O_CLOEXEC) < 0) return -errno;
-  const int result = op(number);
-  // Back to the placeholder: the client's file is no longer referenced.
-  if (dup3(devnull_.get(), number, O_CLOEXEC) < 0) {
-    placeholders_[slot].reset();  // closes the copy; the slot is re-reserved later
+  // only if nobody holds it, and never close anything.
+  ScopedFd at(fcntl(file, F_DUPFD_CLOEXEC, number));
+  if (!at) return -errno;
+  if (at.get() != number) {
+    if (free_above != nullptr) *free_above = at.get();
+    return -EBUSY;
   }
-  return result;
+  return op(number);  // `at` closes: the client's file is no longer referenced
 }
 
 // ---- FdWatcher ---------------------------------------------------------------
@@ -111,55 +106,190 @@ FdWatcher::~FdWatcher() {
   if (inotify_token_ > 0) reactor_->RemoveFd(inotify_->inotify_fd(), inotify_token_);
 }
 
-int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
-                     Item* out) {
-  FdKeySlots& slots = FdKeySlots::Get();
-  if (!slots.ok() || !ok()) return EMFILE;
-  MutexLock l(mu_);
-  const uint64_t token = next_token_++;
-  epoll_event ev{};
-  ev.events = events | EPOLLET;
-  ev.data.u64 = token;
-  std::set<int>& used = slots_in_use_[inode];
-  int result = -ENOMEM;  // every slot in use for this inode
-  int slot = 0;
-  for (; slot < slots.count(); slot++) {
-    if (used.count(slot)) continue;
-    result = slots.WithFileAt(slot, file, [&](int number) {
-      return epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, number, &ev) == 0 ? 0 : -errno;
-    });
-    // EEXIST: a zombie item of this very file holds the slot; EBUSY: the
-    // number is not ours. Either way, the next slot.
-    if (result != -EEXIST && result != -EBUSY) break;
-  }
-  if (result != 0) {
-    if (used.empty()) slots_in_use_.erase(inode);
-    return result == -EEXIST || result == -EBUSY ? ENOMEM : -result;
-  }
-  used.insert(slot);
-  items_.emplace(token, std::move(cb));
-  out->token = token;
-  out->slot = slot;
-  out->inode = inode;
-  return 0;
+int FdWatcher::Compare(int file, int number) const {
+  kcmp_epoll_slot target{};
+  target.efd = static_cast<uint32_t>(epoll_.get());
+  target.tfd = static_cast<uint32_t>(number);
+  target.toff = 0;  // numbers are unique in the instance: the first is it
+  const long r = syscall(SYS_kcmp, SelfPid(), SelfPid(), KCMP_EPOLL_TFD, file, &target);
+  if (r == 0) return 0;
+  if (r < 0 && errno == ENOENT) return -1;
+  return 1;
 }
 
-void FdWatcher::Unwatch(const Item& item, int file) {
-  if (item.token == 0) return;
-  MutexLock l(mu_);
-  if (file >= 0) {
-    // ENOENT (the item vanished with its file, or `file` is another open
-    // file of the inode) is fine.
-    FdKeySlots::Get().WithFileAt(item.slot, file, [&](int number) {
-      return epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, number, nullptr);
-    });
+bool FdWatcher::IsSameFile(const Item& item, int file) const {
+  // No lock: a live subscription's number and the epoll fd are fixed.
+  return item.file != 0 && file >= 0 && Compare(file, item.number) == 0;
+}
+
+void FdWatcher::DrainLocked(uint64_t skip) {
+  epoll_event events[kEpollBatch];
+  for (;;) {
+    const int n = epoll_wait(epoll_.get(), events, kEpollBatch, 0);
+    if (n <= 0) return;
+    for (int i = 0; i < n; i++) {
+      // A copy: epoll_event is packed, and find() takes a reference, which
+      // must not bind to the misaligned member (UBSan, found by
+      // tests/fuzz/change_fuzzer; corpus/change/crash-fd-watch-packed).
+      const uint64_t token = events[i].data.u64;
+      if (token == skip) continue;
+      auto it = files_.find(token);
+      if (it == files_.end()) continue;
+      for (auto& [sub, cb] : it->second.subs) pending_.push_back(cb);
+    }
+    if (n < kEpollBatch) return;
   }
-  items_.erase(item.token);
-  auto it = slots_in_use_.find(item.inode);
-  if (it != slots_in_use_.end()) {
-    it->second.erase(item.slot);
-    if (it->second.empty()) slots_in_use_.erase(it);
+}
+
+void FdWatcher::ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it) {
+  auto in = by_inode_.find(it->second.inode);
+  if (in != by_inode_.end()) {
+    in->second.erase(it->first);
+    if (in->second.empty()) by_inode_.erase(in);
   }
+  free_numbers_.insert(it->second.number);
+  files_.erase(it);
+}
+
+int FdWatcher::TakeNumberLocked() {
+  const FdKeyRange& range = FdKeyRange::Get();
+  if (next_number_ < 0) next_number_ = range.base();
+  if (!free_numbers_.empty()) {
+    const int n = *free_numbers_.begin();
+    free_numbers_.erase(free_numbers_.begin());
+    return n;
+  }
+  if (next_number_ >= range.top()) return -1;
+  return next_number_++;
+}
+
+int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
+                     Item* out) {
+  if (!FdKeyRange::Get().ok() || !ok()) return EMFILE;
+  bool deliver = false;
+  int error = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    // Reports that happened before this registration go to the
+    // subscribers they had; the new one evaluates the file after this.
+    DrainLocked(0);
+    uint64_t token = 0;
+    // An item of this very open file already (or a zombie of it)? Only
+    // items of the same inode can be.
+    auto in = by_inode_.find(inode);
+    if (in != by_inode_.end()) {
+      std::vector<uint64_t> vanished;
+      for (uint64_t t : in->second) {
+        const OpenFile& f = files_.at(t);
+        const int same = Compare(file, f.number);
+        if (same == 0) {
+          token = t;
+          if (f.subs.empty()) zombies_--;  // a zombie adopted
+          break;
+        }
+        if (same < 0 && f.subs.empty()) vanished.push_back(t);  // a dead zombie
+      }
+      for (uint64_t t : vanished) {
+        ForgetLocked(files_.find(t));
+        zombies_--;
+      }
+    }
+    if (token == 0) {
+      token = next_token_++;
+      epoll_event ev{};
+      ev.events = events | EPOLLET;
+      ev.data.u64 = token;
+      int result = -ENOMEM;  // no key number left
+      int number = -1;
+      std::vector<int> exists;
+      // A number held by an fd of ours (EBUSY) is dropped: it will likely
+      // stay held, and F_DUPFD told us the next free one, so a block of
+      // them is skipped at once. A number where an item of this very file
+      // that we lost track of sits (EEXIST) is fine for other files.
+      for (int attempt = 0; attempt < kMaxNumberAttempts; attempt++) {
+        number = TakeNumberLocked();
+        if (number < 0) break;
+        int free_above = -1;
+        result = FdKeyRange::WithFileAt(number, file, [&](int n) {
+          return epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, n, &ev) == 0 ? 0 : -errno;
+        }, &free_above);
+        if (result == -EBUSY) {
+          if (free_above > next_number_) next_number_ = free_above;
+          continue;
+        }
+        if (result != -EEXIST) break;
+        exists.push_back(number);
+      }
+      for (int n : exists) free_numbers_.insert(n);
+      if (result != 0) {
+        if (number >= 0 && result != -EEXIST && result != -EBUSY) free_numbers_.insert(number);
+        error = result == -EEXIST || result == -EBUSY ? ENOMEM : -result;
+      } else {
+        OpenFile& f = files_[token];
+        f.number = number;
+        f.inode = inode;
+        by_inode_[inode].insert(token);
+        // The report of the add itself, if the file is ready: no news.
+        DrainLocked(token);
+      }
+    }
+    if (error == 0) {
+      OpenFile& f = files_[token];
+      const uint64_t sub = next_token_++;
+      f.subs.emplace(sub, std::move(cb));
+      out->file = token;
+      out->sub = sub;
+      out->number = f.number;
+    }
+    deliver = !pending_.empty();
+  }
+  // The drained reports must still reach their subscribers, and the
+  // reactor may no longer see our epoll readable.
+  if (deliver) reactor_->Post(PendingTask());
+  return error;
+}
+
+Reactor::Task FdWatcher::PendingTask() {
+  std::weak_ptr<FdWatcher> weak = weak_from_this();
+  return [weak] {
+    if (auto self = weak.lock()) self->OnEpoll();
+  };
+}
+
+void FdWatcher::Unwatch(const Item& item, const std::function<ScopedFd()>& copy) {
+  if (item.file == 0) return;
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = files_.find(item.file);
+  if (it == files_.end()) return;
+  it->second.subs.erase(item.sub);
+  if (!it->second.subs.empty()) return;  // others still listen
+  ScopedFd file = copy();
+  const int number = it->second.number;
+  if (file && Compare(file.get(), number) == 0 &&
+      FdKeyRange::WithFileAt(number, file.get(), [&](int n) {
+        return epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, n, nullptr) == 0 ? 0 : -errno;
+      }) == 0) {
+    ForgetLocked(it);
+    return;
+  }
+  if (file && Compare(file.get(), number) < 0) {
+    ForgetLocked(it);  // the item vanished with its file
+    return;
+  }
+  // No copy of the file: a zombie, kept (adoptable) until it is seen gone.
+  // Zombies whose file died are swept once they have doubled.
+  zombies_++;
+  if (zombies_ < zombie_sweep_at_) return;
+  for (auto z = files_.begin(); z != files_.end();) {
+    auto next = std::next(z);
+    // Against a file that is surely not the item's: ENOENT if it vanished.
+    if (z->second.subs.empty() && Compare(epoll_.get(), z->second.number) < 0) {
+      ForgetLocked(z);
+      zombies_--;
+    }
+    z = next;
+  }
+  zombie_sweep_at_ = std::max<size_t>(kMinZombieSweep, 2 * zombies_);
 }
 
 int FdWatcher::WatchInode(int file, Callback cb, InodeWatch* out) {
@@ -175,21 +305,18 @@ void FdWatcher::UnwatchInode(const InodeWatch& watch) {
 }
 
 size_t FdWatcher::item_count() const {
-  MutexLock l(mu_);
-  return items_.size();
+  std::lock_guard<std::mutex> l(mu_);
+  size_t n = 0;
+  for (const auto& [token, f] : files_) n += f.subs.empty() ? 0 : 1;
+  return n;
 }
 
 void FdWatcher::OnEpoll() {
-  epoll_event events[kEpollBatch];
-  const int n = epoll_wait(epoll_.get(), events, kEpollBatch, 0);
-  if (n <= 0) return;
   std::vector<Callback> due;
   {
-    MutexLock l(mu_);
-    for (int i = 0; i < n; i++) {
-      auto it = items_.find(events[i].data.u64);
-      if (it != items_.end()) due.push_back(it->second);  // else: a zombie
-    }
+    std::lock_guard<std::mutex> l(mu_);
+    DrainLocked(0);
+    due.swap(pending_);
   }
   for (auto& cb : due) cb();  // no lock held: they take kqueue locks
 }

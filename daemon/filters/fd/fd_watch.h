@@ -16,55 +16,68 @@
 // name both. To delete an item later we need a copy of the same file at the
 // same number it was added under. So items are added under KEY NUMBERS:
 //
-//   * FdKeySlots (one per process: the fd table is per process) reserves a
-//     range [base, top) of fd numbers high in the table. At start the soft
+//   * FdKeyRange (one per process: the fd table is per process) sets aside
+//     the numbers [base, top) high in the table. At start the soft
 //     RLIMIT_NOFILE is raised to the hard limit; top = min(that, 65536),
-//     and the range is the last min(1024, max(16, top/16)) numbers. Linux
-//     hands out the lowest free number, so the daemon's ordinary fds stay
-//     below base.
-//   * A slot, once used, is held at rest by a placeholder: a dup of one
-//     /dev/null descriptor (taken with F_DUPFD at exactly that number, which
-//     is race-free: if an ordinary fd got there first, the slot is skipped).
-//     The placeholder keeps the number from being handed out while it is
-//     not in use, so an atomic dup3() onto it never closes anything but our
-//     own placeholder.
-//   * To add or delete an item: under the slots' mutex, dup3 the copy onto
-//     the key number (replacing the placeholder), epoll_ctl, dup3 the
-//     placeholder back (dropping our reference to the client's file).
-//   * A key number only has to be unique among the items of one epoll
-//     instance for one file; we make it unique per INODE among live watches
-//     (FdWatcher keeps the set of slots in use per (st_dev, st_ino)). Then a
-//     delete done with a copy that turns out to be another open file of the
-//     same inode (the client reused the fd number) cannot hit another
-//     knote's item. Most files are watched once, so nearly every item uses
-//     the first slot: 5000 knotes on 5000 pipes cost no extra descriptor.
-//   * EEXIST on add means an item of ours whose knote is gone still exists
-//     for that (file, slot) — see "zombies" — and the next slot is tried.
+//     base = top / 4. Linux hands out the lowest free number, so the
+//     daemon's ordinary fds stay below base.
+//   * Each FdWatcher gives every item a number of the range of its own,
+//     unique among the items of its epoll instance (numbers of deleted
+//     items are reused). Nothing is open at a key number at rest: a number
+//     is only a name inside the epoll instance.
+//   * To add or delete an item: F_DUPFD the copy to exactly the item's
+//     number (F_DUPFD takes the lowest free number >= the one asked for, so
+//     it never replaces anything; if the number is taken by an fd of the
+//     daemon, a new item tries another number, a delete leaves a zombie),
+//     epoll_ctl, close the number again.
+//   * ONE ITEM PER OPEN FILE. Every knote of a filter on one open file
+//     (any number of kqueues, processes sharing the file after fork or
+//     SCM_RIGHTS) subscribes to one shared item. Linux allows a file only
+//     500 wake-up paths through nested epolls (ours sits in the Reactor's):
+//     an item per knote made the 501st knote on a file fail with EINVAL.
+//   * THE OPEN FILE'S IDENTITY without holding it:
+//     kcmp(self, self, KCMP_EPOLL_TFD, copy, {epoll, key number, 0}) says
+//     whether a copy is the very open file of the item added under that
+//     number (ENOENT once the item vanished with its file). Because key
+//     numbers are unique in the instance, the item is found by its number
+//     alone. The same kcmp finds an existing item for a new knote (among
+//     the items of the same inode) and tells the filter, at each
+//     evaluation, that the client's fd still names the registered open
+//     file — not just the same inode and access mode.
+//
+// THE ADD REPORT. Adding an edge-triggered item on a ready file queues one
+// report at once. The registration evaluates the file itself, so that
+// report is no news; delivered, it re-fired an EV_CLEAR knote that had just
+// been collected (two events, no new activity). Watch drains the epoll
+// under its lock right after the add, drops the new item's report and keeps
+// the others (for the subscribers they had then) for the reactor thread.
 //
 // WHY AN EPOLL INSTANCE OF OUR OWN (one per filter, itself one fd in the
-// Reactor's set) rather than Reactor::AddFd: the dup3 onto a key number and
-// the epoll_ctl must happen together under the slots' mutex, and AddFd would
-// take the reactor's lock inside ours (the wrong order); and DEL needs the
-// key number, which the Reactor's RemoveFd does not know.
+// Reactor's set) rather than Reactor::AddFd: key numbers must be unique in
+// the instance and chosen by us, DEL and kcmp need them, and the add, the
+// drain of its report and the subscriber bookkeeping happen together under
+// the watcher's mutex.
 //
-// FD BUDGET: per process 1 (/dev/null) + the placeholders (at most the
-// largest number of live knotes on one inode; 1024 at most, usually 1);
-// per FdWatcher 1 epoll instance (+1 inotify instance for EVFILT_READ).
-// Each watcher's epoll fd is one fd in the Reactor's epoll set.
+// FD BUDGET: per FdWatcher 1 epoll instance (+1 inotify instance for
+// EVFILT_READ); nothing per item. Each watcher's epoll fd is one fd in the
+// Reactor's epoll set. The key range bounds the items of one watcher
+// (top - base: 15000 with a hard limit of 20000): ENOMEM past it.
 //
 // ZOMBIES. If the client closes its fd while the file lives on elsewhere (a
 // dup, a child), the knote is dropped (BSD semantics) but the item cannot be
 // deleted: no copy of the file can be had any more. It stays, harmless: it
-// keeps nothing alive, its events find no callback, and it vanishes with the
-// file.
+// keeps nothing alive, its events find no subscriber, and it vanishes with
+// the file. It stays known (and keeps its number) so a later registration of
+// the same open file adopts it; zombies whose file died are swept (kcmp
+// finds no item) once they have doubled in number.
 //
 // REGULAR FILES cannot be epolled (EPERM). EVFILT_READ on them is driven by
 // one inotify instance per watcher (an InotifyMux, daemon/os): IN_MODIFY and
 // directory entry changes on the inode, watched through /proc/self/fd/<copy>
 // (a watch pins the inode, not the open file).
 //
-// Lock order: callers may hold a kqueue mutex; FdWatcher::mu_ is taken next,
-// then FdKeySlots' mutex. Callbacks run on the reactor thread with no lock
+// Lock order: callers may hold a kqueue mutex; FdWatcher::mu_ is taken next
+// (then, to post a task, the reactor's). Callbacks run on the reactor thread with no lock
 // held (they call Knote::Notify, which takes a kqueue mutex).
 #ifndef KQUEUED_DAEMON_FILTERS_FD_FD_WATCH_H_
 #define KQUEUED_DAEMON_FILTERS_FD_FD_WATCH_H_
@@ -83,38 +96,31 @@
 
 #include "daemon/core/reactor.h"
 #include "daemon/os/inotify_mux.h"
-#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
 
-// The reserved key numbers of this process (see above).
-class FdKeySlots {
+// The range of key numbers of this process (see above).
+class FdKeyRange {
  public:
   // The process's instance, made on first use.
-  static FdKeySlots& Get();
+  static const FdKeyRange& Get();
 
-  bool ok() const { return devnull_.valid() && count_ > 0; }
+  bool ok() const { return top_ > base_; }
   int base() const { return base_; }
-  int count() const { return count_; }
+  int top() const { return top_; }
 
-  // Puts `file` at number base()+slot, runs op(number), and puts the
-  // placeholder back. Returns op's result, or -EBUSY if an fd that is not
-  // ours occupies the number (try another slot).
-  int WithFileAt(int slot, int file, const std::function<int(int)>& op) EXCLUDES(mu_);
+  // Puts a copy of `file` at exactly `number`, runs op(number), closes the
+  // number again. Returns op's result, or -EBUSY if the number is held by
+  // another fd of ours (then *free_above, if given, is the lowest free
+  // number above it), or another -errno.
+  static int WithFileAt(int number, int file, const std::function<int(int)>& op,
+                        int* free_above = nullptr);
 
  private:
-  FdKeySlots();
-  // Reserves base_+slot with a placeholder if not yet done. Under mu_.
-  bool ReserveLocked(int slot) REQUIRES(mu_);
-
-  ScopedFd devnull_;
+  FdKeyRange();
   int base_ = 0;
-  int count_ = 0;
-  // Guards placeholders_ and dup3 onto the slots; the last lock (taken
-  // under FdWatcher::mu_).
-  Mutex mu_;
-  std::vector<ScopedFd> placeholders_ GUARDED_BY(mu_);  // by slot; invalid: not reserved
+  int top_ = 0;
 };
 
 class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
@@ -122,11 +128,11 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   using Callback = std::function<void()>;
   using InodeKey = std::pair<dev_t, ino_t>;
 
-  // One epoll item of a knote.
+  // One knote's subscription to the epoll item of its open file.
   struct Item {
-    uint64_t token = 0;  // 0: none
-    int slot = -1;
-    InodeKey inode{};
+    uint64_t file = 0;  // the open file's item (epoll data); 0: none
+    uint64_t sub = 0;   // this subscriber
+    int number = -1;    // its key number (for IsSameFile)
   };
   // One inotify subscription of a knote.
   using InodeWatch = InotifyMux::Subscription;
@@ -146,15 +152,23 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
 
   bool ok() const { return epoll_.valid() && reactor_token_ > 0; }
 
-  // Adds an item for `file` (a transient copy; the caller closes it after)
-  // reporting `events` (EPOLLET is added); `cb` runs on the reactor thread
-  // at each wake-up. Returns 0 or an errno: EPERM if the file cannot be
-  // polled, ENOMEM if every slot is in use for this inode.
-  int Watch(int file, InodeKey inode, uint32_t events, Callback cb, Item* out) EXCLUDES(mu_);
-  // Deletes the item. `file` is a copy of the watched file (any open file
-  // of the same inode is harmless), or -1 if none can be had: the item is
-  // then left to vanish with its file.
-  void Unwatch(const Item& item, int file) EXCLUDES(mu_);
+  // Subscribes `cb` to the wake-ups of the open file `file` (a transient
+  // copy; the caller closes it after) of inode `inode`, reporting `events`
+  // (EPOLLET is added; a watcher is used with one `events` only). Every
+  // subscription to one open file shares one epoll item. Wake-ups the file had before this call
+  // (including the report epoll makes when an item is added on a ready
+  // file) are not delivered to the new subscriber: its registration
+  // evaluates the file after this. `cb` runs on the reactor thread.
+  // Returns 0 or an errno: EPERM if the file cannot be polled, ENOMEM if
+  // every key number is in use.
+  int Watch(int file, InodeKey inode, uint32_t events, Callback cb, Item* out);
+  // Ends the subscription. When it was the item's last, the item is deleted
+  // with a copy from `copy` (called only then; it may return an invalid fd
+  // if no copy can be had: the item is left to vanish with its file).
+  void Unwatch(const Item& item, const std::function<ScopedFd()>& copy);
+  // Whether `file` is the very open file the item watches: one kcmp, no
+  // lock. False if it is another file, or the item vanished with its file.
+  bool IsSameFile(const Item& item, int file) const;
 
   // IN_MODIFY on the inode of `file`; 0 or an errno.
   int WatchInode(int file, Callback cb, InodeWatch* out);
@@ -162,11 +176,28 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
 
   // Live epoll items we know of (zombies excluded), and the epoll instance
   // itself (tests read the kernel's view in /proc/self/fdinfo/<epoll_fd>).
-  size_t item_count() const EXCLUDES(mu_);
+  size_t item_count() const;
   int epoll_fd() const { return epoll_.get(); }
 
  private:
-  void OnEpoll() EXCLUDES(mu_);
+  // One epoll item: an open file and who listens to it.
+  struct OpenFile {
+    int number = -1;
+    InodeKey inode{};
+    std::map<uint64_t, Callback> subs;  // empty: a zombie (fd_watch.h)
+  };
+  void OnEpoll();
+  // Reads every pending epoll report into pending_ (the subscribers of
+  // each at this moment), except those of `skip`. Under mu_.
+  void DrainLocked(uint64_t skip);
+  // kcmp of `file` against the item at `number`: 0 same, 1 other file,
+  // -1 no such item (vanished with its file). Needs no lock.
+  int Compare(int file, int number) const;
+  // A free key number, or -1. Under mu_.
+  int TakeNumberLocked();
+  void ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it);
+  // A reactor task that delivers pending_.
+  Reactor::Task PendingTask();
 
   Reactor* const reactor_;
   ScopedFd epoll_;
@@ -174,12 +205,15 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   int64_t reactor_token_ = 0;
   int64_t inotify_token_ = 0;
 
-  // Guards everything below; taken under a kqueue's lock, before
-  // FdKeySlots' (see the lock order above).
-  mutable Mutex mu_;
-  uint64_t next_token_ GUARDED_BY(mu_) = 1;
-  std::unordered_map<uint64_t, Callback> items_ GUARDED_BY(mu_);  // epoll token -> callback
-  std::map<InodeKey, std::set<int>> slots_in_use_ GUARDED_BY(mu_);
+  mutable std::mutex mu_;  // guards everything below
+  uint64_t next_token_ = 1;
+  std::unordered_map<uint64_t, OpenFile> files_;  // epoll data -> item
+  std::map<InodeKey, std::set<uint64_t>> by_inode_;  // items of each inode
+  std::set<int> free_numbers_;  // key numbers given back
+  int next_number_ = -1;        // lowest never used (-1: the range's base)
+  std::vector<Callback> pending_;  // drained reports not yet delivered
+  size_t zombies_ = 0;             // items in files_ without subscribers
+  size_t zombie_sweep_at_ = 64;    // sweep the zombies when there are this many
 };
 
 }  // namespace kqd

@@ -25,7 +25,9 @@ class MountNamespace {
  public:
   using Callback = MountTables::Callback;
 
-  explicit MountNamespace(Reactor* reactor) : reactor_(reactor) {}
+  // `charge`: the daemon descriptor this namespace's table costs.
+  MountNamespace(Reactor* reactor, std::unique_ptr<UserLimits::Charge> charge)
+      : reactor_(reactor), charge_(std::move(charge)) {}
   ~MountNamespace() {
     if (token_ > 0) reactor_->RemoveFd(file_.get(), token_);
   }
@@ -37,7 +39,12 @@ class MountNamespace {
   int Start(pid_t pid, const std::shared_ptr<MountNamespace>& self) {
     const std::string path = "/proc/" + std::to_string(pid) + "/mountinfo";
     file_.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!file_) return errno == ENOENT ? ESRCH : errno;
+    if (!file_) {
+      if (errno == ENOENT) return ESRCH;
+      // The daemon's own table is full: say so, whatever the kernel's word.
+      if (errno == EMFILE || errno == ENFILE) return ENFILE;
+      return errno;
+    }
     {
       MutexLock l(mu_);
       if (int err = ReadLocked(&mounts_)) return err;
@@ -155,6 +162,9 @@ class MountNamespace {
   }
 
   Reactor* const reactor_;
+  // The descriptor below, charged to the user who made us open it;
+  // declared first, so it is given back after the file is closed.
+  std::unique_ptr<UserLimits::Charge> charge_;
   ScopedFd file_;
   int64_t token_ = 0;
 
@@ -166,13 +176,14 @@ class MountNamespace {
 
 // ---- MountTables --------------------------------------------------------------
 
-std::shared_ptr<MountTables> MountTables::Create(Reactor* reactor) {
-  return std::make_shared<MountTables>(Passkey(), reactor);
+std::shared_ptr<MountTables> MountTables::Create(Reactor* reactor, UserLimits* limits) {
+  return std::make_shared<MountTables>(Passkey(), reactor, limits);
 }
 
-MountTables::MountTables(Passkey, Reactor* reactor) : reactor_(reactor) {}
+MountTables::MountTables(Passkey, Reactor* reactor, UserLimits* limits)
+    : reactor_(reactor), limits_(limits) {}
 
-int MountTables::Subscribe(pid_t pid, Callback cb, Subscription* out) {
+int MountTables::Subscribe(pid_t pid, uid_t uid, Callback cb, Subscription* out) {
   // The namespace's identity: the nsfs inode its /proc link points to.
   struct stat st;
   const std::string ns_path = "/proc/" + std::to_string(pid) + "/ns/mnt";
@@ -185,7 +196,9 @@ int MountTables::Subscribe(pid_t pid, Callback cb, Subscription* out) {
     auto it = namespaces_.find(key);
     if (it != namespaces_.end()) ns = it->second.lock();
     if (!ns) {
-      ns = std::make_shared<MountNamespace>(reactor_);
+      auto charge = limits_->Take(uid, Resource::kDaemonFds);
+      if (!charge) return ENOMEM;
+      ns = std::make_shared<MountNamespace>(reactor_, std::move(charge));
       if (int err = ns->Start(pid, ns)) return err;
       namespaces_[key] = ns;
     }
@@ -226,14 +239,16 @@ struct FsState : KnoteState {
 
 }  // namespace
 
-FsFilter::FsFilter(Runtime* runtime) : mounts_(MountTables::Create(&runtime->reactor())) {}
+FsFilter::FsFilter(Runtime* runtime)
+    : mounts_(MountTables::Create(&runtime->reactor(), &runtime->limits())) {}
 
 int FsFilter::Attach(Knote& kn) {
   auto st = std::make_unique<FsState>();
   std::weak_ptr<Knote> weak = kn.weak_from_this();
   // The hint is the change's VQ_* bits (never 0: 0 means "evaluate").
   int err = mounts_->Subscribe(
-      kn.owner->pid(), [weak](uint32_t vq) { Knote::Notify(weak, vq); }, &st->sub);
+      kn.owner->pid(), kn.owner->euid(), [weak](uint32_t vq) { Knote::Notify(weak, vq); },
+      &st->sub);
   if (err) return err;
   kn.state = std::move(st);
   return 0;

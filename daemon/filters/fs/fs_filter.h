@@ -66,19 +66,23 @@ class MountTables : public std::enable_shared_from_this<MountTables> {
     uint64_t token = 0;
   };
 
-  static std::shared_ptr<MountTables> Create(Reactor* reactor);
+  // `limits`: where the namespaces' descriptors are charged (kDaemonFds).
+  static std::shared_ptr<MountTables> Create(Reactor* reactor, UserLimits* limits);
 
   class Passkey {
     friend class MountTables;
     Passkey() = default;
   };
-  MountTables(Passkey, Reactor* reactor);
+  MountTables(Passkey, Reactor* reactor, UserLimits* limits);
   MountTables(const MountTables&) = delete;
   MountTables& operator=(const MountTables&) = delete;
 
-  // Watches the mount namespace of process `pid`. 0 or an errno (ESRCH if
-  // the process is gone).
-  int Subscribe(pid_t pid, Callback cb, Subscription* out) EXCLUDES(mu_);
+  // Watches the mount namespace of process `pid`. A namespace nobody
+  // watches yet costs the daemon a descriptor, charged to `uid`
+  // (Resource::kDaemonFds) for as long as the namespace is watched.
+  // 0 or an errno: ESRCH if the process is gone, ENOMEM at the user's
+  // share of descriptors, ENFILE if the daemon has none left.
+  int Subscribe(pid_t pid, uid_t uid, Callback cb, Subscription* out) EXCLUDES(mu_);
   void Unsubscribe(Subscription* sub) EXCLUDES(mu_);
 
   // Which file system mount `mount_id` of the subscription's namespace
@@ -92,6 +96,7 @@ class MountTables : public std::enable_shared_from_this<MountTables> {
 
  private:
   Reactor* const reactor_;
+  UserLimits* const limits_;
   Mutex mu_;  // taken under a kqueue's lock, before a MountNamespace's
   std::map<std::pair<dev_t, ino_t>, std::weak_ptr<MountNamespace>> namespaces_ GUARDED_BY(mu_);
 };

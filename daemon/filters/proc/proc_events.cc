@@ -224,7 +224,8 @@ uint64_t ProcEvents::overflows() const { return overflows_.load(); }
 
 void ProcEvents::OnReadable() {
   if (paused_) return;
-  ReadSome(kBatch);
+  // A catch-up leaves nothing behind (see Reactor::CatchUp).
+  ReadSome(Reactor::CatchingUp() ? SIZE_MAX : kBatch);
 }
 
 void ProcEvents::Drain() {

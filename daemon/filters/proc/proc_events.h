@@ -129,7 +129,8 @@ class ProcEvents : public std::enable_shared_from_this<ProcEvents> {
   Reactor* const reactor_;
   ScopedFd sock_;
 
-  // Reactor-thread state (the only thread that reads the socket).
+  // Dispatch state: touched only by callbacks and posted tasks, which the
+  // reactor runs one at a time (on its loop thread or in a CatchUp).
   int64_t token_ = 0;      // the reactor's, 0 while not reading
   bool paused_ = false;    // PauseForTesting
   bool reading_ = false;   // inside ReadSome: nested Drain is a no-op

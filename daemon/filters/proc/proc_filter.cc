@@ -43,6 +43,10 @@ class ProcFilter : public FilterOps {
 
   void Detach(Knote& kn) override { tracker_->Detach(kn, kn.state_as<ProcKnoteState>()); }
 
+  // The evaluation at collection is where an exit held back behind
+  // NOTE_CHILD is released (see Event): never skip it.
+  bool FreshEvaluationSuffices() const override { return false; }
+
   bool Event(Knote& kn, long hint) override {
     ProcKnoteState* st = kn.state_as<ProcKnoteState>();
     if (hint == kHintEvaluate) {

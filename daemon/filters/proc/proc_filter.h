@@ -18,10 +18,14 @@
 //          (so it may be 0), as in NetBSD.
 //   track  NOTE_TRACK: when the process forks, a knote is attached to the
 //          child on the same kqueue (fflags as the parent's, same udata and
-//          flags) and reports NOTE_CHILD with data = the parent's pid. If it
-//          cannot be attached (the owner may not signal the child, the
-//          user's knote limit, a knote for that pid already there and
-//          exited), the parent's knote reports NOTE_TRACKERR. NOTE_CHILD and
+//          flags) and reports NOTE_CHILD with data = the parent's pid. It
+//          is authorised as NetBSD does, with the FORKING process's
+//          credentials and KAUTH_PROCESS_KEVENT_FILTER: the forker is root,
+//          or has the child's real uid and the child is not set-id (the
+//          registering process's rights do not matter). If it is refused or
+//          cannot be attached (the user's knote limit, a knote for that pid
+//          already there and exited), the parent's knote reports
+//          NOTE_TRACKERR. NOTE_CHILD and
 //          the child's exit are never merged (FreeBSD PR 180385): an exit
 //          that arrives before NOTE_CHILD was retrieved is reported by the
 //          next event on that knote.

@@ -10,4 +10,13 @@ bool MaySignal(const ProcessContext& watcher, const ProcStatus& target) {
   return false;
 }
 
+bool IsSetId(const ProcStatus& c) {
+  return c.euid != c.ruid || c.suid != c.ruid || c.egid != c.rgid || c.sgid != c.rgid;
+}
+
+bool MayTrack(const ProcStatus& forker, const ProcStatus& child) {
+  if (forker.euid == 0) return true;
+  return forker.ruid == child.ruid && !IsSetId(child);
+}
+
 }  // namespace kqd

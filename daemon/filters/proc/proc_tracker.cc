@@ -76,7 +76,11 @@ int ProcTracker::Attach(Knote& kn, bool tracked_child, ProcKnoteState* st) {
     if (!tracked_child || open_error == EINVAL) return ESRCH;
     pidless = true;
   } else {
-    if (have_creds ? !MaySignal(*kn.owner, creds) : !kn.owner->can_kill_any()) return EACCES;
+    // A tracked child was authorised by its fork job (NetBSD's rule, with
+    // the forking process's credentials); a registration by kill(2)'s.
+    if (!tracked_child &&
+        (have_creds ? !MaySignal(*kn.owner, creds) : !kn.owner->can_kill_any()))
+      return EACCES;
     if (!pidfd) {
       // Out of fds: fall back to the connector alone, which needs it.
       if (!events_) return ENOMEM;
@@ -101,7 +105,7 @@ int ProcTracker::Attach(Knote& kn, bool tracked_child, ProcKnoteState* st) {
     for (pid_t c : ListChildren(pid)) w.known_children.insert(c);
   }
 
-  MutexLock l(mu_);
+  std::lock_guard<std::mutex> l(mu_);
   std::shared_ptr<Process> p = pidless && starttime == 0 ? nullptr : RunningLocked(pid);
   if (!p) {
     p = std::make_shared<Process>(&runtime_->reactor(), pid);
@@ -131,7 +135,7 @@ int ProcTracker::Attach(Knote& kn, bool tracked_child, ProcKnoteState* st) {
 void ProcTracker::Detach(const Knote& kn, ProcKnoteState* st) {
   std::shared_ptr<Process> p = std::move(st->proc);  // released after the lock
   if (!p) return;
-  MutexLock l(mu_);
+  std::lock_guard<std::mutex> l(mu_);
   p->watchers.erase(&kn);
   if (p->watchers.empty() && !p->exited) RetireLocked(p);
 }
@@ -139,7 +143,7 @@ void ProcTracker::Detach(const Knote& kn, ProcKnoteState* st) {
 void ProcTracker::Update(const Knote& kn, ProcKnoteState* st, uint32_t sfflags,
                          uint64_t udata) {
   if (!st->proc) return;
-  MutexLock l(mu_);
+  std::lock_guard<std::mutex> l(mu_);
   auto it = st->proc->watchers.find(&kn);
   if (it == st->proc->watchers.end()) return;
   it->second.sfflags = sfflags;
@@ -218,9 +222,25 @@ void ProcTracker::RememberChildLocked(Watcher* w, pid_t parent, pid_t child) {
   w->prune_at = std::max<size_t>(64, 2 * w->known_children.size());
 }
 
+bool ProcTracker::ForkMayBeTracked(pid_t parent, pid_t child) {
+  // NetBSD decides in fork1(), with the parent's credentials and the new
+  // child's, which are then the parent's. We decide when the fork event is
+  // read: from what /proc says now. A process already gone stands in for
+  // the other (at the fork their credentials were the same); with neither,
+  // nothing is attached anyway (Attach finds the child gone).
+  ProcStatus forker, target;
+  const bool have_forker = ReadProcStatus(parent, &forker) && forker.tgid == parent;
+  const bool have_target = ReadProcStatus(child, &target) && target.tgid == child;
+  if (!have_forker && !have_target) return true;
+  if (!have_forker) forker = target;
+  if (!have_target) target = forker;
+  return MayTrack(forker, target);
+}
+
 ForkJob ProcTracker::MakeJobLocked(const Watcher& w, pid_t parent, pid_t child) {
   ForkJob job;
   job.parent = w.kn;
+  job.parent_pid = parent;
   job.child = child;
   if (w.sfflags & NOTE_TRACK) {
     job.track = true;
@@ -237,8 +257,11 @@ std::vector<pid_t> ProcTracker::RunForkJobs(std::vector<ForkJob>* jobs) {
     uint32_t flags = 0;
     if (job.track) {
       // NetBSD attaches the child's knote before marking the parent's, so
-      // the child's NOTE_CHILD is queued first.
-      int err = job.kq ? job.kq->AttachChild(job.child_kev, job.owner) : EBADF;
+      // the child's NOTE_CHILD is queued first. It authorises it with the
+      // forking process's credentials (see MayTrack), not the watcher's.
+      int err = EACCES;
+      if (ForkMayBeTracked(job.parent_pid, job.child))
+        err = job.kq ? job.kq->AttachChild(job.child_kev, job.owner) : EBADF;
       if (err != 0) {
         flags |= kTrackErr;
       } else {
@@ -253,7 +276,7 @@ std::vector<pid_t> ProcTracker::RunForkJobs(std::vector<ForkJob>* jobs) {
 void ProcTracker::Broadcast(pid_t pid, uint64_t when, long hint) {
   Notes notes;
   {
-    MutexLock l(mu_);
+    std::lock_guard<std::mutex> l(mu_);
     for (const auto& p : LiveLocked(pid)) {
       for (const auto& [k, w] : p->watchers) {
         if (when >= w.since_ns) notes.push_back(w.kn);
@@ -284,7 +307,7 @@ void ProcTracker::OnEvent(const ProcEvent& ev) {
 void ProcTracker::OnFork(pid_t parent, pid_t child, uint64_t when) {
   std::vector<ForkJob> jobs;
   {
-    MutexLock l(mu_);
+    std::lock_guard<std::mutex> l(mu_);
     for (const auto& p : LiveLocked(parent)) {
       for (auto& [k, w] : p->watchers) {
         // A fork from before the registration (then the child is among
@@ -299,33 +322,75 @@ void ProcTracker::OnFork(pid_t parent, pid_t child, uint64_t when) {
 }
 
 void ProcTracker::OnExit(const ProcEvent& ev) {
-  MutexLock l(mu_);
-  for (const auto& p : LiveLocked(ev.tgid)) {
-    // With a pidfd: the process is gone if the pidfd is readable (else this
-    // was one thread of several). Without: the leader's exit is the end.
-    const bool gone = p->pidless ? ev.pid == ev.tgid : PidfdExited(p->pidfd.get());
-    p->have_status = true;
-    p->final_status = gone;
-    p->status = ev.exit_status;
-    if (gone) ArmGraceLocked(p);
-  }
-}
-
-void ProcTracker::OnPidfdReadable(const std::shared_ptr<Process>& p) {
   Notes notes;
   int status = 0;
   {
-    MutexLock l(mu_);
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& p : LiveLocked(ev.tgid)) {
+      // With a pidfd: the process is gone if the pidfd is readable (else this
+      // was one thread of several). Without: the leader's exit is the end.
+      const bool gone = p->pidless ? ev.pid == ev.tgid : PidfdExited(p->pidfd.get());
+      p->have_status = true;
+      p->final_status = gone;
+      p->status = ev.exit_status;
+      if (!gone) continue;
+      if (p->pidless) {
+        ArmGraceLocked(p);  // the leader's exit event may be an exec's (see Process)
+        continue;
+      }
+      // The whole process is gone and this is its last thread's exit event:
+      // the stream is in order, so everything it sent before is reported.
+      status = p->status;
+      FinishLocked(p, &notes);
+    }
+  }
+  NotifyExit(notes, status);
+}
+
+void ProcTracker::OnPidfdReadable(const std::shared_ptr<Process>& p) {
+  // The kernel made the pidfd readable (exit_notify) before it woke the
+  // parent's wait(): a kevent after waitpid() catches up to here, and must
+  // report NOTE_EXIT now. The process's fork and exec events were sent
+  // before its exit, so reading the connector to its end reports them
+  // first; only its own exit event may still be on its way.
+  if (events_) events_->Drain();
+  Notes notes;
+  int status = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
     if (p->exited || !p->pidfd) return;  // reported already, or retired
-    if (events_) {
+    if (events_ && !StatusKnownLocked(*p, &status)) {
+      // A kernel before 6.15, the process reaped and its exit event not yet
+      // read: wait (briefly) for that event, which has the status.
       ArmGraceLocked(p);
       return;
     }
-    // No connector: nothing more will come.
-    status = ExitStatusLocked(*p);
+    if (!events_) status = ExitStatusLocked(*p);  // nothing more will come
     FinishLocked(p, &notes);
   }
   NotifyExit(notes, status);
+}
+
+bool ProcTracker::StatusKnownLocked(const Process& p, int* status) {
+  if (p.final_status) {
+    *status = p.status;
+    return true;
+  }
+  if (!p.pidfd) return false;
+  // Reaped (6.15+): the kernel kept the status with the pidfd.
+  if (PidfdExitStatus(p.pidfd.get(), status)) return true;
+  // A zombie: /proc has it (the pidfd check after the read makes sure the
+  // stat was this process's). It is the leader's exit code, the process's
+  // unless the leader ended (pthread_exit) before another thread's
+  // exit_group, which the connector's event would have told.
+  ProcStat stat;
+  if (ReadProcStat(p.pid, &stat) && (stat.state == 'Z' || stat.state == 'X') &&
+      PidfdHoldsPid(p.pidfd.get())) {
+    *status = stat.exit_code;
+    return true;
+  }
+  // Reaped between the two looks.
+  return PidfdExitStatus(p.pidfd.get(), status);
 }
 
 void ProcTracker::ArmGraceLocked(const std::shared_ptr<Process>& p) {
@@ -351,7 +416,7 @@ void ProcTracker::OnGraceExpired(const std::shared_ptr<Process>& p) {
   Notes notes;
   int status = 0;
   {
-    MutexLock l(mu_);
+    std::lock_guard<std::mutex> l(mu_);
     p->grace_timer = 0;  // the reactor forgets a timer once it has run it
     if (p->exited) return;
     if (!p->pidless && !p->pidfd) return;  // retired meanwhile
@@ -384,7 +449,7 @@ void ProcTracker::Resync() {
 void ProcTracker::ResyncExitsWithoutPidfd() {
   // The queue has just been read to its end: a pidless process found gone
   // now lost its exit event. It is reported after the usual grace period.
-  MutexLock l(mu_);
+  std::lock_guard<std::mutex> l(mu_);
   for (const auto& [pid, v] : procs_) {
     for (const auto& p : v) {
       if (!p->pidless || p->exited || p->grace_timer != 0) continue;
@@ -410,7 +475,7 @@ void ProcTracker::ResyncForks() {
   // (Pidless processes are skipped: their pid may name another process.)
   std::deque<pid_t> work;
   {
-    MutexLock l(mu_);
+    std::lock_guard<std::mutex> l(mu_);
     for (const auto& [pid, v] : procs_) {
       for (const auto& p : v) {
         if (p->exited || p->pidless) continue;
@@ -430,7 +495,7 @@ void ProcTracker::ResyncForks() {
     if (!done.insert(parent).second) continue;
     std::vector<ForkJob> jobs;
     {
-      MutexLock l(mu_);
+      std::lock_guard<std::mutex> l(mu_);
       std::shared_ptr<Process> p = RunningLocked(parent);
       if (!p || p->pidless) continue;
       std::vector<pid_t> kids = ListChildren(parent);

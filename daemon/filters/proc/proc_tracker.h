@@ -22,7 +22,6 @@
 #include "daemon/core/reactor.h"
 #include "daemon/core/runtime.h"
 #include "daemon/filters/proc/proc_events.h"
-#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 #include "proto/kqueue_abi.h"
 
@@ -84,19 +83,25 @@ struct Watcher {
 // in the stream, the stream being in order), and of pidfd_open failing for
 // want of fds.
 //
-// Either way the exit is reported only after a short grace period, then
-// after reading everything the connector holds, because:
-//   - the kernel makes the pidfd readable (exit_notify) just before it
-//     sends the last thread's exit event (proc_exit_connector), and that
-//     event has the process's status (exit_group gives every thread the
-//     group's);
-//   - the connector may still hold earlier events of the process (an exec,
-//     a fork) when we learn of its end: they must be reported first, not
-//     lost (an exec by a non-leader thread, for one, is preceded by the old
-//     leader's exit event).
-// The status is then the last exit event's if one came once the process
-// was gone, else /proc's while it is a zombie, else the last exit event
-// seen, else (lost to overflow and already reaped) 0.
+// With a pidfd, the exit is reported as soon as the pidfd is readable —
+// on the reactor thread, or in the catch-up of a kevent called after the
+// parent's waitpid() returned (the kernel makes the pidfd readable in
+// exit_notify, before it wakes the parent; see Reactor's CATCH-UP) — after
+// reading everything the connector holds: it may still hold earlier events
+// of the process (an exec, a fork), which must be reported first, not lost
+// (an exec by a non-leader thread, for one, is preceded by the old leader's
+// exit event). The status is the last thread's exit event's if it has been
+// read (exit_group gives every thread the group's), else PIDFD_INFO_EXIT
+// once reaped (Linux 6.15+), else /proc's while a zombie.
+//
+// Otherwise — no pidfd, or a kernel before 6.15 where a reaped process's
+// status lives only in its exit event, which the connector sends just after
+// exit_notify (proc_exit_connector) — the exit is reported after a short
+// grace period (kExitEventGraceNs), then after reading the connector. On
+// such a kernel a kevent right after waitpid() may miss NOTE_EXIT by that
+// much (docs/filters.md). The status is then the last exit event's if one
+// came once the process was gone, else /proc's while it is a zombie, else
+// the last exit event seen, else (lost to overflow and already reaped) 0.
 struct Process {
   Process(Reactor* r, pid_t p) : reactor(r), pid(p) {}
   ~Process() {
@@ -136,6 +141,7 @@ class ProcKnoteState : public KnoteState {
 // carried out without it.
 struct ForkJob {
   std::weak_ptr<Knote> parent;
+  pid_t parent_pid = 0;
   pid_t child = 0;
   bool track = false;
   std::shared_ptr<Kqueue> kq;
@@ -186,10 +192,14 @@ class ProcTracker : public std::enable_shared_from_this<ProcTracker> {
   void OnExit(const ProcEvent& ev);
   void OnPidfdReadable(const std::shared_ptr<Process>& p);
   // The process is gone: report it after the grace period (see Process).
-  void ArmGraceLocked(const std::shared_ptr<Process>& p) REQUIRES(mu_);
+  void ArmGraceLocked(const std::shared_ptr<Process>& p);
   void OnGraceExpired(const std::shared_ptr<Process>& p);
   // The status to report for an exited process (see Process).
   static int ExitStatusLocked(const Process& p);
+  // The status of an exited process with a pidfd, if it can be had now: its
+  // final exit event, else PIDFD_INFO_EXIT once reaped (Linux 6.15+), else
+  // /proc while a zombie. False otherwise (an older kernel after the reap).
+  static bool StatusKnownLocked(const Process& p, int* status);
   void Resync();
   void ResyncExitsWithoutPidfd();
   void ResyncForks();
@@ -206,29 +216,29 @@ class ProcTracker : public std::enable_shared_from_this<ProcTracker> {
   std::vector<pid_t> RunForkJobs(std::vector<ForkJob>* jobs);
 
   // The records of `pid` not yet reported exited.
-  std::vector<std::shared_ptr<Process>> LiveLocked(pid_t pid) REQUIRES(mu_);
+  std::vector<std::shared_ptr<Process>> LiveLocked(pid_t pid);
   // A record whose process is alive (pidfd not readable) for `pid`: there is
   // at most one, since a live process owns its pid.
-  std::shared_ptr<Process> RunningLocked(pid_t pid) REQUIRES(mu_);
+  std::shared_ptr<Process> RunningLocked(pid_t pid);
   // Whether `pid` already has a knote on kqueue `kq_id`.
-  bool WatchedOnLocked(pid_t pid, const Kqueue* kq_id) REQUIRES(mu_);
+  bool WatchedOnLocked(pid_t pid, const Kqueue* kq_id);
   // Marks p exited, collects its knotes, and forgets it.
-  void FinishLocked(const std::shared_ptr<Process>& p, Notes* notes) REQUIRES(mu_);
+  void FinishLocked(const std::shared_ptr<Process>& p, Notes* notes);
   // Forgets p: no more events are routed to it; its pidfd is closed.
-  void RetireLocked(const std::shared_ptr<Process>& p) REQUIRES(mu_);
-  void RememberChildLocked(Watcher* w, pid_t parent, pid_t child) REQUIRES(mu_);
-  ForkJob MakeJobLocked(const Watcher& w, pid_t parent, pid_t child) REQUIRES(mu_);
+  void RetireLocked(const std::shared_ptr<Process>& p);
+  void RememberChildLocked(Watcher* w, pid_t parent, pid_t child);
+  ForkJob MakeJobLocked(const Watcher& w, pid_t parent, pid_t child);
+  // NOTE_TRACK's authorisation of a child's knote (NetBSD's
+  // KAUTH_PROCESS_KEVENT_FILTER with the forking process's credentials).
+  // Reads /proc: call without mu_.
+  static bool ForkMayBeTracked(pid_t parent, pid_t child);
 
   Runtime* const runtime_;
   const std::shared_ptr<ProcEvents> events_;
   uint64_t subscription_ = 0;
 
-  // Guards procs_ and every Process's mutable fields (those the analysis
-  // cannot tie to this lock: the *Locked methods that touch them require
-  // it). Taken under a kqueue's lock (the filter hooks); knotes are
-  // notified after it is released.
-  Mutex mu_;
-  std::unordered_map<pid_t, std::vector<std::shared_ptr<Process>>> procs_ GUARDED_BY(mu_);
+  std::mutex mu_;  // guards procs_ and every Process's mutable fields
+  std::unordered_map<pid_t, std::vector<std::shared_ptr<Process>>> procs_;
 };
 
 }  // namespace proc

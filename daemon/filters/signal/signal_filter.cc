@@ -16,8 +16,11 @@
 #include <utility>
 #include <vector>
 
+#include <sys/epoll.h>
+
 #include "daemon/core/process_context.h"
 #include "daemon/filters/signal/signal_trace.h"
+#include "daemon/os/pidfd.h"
 #include "daemon/os/proc_files.h"
 #include "daemon/util/mutex.h"
 #include "daemon/util/saturating.h"
@@ -81,7 +84,17 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
     if (trace_error_ != 0) return trace_error_;
     auto [it, fresh] = procs_.try_emplace(tgid);
     Process& p = it->second;
-    if (fresh) RescanLocked(tgid, p);
+    if (fresh) {
+      // The knote watches this process, not its number: a pidfd tells when
+      // it is gone, and counting stops then (a reused pid is another
+      // process, perhaps another user's). The caller is alive: it is in
+      // its kevent call.
+      if (int err = BindLocked(tgid, p)) {
+        procs_.erase(it);
+        return err;
+      }
+      RescanLocked(tgid, p);
+    }
     p.by_sig[sig].push_back(Entry{kn.weak_from_this(), &kn, 0});
     p.entries++;
     sig_entries_[sig]++;
@@ -112,6 +125,9 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
     std::set<pid_t> threads;  // always includes the tgid itself
     std::vector<Entry> by_sig[kMaxSignalNumber + 1];
     size_t entries = 0;
+    ScopedFd pidfd;       // the process itself: readable once it has exited
+    int64_t token = 0;    // the reactor's, for pidfd
+    uint64_t serial = 0;  // tells this record from a later one for the same pid
   };
   struct Generation {
     std::shared_ptr<SignalTrace> trace;
@@ -142,10 +158,41 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
       sig_entries_[sig]--;
       break;
     }
-    if (p.entries == 0) {
-      for (pid_t tid : p.threads) ForgetThreadLocked(tgid, tid);
-      procs_.erase(it);
-    }
+    if (p.entries == 0) DropLocked(it);
+  }
+
+  // Opens p's pidfd and watches it. 0 or an errno.
+  int BindLocked(pid_t tgid, Process& p) {
+    p.pidfd = OpenPidfd(tgid);
+    if (!p.pidfd) return errno == EMFILE || errno == ENFILE ? ENOMEM : ESRCH;
+    p.serial = next_serial_++;
+    std::weak_ptr<SignalWatchers> weak = weak_from_this();
+    const uint64_t serial = p.serial;
+    const int64_t token = reactor_->AddFd(p.pidfd.get(), EPOLLIN, [weak, tgid, serial](uint32_t) {
+      if (auto self = weak.lock()) self->OnProcessExit(tgid, serial);
+    });
+    if (token < 0) return static_cast<int>(-token);
+    p.token = token;
+    return 0;
+  }
+
+  // Forgets a process record: its threads, its knotes' entries, its pidfd.
+  void DropLocked(std::map<pid_t, Process>::iterator it) {
+    Process& p = it->second;
+    for (pid_t tid : p.threads) ForgetThreadLocked(it->first, tid);
+    for (int s = 1; s <= kMaxSignalNumber; s++) sig_entries_[s] -= p.by_sig[s].size();
+    if (p.token > 0) reactor_->RemoveFd(p.pidfd.get(), p.token);
+    procs_.erase(it);
+  }
+
+  // The watched process exited: its knotes count no more (as on BSD, where
+  // they hang off the process), and its pid may now name another process.
+  void OnProcessExit(pid_t tgid, uint64_t serial) {
+    MutexLock l(mu_);
+    auto it = procs_.find(tgid);
+    if (it == procs_.end() || it->second.serial != serial) return;
+    DropLocked(it);
+    ScheduleRebuildLocked();
   }
 
   // Returns whether the thread was new to p.
@@ -331,6 +378,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
       if (gen == generations_.end()) return;
       const uint64_t from = gen->second.from_ns, until = gen->second.until_ns;
       std::map<const Knote*, size_t> index;  // into counts
+      std::map<pid_t, bool> exited_check;     // tgid -> its pidfd says exited
       for (const SignalSample& s : samples) {
         if (s.time_ns < from || s.time_ns >= until) continue;  // another generation's
         if (s.sig < 1 || s.sig > kMaxSignalNumber || sig_entries_[s.sig] == 0) continue;
@@ -338,6 +386,16 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
         if (!ResolveLocked(s, &tgid)) continue;
         auto p = procs_.find(tgid);
         if (p == procs_.end()) continue;
+        // Gone, though its exit is not handled yet: the pid may be reused
+        // already, so nothing is attributed to it any more. (One poll per
+        // process and batch; signals are few.)
+        auto [chk, first] = exited_check.emplace(tgid, false);
+        if (first) chk->second = PidfdExited(p->second.pidfd.get());
+        if (chk->second) {
+          DropLocked(p);
+          ScheduleRebuildLocked();
+          continue;
+        }
         for (const Entry& e : p->second.by_sig[s.sig]) {
           if (s.time_ns < e.since_ns) continue;  // sent before the EV_ADD
           auto [pos, fresh] = index.emplace(e.key, counts.size());
@@ -408,6 +466,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   uint64_t current_ = 0;                        // 0: not tracing
   std::string current_filter_;
   uint64_t next_generation_ = 1;
+  uint64_t next_serial_ = 1;  // Process::serial
   bool rebuild_scheduled_ = false;
   int trace_error_ = 0;      // ENOTSUP once the kernel said so
   uint64_t subscription_ = 0;  // ProcEvents'

@@ -36,6 +36,11 @@
 // read cannot be attributed; samples lost to a full trace ring are not
 // counted (logged); a knote on a kqueue shared across fork keeps watching
 // the process that registered it.
+//
+// Lifetime. The knote is bound to the registering process itself (a pidfd),
+// not to its pid: once that process has exited it counts nothing more (its
+// count so far stays retrievable through whoever still holds the kqueue),
+// so a reused pid — perhaps another user's process — is never watched.
 #ifndef KQUEUED_DAEMON_FILTERS_SIGNAL_SIGNAL_FILTER_H_
 #define KQUEUED_DAEMON_FILTERS_SIGNAL_SIGNAL_FILTER_H_
 

@@ -291,6 +291,12 @@ std::shared_ptr<SignalTrace> SignalTrace::Open(Reactor* reactor, const std::stri
     }
     trace->cpus_[i]->token = token;
   }
+  // Causality: a ring's fd turns readable only after an irq_work, later
+  // than the kernel wrote the sample; a kevent catching up reads the rings'
+  // heads directly (no syscall when they are empty).
+  trace->catch_up_hook_ = reactor->AddCatchUpHook([weak] {
+    if (auto t = weak.lock()) t->DrainAll();
+  });
   if (int err = trace->Enable(true)) {
     *error = err;
     return nullptr;
@@ -299,6 +305,7 @@ std::shared_ptr<SignalTrace> SignalTrace::Open(Reactor* reactor, const std::stri
 }
 
 SignalTrace::~SignalTrace() {
+  if (catch_up_hook_ != 0) reactor_->RemoveCatchUpHook(catch_up_hook_);
   for (auto& c : cpus_) {
     if (c->token > 0) reactor_->RemoveFd(c->fd.get(), c->token);
   }
@@ -321,9 +328,11 @@ void SignalTrace::DrainAll() {
 }
 
 void SignalTrace::Drain(size_t index) {
-  // Only the reactor thread drains, one callback at a time: no lock.
+  // Only the reactor's dispatch drains (its loop thread or a catch-up), one
+  // callback at a time: no lock.
   Cpu& c = *cpus_[index];
   auto* meta = reinterpret_cast<perf_event_mmap_page*>(c.ring->bytes());
+  if (__atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE) == meta->data_tail) return;
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   const uint64_t data_offset = meta->data_offset != 0 ? meta->data_offset : page;
   const uint64_t data_size = meta->data_size != 0 ? meta->data_size : kRingPages * page;

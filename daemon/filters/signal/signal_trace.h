@@ -86,7 +86,7 @@ bool DecodeSignalSample(const SignalTraceFormat& format, const uint8_t* raw, siz
 // generation and retiring the old one (see signal_filter.cc).
 class SignalTrace {
  public:
-  // Runs on the reactor thread with no lock held, once per drained ring,
+  // Runs in the reactor's dispatch with no lock held, once per drained ring,
   // with the samples in the order that CPU saw them.
   using Handler = std::function<void(const std::vector<SignalSample>&)>;
 
@@ -105,8 +105,9 @@ class SignalTrace {
   // Starts or stops sampling on every CPU.
   int Enable(bool on);
 
-  // Reads every ring now. Reactor thread only: the rings are drained by
-  // one thread at a time without a lock.
+  // Reads every ring now. Only from the reactor's dispatch (a callback, a
+  // timer, a catch-up hook): the rings are drained by one thread at a time
+  // without a lock. Every Reactor::CatchUp() calls it (see Open).
   void DrainAll();
 
   // Longest filter string the kernel accepts (strndup_user with PAGE_SIZE,
@@ -129,6 +130,7 @@ class SignalTrace {
   const Handler handler_;
   const SignalTraceFormat format_;
   std::vector<std::unique_ptr<Cpu>> cpus_;  // fixed after Open()
+  uint64_t catch_up_hook_ = 0;  // the reactor's
 };
 
 }  // namespace kqd

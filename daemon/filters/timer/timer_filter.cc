@@ -66,12 +66,21 @@ int ParseSpec(uint32_t fflags, int64_t data, TimerSpec* spec) {
 // or restarted is recognised as stale under the kqueue lock and ignored.
 class TimerState : public KnoteState {
  public:
-  TimerState(Reactor* reactor, std::unique_ptr<UserLimits::Charge> charge)
-      : reactor_(reactor), charge_(std::move(charge)) {}
+  TimerState(Reactor* reactor, UserLimits* limits, uid_t uid,
+             std::unique_ptr<UserLimits::Charge> charge)
+      : reactor_(reactor), limits_(limits), uid_(uid), charge_(std::move(charge)) {}
 
   // (Re)starts the timer from now. An absolute time already past counts
   // one expiration at once, with no reactor timer at all.
-  void Start(Knote& kn, const TimerSpec& spec) {
+  // ENOMEM if it would be one fast timer more than the user may have.
+  int Start(Knote& kn, const TimerSpec& spec) {
+    const bool fast = spec.period_ns > 0 && spec.period_ns < kTimerFastPeriodNs;
+    if (fast && !fast_charge_) {
+      fast_charge_ = limits_->Take(uid_, Resource::kFastTimers);
+      if (!fast_charge_) return ENOMEM;
+    } else if (!fast) {
+      fast_charge_.reset();
+    }
     Stop();
     clock_ = spec.clock;
     period_ns_ = spec.period_ns;
@@ -80,12 +89,23 @@ class TimerState : public KnoteState {
       deadline_ns_ = spec.abs_deadline_ns;
       if (deadline_ns_ <= now) {
         kn.kev.data = 1;
-        return;
+        return 0;
       }
     } else {
       deadline_ns_ = now + period_ns_;  // period is clamped: cannot overflow
     }
     Arm(kn, now);
+    return 0;
+  }
+
+  // Whether Start(spec) would succeed; takes the fast-timer charge it needs.
+  int CanStart(const TimerSpec& spec) {
+    const bool fast = spec.period_ns > 0 && spec.period_ns < kTimerFastPeriodNs;
+    if (fast && !fast_charge_) {
+      fast_charge_ = limits_->Take(uid_, Resource::kFastTimers);
+      if (!fast_charge_) return ENOMEM;
+    }
+    return 0;
   }
 
   // Cancels the pending callback, if any.
@@ -122,14 +142,21 @@ class TimerState : public KnoteState {
 
   // Gives the user's timer slot back (at Detach, not when the knote is
   // finally freed, which an in-flight callback may delay).
-  void ReleaseCharge() { charge_.reset(); }
+  void ReleaseCharge() {
+    charge_.reset();
+    fast_charge_.reset();
+  }
 
  private:
   void Arm(Knote& kn, int64_t now) {
     generation_++;
     int64_t wake = deadline_ns_;
-    if (period_ns_ > 0 && period_ns_ < kTimerMinWakeupNs) {
-      wake = std::max(wake, now + kTimerMinWakeupNs);
+    if (fast_charge_) {
+      // The user's fast timers share the loop (timer_filter.h).
+      const int64_t fast = static_cast<int64_t>(
+          std::max<uint64_t>(1, limits_->InUse(uid_, Resource::kFastTimers)));
+      const int64_t floor_ns = std::min(fast * kTimerMinWakeupNs, kTimerFastPeriodNs * 100);
+      if (period_ns_ < floor_ns) wake = std::max(wake, now + floor_ns);
     }
     std::weak_ptr<Knote> weak = kn.weak_from_this();
     const long generation = generation_;
@@ -139,7 +166,12 @@ class TimerState : public KnoteState {
   }
 
   Reactor* const reactor_;
+  UserLimits* const limits_;
+  const uid_t uid_;                              // who the timer is charged to
   std::unique_ptr<UserLimits::Charge> charge_;  // one of the user's timers
+  // One of the user's fast timers, while the period is below
+  // kTimerFastPeriodNs; null otherwise.
+  std::unique_ptr<UserLimits::Charge> fast_charge_;
   Reactor::Clock clock_ = Reactor::Clock::kMonotonic;
   int64_t period_ns_ = 0;    // 0: fires once (NOTE_ABSTIME)
   int64_t deadline_ns_ = 0;  // the next expiration not yet counted
@@ -157,8 +189,16 @@ class TimerFilter : public FilterOps {
     if (int err = ParseSpec(kn.sfflags, kn.sdata, &spec)) return err;
     auto charge = runtime_->limits().Take(kn.owner->euid(), Resource::kTimers);
     if (!charge) return ENOMEM;  // the seed's kq_calloutmax
-    kn.state = std::make_unique<TimerState>(&runtime_->reactor(), std::move(charge));
-    kn.state_as<TimerState>()->Start(kn, spec);
+    // NetBSD's filt_timerattach sets EV_CLEAR for relative timers only: an
+    // absolute timer that has fired stays triggered (level) unless the
+    // caller asked for EV_CLEAR (or EV_ONESHOT) itself.
+    if (!(kn.sfflags & NOTE_ABSTIME)) kn.kev.flags |= EV_CLEAR;
+    kn.state = std::make_unique<TimerState>(&runtime_->reactor(), &runtime_->limits(),
+                                            kn.owner->euid(), std::move(charge));
+    if (int err = kn.state_as<TimerState>()->Start(kn, spec)) {
+      kn.state.reset();
+      return err;
+    }
     return 0;
   }
 
@@ -183,17 +223,20 @@ class TimerFilter : public FilterOps {
     if (!(change.flags & EV_ADD)) return 0;
     TimerSpec spec;
     if (int err = ParseSpec(change.fflags, change.data, &spec)) return err;
+    // Checked before anything changes: a refused restart (ENOMEM, one fast
+    // timer too many) leaves the old timer running.
+    if (int err = kn.state_as<TimerState>()->CanStart(spec)) return err;
     kn.sfflags = change.fflags;
     kn.sdata = change.data;
+    if (!(kn.sfflags & NOTE_ABSTIME)) kn.kev.flags |= EV_CLEAR;  // as at attach
     // An event still queued with the old count is dropped when collected:
     // the core re-evaluates it and finds nothing. (An EV_ONESHOT one is not
     // re-evaluated, and would be reported with data 0.)
     kn.kev.data = 0;
-    kn.state_as<TimerState>()->Start(kn, spec);
-    return 0;
+    return kn.state_as<TimerState>()->Start(kn, spec);
   }
 
-  uint32_t ImpliedFlags() const override { return EV_CLEAR; }
+  // EV_CLEAR is implied for relative timers only: Attach sets it.
 
  private:
   Runtime* const runtime_;

@@ -4,8 +4,9 @@
 // (NOTE_MSECONDS, the default, NOTE_SECONDS, NOTE_USECONDS, NOTE_NSECONDS).
 // With NOTE_ABSTIME data is instead an absolute CLOCK_REALTIME time and the
 // timer fires once (at once, with data 1, if that time has passed).
-// Reported data is the number of expirations since the last retrieval;
-// EV_CLEAR is implied. EV_ADD on an existing timer restarts it with the new
+// Reported data is the number of expirations since the last retrieval.
+// EV_CLEAR is implied for relative timers only (NetBSD's filt_timerattach):
+// an absolute timer without EV_CLEAR stays triggered once it has fired. EV_ADD on an existing timer restarts it with the new
 // settings and drops the count. Disabled timers keep counting, as on BSD, so
 // EV_ENABLE reports what expired meanwhile.
 //
@@ -33,7 +34,19 @@ constexpr int64_t kTimerMaxPeriodNs = INT64_C(100) * 365 * 24 * 3600 * 100000000
 // A periodic timer wakes the event loop at most once per this interval;
 // shorter periods are still counted exactly (expirations are computed from
 // the time elapsed, not from the number of wake-ups).
-constexpr int64_t kTimerMinWakeupNs = 100 * 1000;
+constexpr int64_t kTimerMinWakeupNs = 250 * 1000;
+
+// The loop time a user's timers may cost is bounded, not each timer's:
+// a timer whose period is below kTimerFastPeriodNs is "fast" and charged
+// to its owner's uid (Resource::kFastTimers), and each fast timer wakes the
+// loop at most once per (the owner's fast timers) x kTimerMinWakeupNs. So
+// one user's fast timers together wake the loop at most 1 / kTimerMinWakeupNs
+// = 4000 times a second, however many there are and however short their
+// periods: 100 timers of 1 ns wake it as often as one timer of 250 us does.
+// Expirations are still counted exactly (data), they are only delivered in
+// coarser steps; NetBSD rounds periods up to a clock tick (10 ms at HZ=100),
+// coarser than this floor for any user with fewer than 100 fast timers.
+constexpr int64_t kTimerFastPeriodNs = INT64_C(10) * 1000 * 1000;
 
 // The filter ops; `runtime` (its reactor and limits) must outlive them.
 std::shared_ptr<FilterOps> MakeTimerFilter(Runtime* runtime);

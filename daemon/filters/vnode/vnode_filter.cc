@@ -188,7 +188,7 @@ std::vector<uint32_t> VnodeHints(uint32_t ev, bool dir, const VnodeStat* before,
 VnodeFilter::VnodeFilter(Runtime* runtime)
     : reactor_(&runtime->reactor()),
       watch_(InotifyMux::Create()),
-      mounts_(MountTables::Create(&runtime->reactor())) {
+      mounts_(MountTables::Create(&runtime->reactor(), &runtime->limits())) {
   if (!watch_) return;
   std::weak_ptr<InotifyMux> weak = watch_;
   watch_token_ = reactor_->AddFd(watch_->inotify_fd(), EPOLLIN, [weak](uint32_t) {
@@ -202,19 +202,29 @@ VnodeFilter::~VnodeFilter() {
 
 int VnodeFilter::Attach(Knote& kn) {
   if (!watch_ || watch_token_ <= 0) return ENOSYS;
-  // Only files and directories have vnode events: everything else is
-  // EOPNOTSUPP, as the project's contract says (NetBSD answers EINVAL for
-  // pipes, sockets, FIFOs and kqueues and EOPNOTSUPP for devices; one errno
-  // for "not a vnode" is easier to rely on).
-  if (kn.owner->KqueueForFd(Fd(kn))) return EOPNOTSUPP;
+  // Only files and directories have vnode events. The errno for the rest
+  // follows NetBSD: its pipe, socket, FIFO, kqueue and eventfd/timerfd
+  // kqfilters answer EINVAL for a filter they do not know; devices (and
+  // what NetBSD has no counterpart for, an O_PATH symlink) EOPNOTSUPP.
+  if (kn.owner->KqueueForFd(Fd(kn))) return EINVAL;
   int err = 0;
   ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
   if (!copy) return err != 0 ? err : EBADF;
   auto st = std::make_unique<VnodeState>();
   struct stat sb;
   if (int e = Look(copy.get(), &sb, &st->id)) return e;
+  if (st->id.type == S_IFIFO || st->id.type == S_IFSOCK) return EINVAL;
+  // eventfd, timerfd, pidfd... (mode 0 or S_IFREG, depending on the kernel)
+  if ((st->id.type == 0 || st->id.type == S_IFREG) && IsAnonInode(copy.get())) return EINVAL;
   if (st->id.type != S_IFREG && st->id.type != S_IFDIR) return EOPNOTSUPP;
-  if (st->id.type == S_IFREG && IsAnonInode(copy.get())) return EOPNOTSUPP;
+  // An O_PATH descriptor can be had for a file one cannot read; watching
+  // through it would report another user's activity on a file inotify
+  // refuses the caller. Demand what inotify demands: read permission, as
+  // the caller (issue 12 item 6).
+  const int fl = fcntl(copy.get(), F_GETFL);
+  if (fl >= 0 && (fl & O_PATH)) {
+    if (int e = kn.owner->CheckReadAccess(copy.get())) return e == ESRCH ? ESRCH : EACCES;
+  }
   st->dir = st->id.type == S_IFDIR;
   st->last = StatOf(sb);
 
@@ -228,7 +238,7 @@ int VnodeFilter::Attach(Knote& kn) {
   auto on_mounts = [weak](uint32_t vq) {
     if (vq & kFsVqUnmount) Knote::Notify(weak, kHintMountGone);
   };
-  if (mounts_->Subscribe(kn.owner->pid(), on_mounts, &st->mounts) == 0) {
+  if (mounts_->Subscribe(kn.owner->pid(), kn.owner->euid(), on_mounts, &st->mounts) == 0) {
     st->mount_id = MountIdOf(copy.get());
     // "" if the fd's mount is not in the owner's namespace (an fd received
     // from another namespace): then it is never taken for unmounted.
@@ -276,7 +286,23 @@ bool VnodeFilter::Event(Knote& kn, long hint) {
     VnodeStat now;
     if (copy) now = StatOf(sb);
     Apply(kn, VnodeHints(events, st->dir, &st->last, copy ? &now : nullptr));
-    if (copy) st->last = now;
+    if (copy) {
+      // A regular file's size moves its baseline only with the events that
+      // concern it (and links and attributes theirs): an IN_ATTRIB read
+      // after a truncation but before the truncation's IN_MODIFY must not
+      // swallow the size change, which that IN_MODIFY then reports.
+      const bool lost = (events & W::kOverflow) != 0;
+      if (st->dir || lost || (events & W::kModify)) {
+        st->last.size = now.size;
+        st->last.mtime_ns = now.mtime_ns;
+      }
+      if (st->dir || lost || (events & W::kAttrib)) {
+        st->last.nlink = now.nlink;
+        st->last.mode = now.mode;
+        st->last.uid = now.uid;
+        st->last.gid = now.gid;
+      }
+    }
     revoke = (events & W::kUnmount) != 0;
     if (!revoke && (events & W::kIgnored) && copy) {
       // The kernel dropped the watch while the file is still open to the

@@ -154,13 +154,33 @@ TEST_F(FdReadTest, EofWakesAnEmptyPipe) {
   EXPECT_EQ(ev->data, 0);
 }
 
-TEST_F(FdReadTest, ReadOnWriteEndNeverFires) {
+TEST_F(FdReadTest, ReadOnWriteEndReportsEofWhenTheLastReaderCloses) {
+  // NetBSD's filt_piperead (FreeBSD, macOS alike); asyncio's write-pipe
+  // transport watches its write end so to learn that the reader is gone.
   Pipe p;
+  ScopedFd r2(fcntl(p.r.get(), F_DUPFD_CLOEXEC, 0));
   ASSERT_EQ(Add(p.w.get()), 0);
   WriteBytes(p.w.get(), 5);
-  EXPECT_TRUE(q_->Collect(8, 50).empty());
-  p.r.reset();  // not even when the reader goes
-  EXPECT_TRUE(q_->Collect(8, 50).empty());
+  EXPECT_TRUE(q_->Collect(8, 50).empty());  // nothing to read on this end
+  p.r.reset();
+  EXPECT_TRUE(q_->Collect(8, 50).empty());  // a reader is left
+  r2.reset();
+  auto ev = WaitEvent(*q_, p.w.get(), EVFILT_READ);
+  ASSERT_TRUE(ev);
+  EXPECT_TRUE(ev->flags & EV_EOF);
+  EXPECT_EQ(ev->data, 0);
+  // Level-triggered: it stays.
+  EXPECT_EQ(q_->Collect(8, 0).size(), 1u);
+}
+
+TEST_F(FdReadTest, ReadOnWriteEndAddedAfterTheReaderClosedFiresAtOnce) {
+  Pipe p;
+  p.r.reset();
+  ASSERT_EQ(Add(p.w.get(), EV_CLEAR), 0);
+  auto evs = q_->Collect(8, 0);
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_TRUE(evs[0].flags & EV_EOF);
+  EXPECT_TRUE(q_->Collect(8, 50).empty());  // EV_CLEAR: once
 }
 
 TEST_F(FdReadTest, NoteLowatOnPipe) {

@@ -138,12 +138,19 @@ TEST_F(FdWriteTest, NoteLowatOnPipe) {
   EXPECT_TRUE(q_->Collect(8, 0).empty());
 }
 
-TEST_F(FdWriteTest, WriteOnReadEndNeverFires) {
+TEST_F(FdWriteTest, WriteOnReadEndReportsEofWhenTheLastWriterCloses) {
+  // NetBSD's filt_pipewrite: no peer left, EV_EOF, data 0.
   Pipe p(O_NONBLOCK);
+  ScopedFd w2(fcntl(p.w.get(), F_DUPFD_CLOEXEC, 0));
   ASSERT_EQ(Add(p.r.get()), 0);
-  EXPECT_TRUE(q_->Collect(8, 50).empty());
-  p.w.reset();  // not even when the writer goes
-  EXPECT_TRUE(q_->Collect(8, 50).empty());
+  EXPECT_TRUE(q_->Collect(8, 50).empty());  // never writable
+  p.w.reset();
+  EXPECT_TRUE(q_->Collect(8, 50).empty());  // a writer is left
+  w2.reset();
+  auto ev = WaitEvent(*q_, p.r.get(), EVFILT_WRITE);
+  ASSERT_TRUE(ev);
+  EXPECT_TRUE(ev->flags & EV_EOF);
+  EXPECT_EQ(ev->data, 0);
 }
 
 // ---- sockets -----------------------------------------------------------------

@@ -269,10 +269,31 @@ TEST_F(TimerFilterTest, AbstimeInThePastFiresAtOnceWithDataOne) {
   ASSERT_EQ(evs.size(), 3u);
   for (const kq_kevent& ev : evs) {
     EXPECT_EQ(ev.data, 1);
-    EXPECT_EQ(ev.flags & (EV_ADD | EV_CLEAR), EV_ADD | EV_CLEAR);
+    // NetBSD implies EV_CLEAR for relative timers only.
+    EXPECT_EQ(ev.flags & (EV_ADD | EV_CLEAR), EV_ADD);
   }
-  // Once only.
-  EXPECT_TRUE(q_->Collect(8, 100).empty());
+  // Level-triggered: a fired absolute timer stays triggered, with data 1.
+  for (int i = 0; i < 3; i++) {
+    evs = q_->Collect(8, 0);
+    ASSERT_EQ(evs.size(), 3u);
+    for (const kq_kevent& ev : evs) EXPECT_EQ(ev.data, 1);
+  }
+}
+
+TEST_F(TimerFilterTest, AbstimeWithEvClearFiresOnce) {
+  const int64_t past_s = RealtimeMs() / 1000 - 10;
+  ASSERT_EQ(q_->Change(Timer(1, past_s, NOTE_ABSTIME | NOTE_SECONDS, EV_ADD | EV_CLEAR)), 0);
+  auto evs = q_->Collect(8, 0);
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].flags & EV_CLEAR, EV_CLEAR);
+  EXPECT_TRUE(q_->Collect(8, 100).empty());  // once only
+}
+
+TEST_F(TimerFilterTest, RelativeTimerImpliesEvClear) {
+  ASSERT_EQ(q_->Change(Timer(1, 1)), 0);
+  auto evs = q_->Collect(8, 2000);
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].flags & (EV_ADD | EV_CLEAR), EV_ADD | EV_CLEAR);
 }
 
 TEST_F(TimerFilterTest, AbstimeInTheFutureFiresThenOnce) {
@@ -284,7 +305,10 @@ TEST_F(TimerFilterTest, AbstimeInTheFutureFiresThenOnce) {
   EXPECT_EQ(evs[0].data, 1);
   EXPECT_GE(elapsed, 90);  // realtime ms rounding aside, not early
   EXPECT_LT(elapsed, 2000);
-  EXPECT_TRUE(q_->Collect(8, 150).empty());
+  // No EV_CLEAR asked, none implied: still triggered, still data 1.
+  evs = q_->Collect(8, 150);
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].data, 1);
 }
 
 TEST_F(TimerFilterTest, ZeroOrNegativePeriodIsEinval) {
@@ -368,6 +392,42 @@ TEST_F(TimerFilterTest, StaleCallbacksAfterRestartAreIgnored) {
   ASSERT_EQ(q_->Change(Timer(1, 1, NOTE_SECONDS)), 0);
   EXPECT_TRUE(q_->Collect(8, 0).empty());
   EXPECT_TRUE(q_->Collect(8, 200).empty());
+}
+
+// Fast timers (period below 10 ms) share their user's slice of the loop:
+// each is charged as one, and with n of them each is delivered at most every
+// n x kTimerMinWakeupNs, with the count still exact.
+TEST_F(TimerFilterTest, FastTimersShareTheirUsersWakeups) {
+  auto fast = [&] { return rt_.get()->limits().InUse(getuid(), kqd::Resource::kFastTimers); };
+  constexpr int kFast = 200;  // floor: 200 x 250 us = 50 ms per timer
+  for (int i = 1; i <= kFast; i++) ASSERT_EQ(q_->Change(Timer(i, 1, NOTE_USECONDS)), 0);
+  EXPECT_EQ(fast(), static_cast<uint64_t>(kFast));
+  ASSERT_EQ(q_->Change(Timer(1000, 1, NOTE_SECONDS)), 0);  // slow: not charged
+  EXPECT_EQ(fast(), static_cast<uint64_t>(kFast));
+  // Drain the first round (armed while the count was still growing), then
+  // count deliveries of timer 1 over 300 ms: about 6, never hundreds.
+  SleepMs(120);
+  q_->Collect(kFast + 1, 0);
+  const auto start = SteadyClock::now();
+  int deliveries = 0;
+  int64_t expirations = 0;
+  while (MsSince(start) < 300) {
+    for (const kq_kevent& ev : q_->Collect(kFast + 1, 20)) {
+      if (ev.ident != 1) continue;
+      deliveries++;
+      expirations += ev.data;
+    }
+  }
+  EXPECT_LE(deliveries, 10);
+  EXPECT_GE(deliveries, 3);
+  EXPECT_GE(expirations, 150 * 1000);  // 1 us periods, counted exactly
+  // Slowing a timer down gives its fast charge back; deleting gives all back.
+  ASSERT_EQ(q_->Change(Timer(1, 1, NOTE_SECONDS)), 0);
+  EXPECT_EQ(fast(), static_cast<uint64_t>(kFast - 1));
+  for (int i = 1; i <= kFast; i++) ASSERT_EQ(q_->Change(Timer(i, 0, 0, EV_DELETE)), 0);
+  ASSERT_EQ(q_->Change(Timer(1000, 0, 0, EV_DELETE)), 0);
+  EXPECT_EQ(fast(), 0u);
+  EXPECT_EQ(TimersInUse(), 0u);
 }
 
 TEST_F(TimerFilterTest, UdataIsReturnedBitExact) {

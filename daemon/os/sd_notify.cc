@@ -1,4 +1,4 @@
-#include "daemon/util/sd_notify.h"
+#include "daemon/os/sd_notify.h"
 
 #include <errno.h>
 #include <stddef.h>

@@ -1,5 +1,7 @@
-#include "daemon/util/logger.h"
+#include "daemon/os/logger.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +55,52 @@ const char* LogLevelName(LogLevel level) {
 }
 
 Logger::~Logger() {
+  if (forwarder_.joinable()) {
+    // The pipe's writing ends are descriptors 1 and 2: closing them ends
+    // the forwarding thread's read loop.
+    close(STDOUT_FILENO);
+    close(STDERR_FILENO);
+    forwarder_.join();
+  }
   if (sink_ == Sink::kSyslog) closelog();
+}
+
+int Logger::ForwardStderr() {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return errno;
+  ScopedFd read_end(p[0]);
+  ScopedFd write_end(p[1]);
+  if (dup2(write_end.get(), STDOUT_FILENO) < 0 || dup2(write_end.get(), STDERR_FILENO) < 0)
+    return errno;
+  forward_read_ = std::move(read_end);
+  forwarder_ = std::thread([this, fd = forward_read_.get()] { ForwardLoop(fd); });
+  return 0;
+}
+
+void Logger::ForwardLoop(int fd) {
+  std::string pending;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    pending.append(buf, static_cast<size_t>(n));
+    size_t nl;
+    while ((nl = pending.find('\n')) != std::string::npos || pending.size() > 4000) {
+      size_t len = nl == std::string::npos ? pending.size() : nl;
+      std::string line = pending.substr(0, len);
+      pending.erase(0, nl == std::string::npos ? len : len + 1);
+      const std::string prefix = "kqueued: ";
+      if (line.compare(0, prefix.size(), prefix) == 0) line.erase(0, prefix.size());
+      LogLevel level = LogLevel::kWarning;
+      size_t colon = line.find(": ");
+      if (colon != std::string::npos && ParseLogLevel(line.substr(0, colon), &level))
+        line.erase(0, colon + 2);
+      if (line.empty() || !Enabled(level)) continue;
+      std::lock_guard<std::mutex> l(mu_);
+      Write(level, line);
+    }
+  }
 }
 
 void Logger::set_level(LogLevel level) {

@@ -10,8 +10,8 @@
 // ClientLog, which is rate-limited per client uid: a misbehaving client can
 // fill its own small budget and no more; what it loses is counted and the
 // count appears on its next line that gets through.
-#ifndef KQUEUED_DAEMON_UTIL_LOGGER_H_
-#define KQUEUED_DAEMON_UTIL_LOGGER_H_
+#ifndef KQUEUED_DAEMON_OS_LOGGER_H_
+#define KQUEUED_DAEMON_OS_LOGGER_H_
 
 #include <sys/types.h>
 
@@ -20,6 +20,9 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
+
+#include "daemon/util/scoped_fd.h"
 
 namespace kqd {
 
@@ -63,6 +66,13 @@ class Logger {
   // Lines dropped by the rate limit so far (all clients), for tests and stats.
   uint64_t suppressed() const;
 
+  // For a detached daemon: makes descriptors 1 and 2 a pipe whose lines a
+  // thread of the logger writes to the current sink, so what other parts
+  // (and libfuse) print to stderr reaches syslog too. A line's level is read
+  // from a "kqueued: LEVEL: " prefix, else it is a warning. Call once, after
+  // set_sink(kSyslog). Returns 0 or an errno.
+  int ForwardStderr();
+
  private:
   struct Bucket {
     double tokens = 0;
@@ -70,6 +80,7 @@ class Logger {
     uint64_t dropped = 0;  // since the last line that got through
   };
   void Write(LogLevel level, const std::string& line);
+  void ForwardLoop(int fd);
 
   mutable std::mutex mu_;  // guards everything below
   LogLevel level_ = LogLevel::kNotice;
@@ -79,8 +90,13 @@ class Logger {
   RateLimit rate_;
   std::map<uid_t, Bucket> buckets_;
   uint64_t suppressed_ = 0;
+
+  // ForwardStderr's reading end and thread (joined by the destructor once
+  // descriptors 1 and 2 are closed).
+  ScopedFd forward_read_;
+  std::thread forwarder_;
 };
 
 }  // namespace kqd
 
-#endif  // KQUEUED_DAEMON_UTIL_LOGGER_H_
+#endif  // KQUEUED_DAEMON_OS_LOGGER_H_

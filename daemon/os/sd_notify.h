@@ -4,8 +4,8 @@
 // call sends one datagram of newline-separated assignments such as
 // "READY=1\nSTATUS=serving /dev/kqueue". Without $NOTIFY_SOCKET it does
 // nothing: the daemon runs the same with or without systemd.
-#ifndef KQUEUED_DAEMON_UTIL_SD_NOTIFY_H_
-#define KQUEUED_DAEMON_UTIL_SD_NOTIFY_H_
+#ifndef KQUEUED_DAEMON_OS_SD_NOTIFY_H_
+#define KQUEUED_DAEMON_OS_SD_NOTIFY_H_
 
 #include <string>
 
@@ -18,4 +18,4 @@ int SdNotify(const std::string& state);
 
 }  // namespace kqd
 
-#endif  // KQUEUED_DAEMON_UTIL_SD_NOTIFY_H_
+#endif  // KQUEUED_DAEMON_OS_SD_NOTIFY_H_
