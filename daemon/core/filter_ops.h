@@ -1,6 +1,6 @@
 // FilterOps: what a filter is, as in the seed's filterops table: attach,
 // detach, event, plus touch for updates. The core knows nothing of any one
-// filter; each filter lives in its own file under daemon/filters/.
+// filter; each family lives in its own folder under daemon/filters/.
 //
 // All hooks run with the owning kqueue's lock held. They must not call back
 // into that kqueue's public methods (use Knote::Notify from event sources,
@@ -21,7 +21,11 @@ class FilterOps {
   virtual bool IsFdFilter() const { return false; }
 
   // Sets up event sources for a new knote (kn.kev, sfflags, sdata, owner are
-  // filled in). Returns 0 or an errno; on error Detach is not called.
+  // filled in). Returns 0 or an errno; on error Detach is not called. It
+  // may set kn.ops to other ops that serve this knote from then on (the
+  // seed's filt_fileattach handing a knote to its file's kqfilter): the
+  // core calls every later hook through kn.ops, which must outlive the knote
+  // (an ops object that owns them qualifies).
   virtual int Attach(Knote& kn) = 0;
 
   // Tears down what Attach set up. Event sources may still call

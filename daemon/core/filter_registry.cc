@@ -8,7 +8,7 @@ FilterRegistry::FilterRegistry() = default;
 
 void FilterRegistry::AddSystem(uint32_t number, const std::string& name,
                                std::shared_ptr<FilterOps> ops) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   Entry& e = entries_[number];
   e.name = name;
   e.ops = std::move(ops);
@@ -19,7 +19,7 @@ int FilterRegistry::Register(const std::string& name,
                              std::shared_ptr<FilterOps> ops, uint32_t* number) {
   if (name.empty() || name.size() >= KFILTER_MAXNAME || ops == nullptr)
     return EINVAL;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   for (const auto& [num, e] : entries_)
     if (e.name == name) return EEXIST;
   uint32_t n = next_number_++;
@@ -31,7 +31,7 @@ int FilterRegistry::Register(const std::string& name,
 }
 
 int FilterRegistry::Unregister(const std::string& name) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (it->second.name != name) continue;
     if (it->second.system) return EINVAL;
@@ -43,7 +43,7 @@ int FilterRegistry::Unregister(const std::string& name) {
 }
 
 int FilterRegistry::NumberOf(const std::string& name, uint32_t* number) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   for (const auto& [num, e] : entries_) {
     if (e.name == name) {
       *number = num;
@@ -54,7 +54,7 @@ int FilterRegistry::NumberOf(const std::string& name, uint32_t* number) const {
 }
 
 int FilterRegistry::NameOf(uint32_t number, std::string* name) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = entries_.find(number);
   if (it == entries_.end()) return ENOENT;
   *name = it->second.name;
@@ -63,7 +63,7 @@ int FilterRegistry::NameOf(uint32_t number, std::string* name) const {
 
 int FilterRegistry::Acquire(uint32_t number,
                             std::shared_ptr<FilterRegistration>* out) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = entries_.find(number);
   if (it == entries_.end() || it->second.ops == nullptr) return EINVAL;
   *out = std::make_shared<FilterRegistration>(it->second.ops, it->second.users);

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "daemon/core/filter_ops.h"
+#include "daemon/util/mutex.h"
 
 namespace kqd {
 
@@ -35,22 +36,22 @@ class FilterRegistry {
   // A system filter (number < EVFILT_SYSCOUNT). `ops` may be null: the
   // filter has a name and a number but EV_ADD on it is EINVAL.
   void AddSystem(uint32_t number, const std::string& name,
-                 std::shared_ptr<FilterOps> ops);
+                 std::shared_ptr<FilterOps> ops) EXCLUDES(mu_);
 
   // kfilter_register: EINVAL for an empty/too long name or null ops,
   // EEXIST for a taken name.
   int Register(const std::string& name, std::shared_ptr<FilterOps> ops,
-               uint32_t* number);
+               uint32_t* number) EXCLUDES(mu_);
   // kfilter_unregister: EINVAL for a system filter, ENOENT for an unknown
   // name, EBUSY while knotes use it.
-  int Unregister(const std::string& name);
+  int Unregister(const std::string& name) EXCLUDES(mu_);
 
   // KFILTER_BYNAME / KFILTER_BYFILTER: 0 or ENOENT.
-  int NumberOf(const std::string& name, uint32_t* number) const;
-  int NameOf(uint32_t number, std::string* name) const;
+  int NumberOf(const std::string& name, uint32_t* number) const EXCLUDES(mu_);
+  int NameOf(uint32_t number, std::string* name) const EXCLUDES(mu_);
 
   // For a new knote: EINVAL if the filter is unknown or not implemented.
-  int Acquire(uint32_t number, std::shared_ptr<FilterRegistration>* out) const;
+  int Acquire(uint32_t number, std::shared_ptr<FilterRegistration>* out) const EXCLUDES(mu_);
 
  private:
   struct Entry {
@@ -60,9 +61,9 @@ class FilterRegistry {
     bool system = false;
   };
 
-  mutable std::mutex mu_;  // guards entries_ and next_number_
-  std::map<uint32_t, Entry> entries_;
-  uint32_t next_number_ = EVFILT_SYSCOUNT;
+  mutable Mutex mu_;  // a leaf: taken under a kqueue's lock (EV_ADD), nothing under it
+  std::map<uint32_t, Entry> entries_ GUARDED_BY(mu_);
+  uint32_t next_number_ GUARDED_BY(mu_) = EVFILT_SYSCOUNT;
 };
 
 }  // namespace kqd

@@ -48,31 +48,28 @@ Kqueue::Kqueue(Runtime* runtime, uid_t uid,
                std::unique_ptr<UserLimits::Charge> charge)
     : runtime_(runtime), uid_(uid), charge_(std::move(charge)) {}
 
-Kqueue::~Kqueue() { Close(); }
+Kqueue::~Kqueue() {
+  // No one else holds this kqueue any more, but the thread destroying it may
+  // hold another kqueue's lock: a parent's EVFILT_READ hook can drop the
+  // last reference to the child it evaluates. Close would tell the
+  // observers — parents' knotes, whose Notify takes the parent's lock — so
+  // here they are told from the event loop instead. (Parked calls are
+  // answered here: that takes no kqueue lock.)
+  std::vector<Deferred::Work> observers;
+  {
+    Deferred deferred(mu_);
+    if (closed_) return;
+    CloseLocked(&deferred);
+    std::lock_guard<std::mutex> l(observers_mu_);
+    for (const auto& [id, fn] : observers_) observers.push_back(fn);
+  }
+  if (observers.empty()) return;
+  runtime_->reactor().Post([observers = std::move(observers)] {
+    for (const Deferred::Work& fn : observers) fn();
+  });
+}
 
 uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
-  const std::shared_ptr<ProcessContext> caller = call->caller();
-  const size_t nchanges = call->nchanges();
-  size_t nevents = call->nevents();
-  // EV_ERROR/EV_RECEIPT answers, written to the eventlist in one copy when
-  // the changes are done (as if written one by one: nothing reads them
-  // before the call returns), or every kAnswerChunk answers so the buffer
-  // stays small whatever the counts.
-  std::vector<kq_kevent> answers;
-  size_t nerrors = 0;  // answers written or buffered
-  size_t written = 0;  // answers written
-  // Writes the buffered answers; false (the call answered) if that failed.
-  auto flush_answers = [&]() {
-    if (answers.empty()) return true;
-    if (int perr = call->PutEvents(written, answers.data(), answers.size())) {
-      call->Complete(0, perr);
-      return false;
-    }
-    written += answers.size();
-    answers.clear();
-    return true;
-  };
-
   // An invalid timeout fails the call before anything is done, whatever
   // nevents is (NetBSD looks at it only when it scans: with nevents 0 it
   // returns 0 there; docs/abi.md promises EINVAL).
@@ -82,48 +79,78 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
     return 0;
   }
 
+  size_t room = call->nevents();
+  if (!ApplyChanges(*call, &room)) return 0;
+  return Scan(std::move(call), room);
+}
+
+bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
+  const std::shared_ptr<ProcessContext> caller = call.caller();
+  const size_t nchanges = call.nchanges();
+  // EV_ERROR/EV_RECEIPT answers, written to the eventlist in one copy when
+  // the changes are done (as if written one by one: nothing reads them
+  // before the call returns), or every kAnswerChunk answers so the buffer
+  // stays small whatever the counts.
+  std::vector<kq_kevent> answers;
+  size_t nanswers = 0;  // answers written or buffered
+  size_t written = 0;   // answers written
+  // Writes the buffered answers; false (the call answered) if that failed.
+  auto flush = [&]() {
+    if (answers.empty()) return true;
+    if (int perr = call.PutEvents(written, answers.data(), answers.size())) {
+      call.Complete(0, perr);
+      return false;
+    }
+    written += answers.size();
+    answers.clear();
+    return true;
+  };
+
   kq_kevent chunk[kChangeChunk];
   for (size_t first = 0; first < nchanges; first += kChangeChunk) {
     const size_t n = std::min(kChangeChunk, nchanges - first);
-    if (int err = call->FetchChanges(first, chunk, n)) {
-      if (flush_answers()) call->Complete(0, err);
-      return 0;
+    if (int err = call.FetchChanges(first, chunk, n)) {
+      if (flush()) call.Complete(0, err);
+      return false;
     }
     for (size_t i = 0; i < n; i++) {
       kq_kevent& kev = chunk[i];
       kev.flags &= ~EV_SYSFLAGS;
       int err;
       {
-        Deferred deferred;
-        std::lock_guard<std::mutex> l(mu_);
+        Deferred deferred(mu_);
         err = closed_ ? EBADF : RegisterLocked(kev, caller, &deferred);
       }
       if (err == 0 && !(kev.flags & EV_RECEIPT)) continue;
-      if (nevents == 0) {
+      if (*room == 0) {
         // No room to report it: the call fails with the error (or, for a
         // receipt, stops and returns what it wrote), and the remaining
         // changes are not applied.
-        if (flush_answers()) call->Complete(static_cast<int>(nerrors), err);
-        return 0;
+        if (flush()) call.Complete(static_cast<int>(nanswers), err);
+        return false;
       }
       kq_kevent answer = kev;
       answer.flags = EV_ERROR;
       answer.data = err;
       answers.push_back(answer);
-      nevents--;
-      nerrors++;
-      if (answers.size() == kAnswerChunk && !flush_answers()) return 0;
+      --*room;
+      nanswers++;
+      if (answers.size() == kAnswerChunk && !flush()) return false;
     }
   }
-  if (nerrors > 0) {
-    if (flush_answers()) call->Complete(static_cast<int>(nerrors), 0);
-    return 0;
+  if (nanswers > 0) {
+    if (flush()) call.Complete(static_cast<int>(nanswers), 0);
+    return false;
   }
-  if (nevents == 0) {
-    call->Complete(0, 0);
-    return 0;
+  if (*room == 0) {
+    call.Complete(0, 0);
+    return false;
   }
+  return true;
+}
 
+uint64_t Kqueue::Scan(std::unique_ptr<KeventCall> call, size_t room) {
+  const timespec* timeout = call->timeout();
   // Evaluations from here on are fresh enough for this call.
   const uint64_t since = eval_clock_.load();
   // Causality: every event whose cause the kernel recorded before this call
@@ -134,14 +161,13 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
   std::vector<kq_kevent> events;
   uint64_t wait_id = 0;
   {
-    Deferred deferred;
-    std::lock_guard<std::mutex> l(mu_);
+    Deferred deferred(mu_);
     if (closed_) {
-      deferred.actions.push_back(
+      deferred.RunAfterUnlock(
           [c = call.release()] { std::unique_ptr<KeventCall>(c)->Complete(0, EBADF); });
       return 0;
     }
-    CollectLocked(nevents, since, &events, &deferred);
+    CollectLocked(room, since, &events, &deferred);
     const bool poll = timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
     if (events.empty() && !poll) {
       // Park the call; an activation or the timeout answers it.
@@ -368,7 +394,7 @@ void Kqueue::ServeWaitersLocked(Deferred* deferred) {
     if (w.timer_id != 0) runtime_->reactor().CancelTimer(w.timer_id);
     KeventCall* call = w.call.release();
     waiters_.pop_front();
-    deferred->actions.push_back([call, ev = std::move(events)]() mutable {
+    deferred->RunAfterUnlock([call, ev = std::move(events)]() mutable {
       Deliver(std::unique_ptr<KeventCall>(call), 0, std::move(ev));
     });
   }
@@ -376,12 +402,11 @@ void Kqueue::ServeWaitersLocked(Deferred* deferred) {
 
 void Kqueue::NotifyObserversLater(Deferred* deferred) {
   std::lock_guard<std::mutex> l(observers_mu_);
-  for (const auto& [id, fn] : observers_) deferred->actions.push_back(fn);
+  for (const auto& [id, fn] : observers_) deferred->RunAfterUnlock(fn);
 }
 
 void Kqueue::NotifyKnote(const std::shared_ptr<Knote>& kn, long hint) {
-  Deferred deferred;
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   if (kn->status & Knote::kDetached) return;
   bool fire = EvaluateLocked(*kn, hint);
   if (kn->status & Knote::kGone) {
@@ -392,35 +417,30 @@ void Kqueue::NotifyKnote(const std::shared_ptr<Knote>& kn, long hint) {
 }
 
 void Kqueue::ExpireWaiter(uint64_t wait_id) {
-  Deferred deferred;
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
     if (it->id != wait_id) continue;
     KeventCall* call = it->call.release();
     waiters_.erase(it);
-    deferred.actions.push_back(
-        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, 0); });
+    deferred.RunAfterUnlock([call] { std::unique_ptr<KeventCall>(call)->Complete(0, 0); });
     return;
   }
 }
 
 void Kqueue::Interrupt(uint64_t wait_id) {
-  Deferred deferred;
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
     if (it->id != wait_id) continue;
     if (it->timer_id != 0) runtime_->reactor().CancelTimer(it->timer_id);
     KeventCall* call = it->call.release();
     waiters_.erase(it);
-    deferred.actions.push_back(
-        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, EINTR); });
+    deferred.RunAfterUnlock([call] { std::unique_ptr<KeventCall>(call)->Complete(0, EINTR); });
     return;
   }
 }
 
 void Kqueue::DescriptorClosed() {
-  Deferred deferred;
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   for (auto it = waiters_.begin(); it != waiters_.end();) {
     if (!it->call->DescriptorClosed()) {
       ++it;
@@ -429,15 +449,20 @@ void Kqueue::DescriptorClosed() {
     if (it->timer_id != 0) runtime_->reactor().CancelTimer(it->timer_id);
     KeventCall* call = it->call.release();
     it = waiters_.erase(it);
-    deferred.actions.push_back(
-        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, EBADF); });
+    deferred.RunAfterUnlock([call] { std::unique_ptr<KeventCall>(call)->Complete(0, EBADF); });
   }
 }
 
 void Kqueue::Close() {
-  Deferred deferred;
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   if (closed_) return;
+  CloseLocked(&deferred);
+  // Kqueues watching this one re-evaluate their knotes on it, which find
+  // it closed and drop them (as BSD's close removes knotes on a file).
+  NotifyObserversLater(&deferred);
+}
+
+void Kqueue::CloseLocked(Deferred* deferred) {
   closed_ = true;
   while (!knotes_.empty()) {
     std::shared_ptr<Knote> kn = knotes_.begin()->second;
@@ -446,18 +471,14 @@ void Kqueue::Close() {
   for (Waiter& w : waiters_) {
     if (w.timer_id != 0) runtime_->reactor().CancelTimer(w.timer_id);
     KeventCall* call = w.call.release();
-    deferred.actions.push_back(
-        [call] { std::unique_ptr<KeventCall>(call)->Complete(0, EBADF); });
+    deferred->RunAfterUnlock([call] { std::unique_ptr<KeventCall>(call)->Complete(0, EBADF); });
   }
   waiters_.clear();
-  // Kqueues watching this one see it readable (EV_EOF) once more.
-  NotifyObserversLater(&deferred);
 }
 
 int Kqueue::AttachChild(const kq_kevent& kev,
                         const std::shared_ptr<ProcessContext>& owner) {
-  Deferred deferred;  // declared first: its actions run after the unlock
-  std::lock_guard<std::mutex> l(mu_);
+  Deferred deferred(mu_);
   if (closed_) return EBADF;
   return RegisterLocked(kev, owner, &deferred);
 }

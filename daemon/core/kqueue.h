@@ -30,6 +30,7 @@
 #include "daemon/core/knote.h"
 #include "daemon/core/process_context.h"
 #include "daemon/core/runtime.h"
+#include "daemon/util/locked_scope.h"
 #include "proto/kqueue_abi.h"
 
 namespace kqd {
@@ -66,8 +67,9 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   Kqueue(const Kqueue&) = delete;
   Kqueue& operator=(const Kqueue&) = delete;
 
-  // kevent(2): applies the changes, then collects events, parking the call
-  // if it must wait. Returns a nonzero wait id if the call was parked (for
+  // kevent(2), the seed's two verbs in turn: ApplyChanges (kqueue_register
+  // for each change), then Scan (kqueue_scan), which parks the call if it
+  // must wait. Returns a nonzero wait id if the call was parked (for
   // Interrupt), 0 if it was answered already.
   uint64_t Kevent(std::unique_ptr<KeventCall> call);
 
@@ -138,13 +140,9 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
     uint64_t timer_id;  // 0: no timeout
     uint64_t since;     // the evaluation clock when the call began
   };
-  // Work to do once the lock is released.
-  struct Deferred {
-    std::vector<std::function<void()>> actions;
-    ~Deferred() {
-      for (auto& a : actions) a();
-    }
-  };
+  // mu_ held, plus the work to do once it is released (answers, copy-outs,
+  // readiness observers): it runs after the unlock by construction.
+  using Deferred = LockedScope<std::mutex>;
   // (ident, filter, owner): owner is 0, or for fd filters the pid of the
   // registering process — on a queue shared after fork() or SCM_RIGHTS
   // each process names its own descriptors (docs/abi.md). A pid is only a
@@ -154,6 +152,16 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   static Key KeyOf(const Knote& kn);
 
   Kqueue(Runtime* runtime, uid_t uid, std::unique_ptr<UserLimits::Charge> charge);
+
+  // The register verb: applies the call's changelist, writing an EV_ERROR
+  // (or EV_RECEIPT) entry per failed (or receipted) change at the head of
+  // the eventlist. Returns true if the call goes on to Scan with *room
+  // eventlist slots left, false if it was answered.
+  bool ApplyChanges(KeventCall& call, size_t* room);
+  // The scan verb: brings the event sources up to date, collects up to
+  // `room` events into the call and answers it, or parks it until an
+  // activation or its timeout. Returns the wait id of a parked call, else 0.
+  uint64_t Scan(std::unique_ptr<KeventCall> call, size_t room);
 
   // One change (kqueue_register). Returns 0 or an errno.
   int RegisterLocked(const kq_kevent& change,
@@ -171,6 +179,9 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   void EnqueueLocked(Knote& kn, Deferred* deferred);
   void DequeueLocked(Knote& kn);
   void DetachLocked(const std::shared_ptr<Knote>& kn);
+  // Close's body but the observers: detaches every knote and answers
+  // parked calls (EBADF) after the unlock.
+  void CloseLocked(Deferred* deferred);
   // Serves parked calls while events are pending.
   void ServeWaitersLocked(Deferred* deferred);
   void NotifyObserversLater(Deferred* deferred);

@@ -5,12 +5,12 @@
 #define KQUEUED_DAEMON_CORE_RUNTIME_H_
 
 #include <memory>
-#include <mutex>
 
 #include "daemon/core/filter_registry.h"
 #include "daemon/core/reactor.h"
 #include "daemon/core/user_limits.h"
 #include "daemon/os/logger.h"
+#include "daemon/util/mutex.h"
 
 namespace kqd {
 
@@ -34,15 +34,17 @@ class Runtime {
   // The daemon's log (stderr at level notice until main configures it).
   Logger& log() { return log_; }
 
-  // Serialises changes to the graph of kqueues watching kqueues, so that two
-  // concurrent EV_ADDs cannot close a cycle between them.
-  std::mutex& nesting_mutex() { return nesting_mu_; }
+  // Serialises changes to the graph of kqueues watching kqueues (every
+  // Kqueue's watchers_), so that two concurrent EV_ADDs cannot close a cycle
+  // between them. Taken under a kqueue's lock (EVFILT_READ on a kqueue),
+  // nothing under it.
+  Mutex& nesting_mutex() RETURN_CAPABILITY(nesting_mu_) { return nesting_mu_; }
 
  private:
   Reactor reactor_;
   FilterRegistry filters_;
   std::shared_ptr<UserLimits> limits_;
-  std::mutex nesting_mu_;
+  Mutex nesting_mu_;
   Logger log_;
 };
 

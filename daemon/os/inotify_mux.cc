@@ -65,7 +65,7 @@ int InotifyMux::AddWatchLocked(int file, uint32_t mask) {
 }
 
 int InotifyMux::Subscribe(int file, uint32_t mask, Callback cb, Subscription* out) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   // IN_MASK_ADD: grow the inode's kernel mask, never narrow what other
   // subscribers of the same wd rely on.
   const int wd = AddWatchLocked(file, mask | IN_MASK_ADD);
@@ -81,7 +81,7 @@ int InotifyMux::Subscribe(int file, uint32_t mask, Callback cb, Subscription* ou
 
 void InotifyMux::Unsubscribe(const Subscription& sub, int file) {
   if (sub.wd < 0) return;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = watches_.find(sub.wd);
   if (it == watches_.end() || it->second.subscribers.erase(sub.token) == 0) {
     return;  // the kernel dropped the watch (IN_IGNORED) already
@@ -116,7 +116,7 @@ void InotifyMux::Unsubscribe(const Subscription& sub, int file) {
 }
 
 size_t InotifyMux::watch_count() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return watches_.size();
 }
 
@@ -170,7 +170,7 @@ void InotifyMux::OnReadable() {
 
   std::vector<std::pair<Callback, uint32_t>> due;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (overflow) {
       for (const auto& [wd, w] : watches_)
         for (const auto& [token, s] : w.subscribers) due.emplace_back(s.cb, kOverflow);

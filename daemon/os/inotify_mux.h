@@ -58,6 +58,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -108,20 +109,20 @@ class InotifyMux {
   // Subscribes `cb` to inotify events `mask` (IN_* bits) on the inode of
   // `file`, a transient copy the caller closes afterwards. Returns 0 or an
   // errno (ENOSPC: the user's watch limit).
-  int Subscribe(int file, uint32_t mask, Callback cb, Subscription* out);
+  int Subscribe(int file, uint32_t mask, Callback cb, Subscription* out) EXCLUDES(mu_);
   // Ends a subscription. `file`: a copy of the watched file to narrow the
   // kernel mask with, or -1 if none can be had. To change a subscriber's
   // mask, Subscribe anew, then Unsubscribe the old one with the same file:
   // the kernel watch is never dropped in between.
-  void Unsubscribe(const Subscription& sub, int file);
+  void Unsubscribe(const Subscription& sub, int file) EXCLUDES(mu_);
 
   // The instance: readable when events are queued. Its owner polls it
   // (level-triggered) and calls OnReadable, which delivers them.
   int inotify_fd() const { return inotify_.get(); }
-  void OnReadable();
+  void OnReadable() EXCLUDES(mu_);
 
   // For tests: the number of live watch descriptors.
-  size_t watch_count() const;
+  size_t watch_count() const EXCLUDES(mu_);
 
   // The Event bits an inotify mask can produce.
   static uint32_t InterestOf(uint32_t mask);
@@ -138,13 +139,15 @@ class InotifyMux {
   };
 
   // inotify_add_watch through /proc/self/fd/<file>; the wd or -errno.
-  int AddWatchLocked(int file, uint32_t mask);
+  int AddWatchLocked(int file, uint32_t mask) REQUIRES(mu_);
 
   ScopedFd inotify_;
 
-  mutable std::mutex mu_;  // guards everything below
-  uint64_t next_token_ = 1;
-  std::unordered_map<int, Watch> watches_;  // by wd
+  // Guards everything below; taken under a kqueue's lock (Subscribe from
+  // Attach), nothing taken under it (callbacks run after it is released).
+  mutable Mutex mu_;
+  uint64_t next_token_ GUARDED_BY(mu_) = 1;
+  std::unordered_map<int, Watch> watches_ GUARDED_BY(mu_);  // by wd
 };
 
 }  // namespace kqd

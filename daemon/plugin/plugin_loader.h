@@ -23,9 +23,6 @@ class PluginLoader {
   // (missing file, missing kqueued_plugin_init, ABI mismatch, init failure).
   bool Load(const std::string& path, std::string* error);
 
-  // Names of the filters registered by plug-ins so far.
-  const std::vector<std::string>& filter_names() const { return names_; }
-
  private:
   struct Handle;
   Runtime* const runtime_;

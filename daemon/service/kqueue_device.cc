@@ -9,9 +9,9 @@
 #include <cstring>
 #include <vector>
 
+#include "daemon/os/read_file.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/caller_memory.h"
-#include "daemon/os/read_file.h"
 
 namespace kqd {
 namespace {

@@ -20,6 +20,7 @@
 #include "daemon/core/knote.h"
 #include "daemon/core/reactor.h"
 #include "daemon/plugin/plugin_api.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -75,7 +76,7 @@ class NetdevFilter : public FilterOps, public std::enable_shared_from_this<Netde
     auto state = std::make_unique<NetdevState>();
     state->flags = flags;
     kn.state = std::move(state);
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     watched_[static_cast<unsigned>(kn.kev.ident)].knotes.insert(kn.weak_from_this());
     if (!watched_[static_cast<unsigned>(kn.kev.ident)].known) {
       watched_[static_cast<unsigned>(kn.kev.ident)].known = true;
@@ -85,7 +86,7 @@ class NetdevFilter : public FilterOps, public std::enable_shared_from_this<Netde
   }
 
   void Detach(Knote& kn) override {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto it = watched_.find(static_cast<unsigned>(kn.kev.ident));
     if (it == watched_.end()) return;
     it->second.knotes.erase(kn.weak_from_this());
@@ -133,7 +134,7 @@ class NetdevFilter : public FilterOps, public std::enable_shared_from_this<Netde
   void Resync() {
     std::vector<unsigned> indexes;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       for (const auto& [index, w] : watched_) indexes.push_back(index);
     }
     for (unsigned index : indexes) Update(index, CurrentFlags(index));
@@ -144,7 +145,7 @@ class NetdevFilter : public FilterOps, public std::enable_shared_from_this<Netde
     uint32_t happened = 0;
     std::vector<std::weak_ptr<Knote>> targets;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       auto it = watched_.find(index);
       if (it == watched_.end()) return;
       Watch& w = it->second;
@@ -167,8 +168,8 @@ class NetdevFilter : public FilterOps, public std::enable_shared_from_this<Netde
   Reactor* const reactor_;
   ScopedFd sock_;
   int64_t token_ = 0;
-  std::mutex mu_;  // guards watched_
-  std::map<unsigned, Watch> watched_;
+  Mutex mu_;  // taken under a kqueue's lock; knotes are notified without it
+  std::map<unsigned, Watch> watched_ GUARDED_BY(mu_);
 };
 
 }  // namespace

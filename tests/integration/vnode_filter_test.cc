@@ -237,25 +237,41 @@ TEST_F(VnodeDevice, OPathNeedsReadPermissionAsTheCaller) {
   close(s);
 }
 
+// The child's exit status: passed, failed (its line comes through a pipe),
+// or skipped (no private mount namespace) — never confused with each other.
+constexpr int kChildPassed = 0;
+constexpr int kChildFailed = 1;
+constexpr int kChildSkipped = 2;
+
 // In a child with a mount namespace of its own (nothing leaks to the host):
-// `body` returns 0 on success or a line number.
+// `body` returns 0 on success or the line of the check that failed.
 void InOwnMountNamespace(const std::function<int()>& body) {
+  int lines[2];
+  ASSERT_EQ(pipe2(lines, O_CLOEXEC), 0);
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    if (unshare(CLONE_NEWNS) != 0) _exit(200);  // cannot: skipped below
-    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(200);
-    _exit(body());
+    close(lines[0]);
+    if (unshare(CLONE_NEWNS) != 0) _exit(kChildSkipped);
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(kChildSkipped);
+    const int line = body();
+    if (line == 0) _exit(kChildPassed);
+    if (write(lines[1], &line, sizeof line) != sizeof line) _exit(kChildFailed);
+    _exit(kChildFailed);
   }
+  close(lines[1]);
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  if (WEXITSTATUS(status) == 200) GTEST_SKIP() << "no private mount namespace here";
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "failed at line " << WEXITSTATUS(status);
+  int line = 0;
+  if (read(lines[0], &line, sizeof line) != sizeof line) line = 0;
+  close(lines[0]);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  if (WEXITSTATUS(status) == kChildSkipped) GTEST_SKIP() << "no private mount namespace here";
+  EXPECT_EQ(WEXITSTATUS(status), kChildPassed) << "failed at line " << line;
 }
 
 #define CHECK_OR_LINE(cond) \
-  if (!(cond)) return __LINE__ % 200
+  if (!(cond)) return __LINE__
 
 TEST_F(VnodeDevice, LazyUnmountRevokesAndFsReportsMounts) {
   const std::string mnt = dir_ + "/mnt";

@@ -81,6 +81,12 @@ class TestQueue {
   static bool WaitFor(const std::shared_ptr<Pending>& p, long timeout_ms,
                       int* result, int* error, std::vector<kq_kevent>* events);
 
+  // Drops this queue's reference without closing the kqueue, as when a
+  // client's last descriptor goes while a kevent still uses the queue:
+  // whoever holds the last reference then destroys it. The fd stays bound
+  // (weakly) until the TestQueue goes.
+  void Abandon() { kq_.reset(); }
+
   Kqueue& kq() { return *kq_; }
   const std::shared_ptr<Kqueue>& shared() { return kq_; }
   int fd() const { return fd_.get(); }

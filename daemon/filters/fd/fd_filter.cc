@@ -88,8 +88,12 @@ int FdFilter::Attach(Knote& kn) {
   // DupFd refuses our own device (EOPNOTSUPP): only then can it be a kqueue.
   ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
   if (!copy && err == EOPNOTSUPP && kn.owner->KqueueForFd(Fd(kn))) {
-    // A kqueue supports EVFILT_READ only (BSD's kqueue_kqfilter).
-    return read() ? nested_.Attach(kn) : EINVAL;
+    // A kqueue supports EVFILT_READ only (BSD's kqueue_kqfilter). The knote
+    // is handed to the kqueue's own ops, once: the core calls kn.ops.
+    if (!read()) return EINVAL;
+    if (int e = nested_.Attach(kn)) return e;
+    kn.ops = &nested_;
+    return 0;
   }
   if (!copy) return err != 0 ? err : EBADF;
   auto st = std::make_unique<FdState>();
@@ -130,10 +134,6 @@ int FdFilter::Attach(Knote& kn) {
 }
 
 void FdFilter::Detach(Knote& kn) {
-  if (KqueueReadFilter::Owns(kn)) {
-    nested_.Detach(kn);
-    return;
-  }
   auto* st = kn.state_as<FdState>();
   if (st == nullptr) return;
   st->empty.timer.Cancel();
@@ -180,7 +180,6 @@ ScopedFd FdFilter::CopyIfSame(Knote& kn, bool* gone) {
 }
 
 bool FdFilter::Event(Knote& kn, long hint) {
-  if (KqueueReadFilter::Owns(kn)) return nested_.Event(kn, hint);
   // A wake-up of a knote that is queued anyway and will be re-evaluated
   // when collected (level-triggered, not EV_ONESHOT) changes nothing: spare
   // a busy socket the copy and the ioctls for every packet.
@@ -259,7 +258,7 @@ void FdFilter::ScheduleRecheck(Knote& kn) {
 }
 
 bool FdFilter::StillValid(Knote& kn) {
-  if (KqueueReadFilter::Owns(kn)) return nested_.StillValid(kn);
+  auto* st = kn.state_as<FdState>();
   bool gone = false;
   ScopedFd copy = CopyIfSame(kn, &gone);
   return copy.valid() || !gone;

@@ -7,7 +7,8 @@
 //
 //   Attach   copy the fd (ProcessContext::DupFd: EBADF if not open,
 //            EOPNOTSUPP for our own device); if it is one of our kqueues,
-//            EVFILT_READ hands the knote to KqueueReadFilter (nesting);
+//            EVFILT_READ hands the knote to KqueueReadFilter for good
+//            (kn.ops is set to it: later hooks go there, nesting);
 //            EVFILT_WRITE and EVFILT_EMPTY on a kqueue are EINVAL, as on
 //            BSD; so is EVFILT_EMPTY on anything but a socket. Otherwise
 //            record the file's identity and type, and subscribe to an event

@@ -27,10 +27,6 @@ int Fd(const Knote& kn) { return static_cast<int>(kn.kev.ident); }
 
 }  // namespace
 
-bool KqueueReadFilter::Owns(const Knote& kn) {
-  return dynamic_cast<const KqueueReadState*>(kn.state.get()) != nullptr;
-}
-
 int KqueueReadFilter::Attach(Knote& kn) {
   std::shared_ptr<Kqueue> child = kn.owner->KqueueForFd(Fd(kn));
   if (!child) return EBADF;
@@ -38,7 +34,7 @@ int KqueueReadFilter::Attach(Knote& kn) {
   if (!parent) return EBADF;
   Runtime* runtime = parent->runtime();
   {
-    std::lock_guard<std::mutex> l(runtime->nesting_mutex());
+    MutexLock l(runtime->nesting_mutex());
     if (int err = child->AddWatcherLocked(parent.get())) return err;  // ELOOP
   }
   auto st = std::make_unique<KqueueReadState>();
@@ -58,7 +54,7 @@ void KqueueReadFilter::Detach(Knote& kn) {
   if (st == nullptr) return;
   if (std::shared_ptr<Kqueue> child = st->child.lock()) {
     child->RemoveReadinessObserver(st->observer);
-    std::lock_guard<std::mutex> l(st->runtime->nesting_mutex());
+    MutexLock l(st->runtime->nesting_mutex());
     child->RemoveWatcherLocked(st->parent);
   }
   // A child already destroyed took its watcher list with it.

@@ -2,8 +2,9 @@
 // data = the watched kqueue's pending count, fires while it is > 0.
 //
 // EVFILT_READ on an fd first asks the registering process whether the fd is
-// one of our kqueues (ProcessContext::KqueueForFd) and, if so, hands the
-// knote to this filter (see fd_filter.h).
+// one of our kqueues (ProcessContext::KqueueForFd) and, if so, attaches the
+// knote here and sets kn.ops to this filter: the ops are chosen once, at
+// attach, as the seed's filt_fileattach does (see fd_filter.h).
 //
 // Wake-ups: a readiness observer on the child kqueue (it runs, with no lock
 // held, whenever the child's queue becomes non-empty) notifies the knote.
@@ -36,9 +37,6 @@ class KqueueReadFilter : public FilterOps {
   void Detach(Knote& kn) override;
   bool Event(Knote& kn, long hint) override;
   bool StillValid(Knote& kn) override;
-
-  // Whether kn was attached by this filter.
-  static bool Owns(const Knote& kn);
 };
 
 }  // namespace kqd

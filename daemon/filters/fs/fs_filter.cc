@@ -12,6 +12,7 @@
 
 #include "daemon/core/process_context.h"
 #include "daemon/os/mountinfo.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -45,7 +46,7 @@ class MountNamespace {
       return errno;
     }
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       if (int err = ReadLocked(&mounts_)) return err;
     }
     std::weak_ptr<MountNamespace> weak = self;
@@ -58,19 +59,19 @@ class MountNamespace {
   }
 
   uint64_t AddSubscriber(Callback cb) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     const uint64_t token = next_token_++;
     subscribers_.emplace(token, std::move(cb));
     return token;
   }
 
   void RemoveSubscriber(uint64_t token) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     subscribers_.erase(token);
   }
 
   std::string Identity(uint64_t id, const std::shared_ptr<MountNamespace>& self) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto it = mounts_.find(id);
     if (it != mounts_.end()) return it->second.identity;
     // Perhaps mounted after the last snapshot. Re-read; the change is then
@@ -95,7 +96,7 @@ class MountNamespace {
   void OnChange() {
     uint32_t vq;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       // A wake-up may find nothing new: the kernel bumps its change count
       // more than once for some operations, and the first wake-up read the
       // final table already. (So a mount that came and went between two
@@ -108,14 +109,14 @@ class MountNamespace {
   void Report(uint32_t vq) {
     std::vector<Callback> due;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       for (const auto& [token, cb] : subscribers_) due.push_back(cb);
     }
     for (auto& cb : due) cb(vq);
   }
 
   // Re-reads the table; the VQ_* bits of what changed since the last read.
-  uint32_t RefreshLocked() {
+  uint32_t RefreshLocked() REQUIRES(mu_) {
     std::map<uint64_t, Mount> now;
     if (ReadLocked(&now) != 0) return 0;
     uint32_t vq = 0;
@@ -137,7 +138,7 @@ class MountNamespace {
   }
 
   // Reads the whole table from the start (the seq_file restarts at 0).
-  int ReadLocked(std::map<uint64_t, Mount>* out) {
+  int ReadLocked(std::map<uint64_t, Mount>* out) REQUIRES(mu_) {
     if (lseek(file_.get(), 0, SEEK_SET) < 0) return errno;
     std::string text;
     char buf[16384];
@@ -167,10 +168,10 @@ class MountNamespace {
   ScopedFd file_;
   int64_t token_ = 0;
 
-  std::mutex mu_;  // guards everything below
-  std::map<uint64_t, Mount> mounts_;
-  std::map<uint64_t, Callback> subscribers_;
-  uint64_t next_token_ = 1;
+  Mutex mu_;  // guards everything below; a leaf (callbacks run without it)
+  std::map<uint64_t, Mount> mounts_ GUARDED_BY(mu_);
+  std::map<uint64_t, Callback> subscribers_ GUARDED_BY(mu_);
+  uint64_t next_token_ GUARDED_BY(mu_) = 1;
 };
 
 // ---- MountTables --------------------------------------------------------------
@@ -191,7 +192,7 @@ int MountTables::Subscribe(pid_t pid, uid_t uid, Callback cb, Subscription* out)
 
   std::shared_ptr<MountNamespace> ns;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto it = namespaces_.find(key);
     if (it != namespaces_.end()) ns = it->second.lock();
     if (!ns) {
@@ -222,7 +223,7 @@ std::string MountTables::MountIdentity(const Subscription& sub, uint64_t mount_i
 }
 
 size_t MountTables::namespace_count() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   size_t n = 0;
   for (const auto& [key, weak] : namespaces_) n += weak.expired() ? 0 : 1;
   return n;

@@ -45,6 +45,7 @@
 #include "daemon/core/filter_ops.h"
 #include "daemon/core/reactor.h"
 #include "daemon/core/runtime.h"
+#include "daemon/util/mutex.h"
 
 namespace kqd {
 
@@ -81,8 +82,8 @@ class MountTables : public std::enable_shared_from_this<MountTables> {
   // (Resource::kDaemonFds) for as long as the namespace is watched.
   // 0 or an errno: ESRCH if the process is gone, ENOMEM at the user's
   // share of descriptors, ENFILE if the daemon has none left.
-  int Subscribe(pid_t pid, uid_t uid, Callback cb, Subscription* out);
-  void Unsubscribe(Subscription* sub);
+  int Subscribe(pid_t pid, uid_t uid, Callback cb, Subscription* out) EXCLUDES(mu_);
+  void Unsubscribe(Subscription* sub) EXCLUDES(mu_);
 
   // Which file system mount `mount_id` of the subscription's namespace
   // shows ("major:minor root" from mountinfo), or "" if the namespace has
@@ -91,13 +92,13 @@ class MountTables : public std::enable_shared_from_this<MountTables> {
   std::string MountIdentity(const Subscription& sub, uint64_t mount_id);
 
   // Namespaces with a file open (tests).
-  size_t namespace_count();
+  size_t namespace_count() EXCLUDES(mu_);
 
  private:
   Reactor* const reactor_;
   UserLimits* const limits_;
-  std::mutex mu_;  // guards namespaces_
-  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<MountNamespace>> namespaces_;
+  Mutex mu_;  // taken under a kqueue's lock, before a MountNamespace's
+  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<MountNamespace>> namespaces_ GUARDED_BY(mu_);
 };
 
 class FsFilter : public FilterOps {

@@ -198,7 +198,7 @@ void ProcEvents::StopReading() {
 }
 
 uint64_t ProcEvents::Subscribe(Listener on_event, OverflowListener on_overflow) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto next = std::make_shared<Subscribers>(*subscribers_);
   const uint64_t id = next_id_++;
   next->push_back(Subscriber{id, std::move(on_event), std::move(on_overflow)});
@@ -207,7 +207,7 @@ uint64_t ProcEvents::Subscribe(Listener on_event, OverflowListener on_overflow) 
 }
 
 void ProcEvents::Unsubscribe(uint64_t id) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto next = std::make_shared<Subscribers>(*subscribers_);
   next->erase(std::remove_if(next->begin(), next->end(),
                              [id](const Subscriber& s) { return s.id == id; }),
@@ -216,7 +216,7 @@ void ProcEvents::Unsubscribe(uint64_t id) {
 }
 
 std::shared_ptr<const ProcEvents::Subscribers> ProcEvents::snapshot() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return subscribers_;
 }
 

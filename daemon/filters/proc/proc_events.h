@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "daemon/core/reactor.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -68,8 +69,8 @@ class ProcEvents : public std::enable_shared_from_this<ProcEvents> {
   // kernel sent the events. A listener may still run once after Unsubscribe
   // returns (the reactor may be dispatching from a snapshot): capture weak
   // pointers.
-  uint64_t Subscribe(Listener on_event, OverflowListener on_overflow);
-  void Unsubscribe(uint64_t id);
+  uint64_t Subscribe(Listener on_event, OverflowListener on_overflow) EXCLUDES(mu_);
+  void Unsubscribe(uint64_t id) EXCLUDES(mu_);
 
   // Times the socket overflowed (ENOBUFS) so far: each time, an unknown
   // number of events was lost (for tests and logs).
@@ -137,11 +138,11 @@ class ProcEvents : public std::enable_shared_from_this<ProcEvents> {
 
   std::atomic<uint64_t> overflows_{0};
 
-  mutable std::mutex mu_;  // guards the two below
+  mutable Mutex mu_;  // a leaf: listeners run without it
   // Copy-on-write, so dispatch (per event) takes the lock only to copy a
   // pointer, never to copy the listeners.
-  std::shared_ptr<const Subscribers> subscribers_;
-  uint64_t next_id_ = 1;
+  std::shared_ptr<const Subscribers> subscribers_ GUARDED_BY(mu_);
+  uint64_t next_id_ GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace kqd

@@ -22,6 +22,7 @@
 #include "daemon/filters/signal/signal_trace.h"
 #include "daemon/os/pidfd.h"
 #include "daemon/os/proc_files.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/saturating.h"
 
 namespace kqd {
@@ -79,7 +80,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   }
 
   int Add(Knote& kn, pid_t tgid, int sig) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (trace_error_ != 0) return trace_error_;
     auto [it, fresh] = procs_.try_emplace(tgid);
     Process& p = it->second;
@@ -109,7 +110,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   }
 
   void Remove(const Knote& kn, pid_t tgid, int sig) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     RemoveLocked(kn, tgid, sig);
     ScheduleRebuildLocked();
   }
@@ -145,7 +146,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   // How long thread changes and deletions wait to be folded into a rebuild.
   static constexpr int64_t kRebuildDelayNs = 50000000;
 
-  void RemoveLocked(const Knote& kn, pid_t tgid, int sig) {
+  void RemoveLocked(const Knote& kn, pid_t tgid, int sig) REQUIRES(mu_) {
     auto it = procs_.find(tgid);
     if (it == procs_.end()) return;
     Process& p = it->second;
@@ -187,7 +188,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   // The watched process exited: its knotes count no more (as on BSD, where
   // they hang off the process), and its pid may now name another process.
   void OnProcessExit(pid_t tgid, uint64_t serial) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto it = procs_.find(tgid);
     if (it == procs_.end() || it->second.serial != serial) return;
     DropLocked(it);
@@ -195,19 +196,19 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   }
 
   // Returns whether the thread was new to p.
-  bool AddThreadLocked(pid_t tgid, Process& p, pid_t tid) {
+  bool AddThreadLocked(pid_t tgid, Process& p, pid_t tid) REQUIRES(mu_) {
     thread_tgid_[tid] = tgid;  // a reused id now belongs to this process
     return p.threads.insert(tid).second;
   }
 
-  void ForgetThreadLocked(pid_t tgid, pid_t tid) {
+  void ForgetThreadLocked(pid_t tgid, pid_t tid) REQUIRES(mu_) {
     auto t = thread_tgid_.find(tid);
     if (t != thread_tgid_.end() && t->second == tgid) thread_tgid_.erase(t);
   }
 
   // Makes p.threads the process's current threads (plus the tgid, which
   // kill() names even after the leader thread exited).
-  void RescanLocked(pid_t tgid, Process& p) {
+  void RescanLocked(pid_t tgid, Process& p) REQUIRES(mu_) {
     std::set<pid_t> now = ListThreads(tgid);
     now.insert(tgid);
     for (pid_t tid : p.threads) {
@@ -218,7 +219,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   }
 
   // "sig == 10 || sig == 12" over the watched signal numbers.
-  std::string SignalExprLocked() const {
+  std::string SignalExprLocked() const REQUIRES(mu_) {
     std::string expr;
     for (int s = 1; s <= kMaxSignalNumber; s++) {
       if (sig_entries_[s] == 0) continue;
@@ -233,7 +234,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   // (group == 0) to any thread, for threads too new to be known. Too many
   // threads for the kernel's filter size: signal numbers only. The kernel
   // refusing even that: none. User space checks every sample anyway.
-  std::vector<std::string> CandidateFiltersLocked() const {
+  std::vector<std::string> CandidateFiltersLocked() const REQUIRES(mu_) {
     const std::string sigs = SignalExprLocked();
     std::string full = "(" + sigs + ") && (group == 0";
     for (const auto& entry : thread_tgid_) full += " || pid == " + std::to_string(entry.first);
@@ -248,7 +249,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   // Brings the tracing in line with what is watched: none when nothing is,
   // else a generation whose filter is the best candidate the kernel takes.
   // Returns 0 or an errno (the current generation is then unchanged).
-  int RebuildLocked() {
+  int RebuildLocked() REQUIRES(mu_) {
     if (procs_.empty()) {
       RetireCurrentLocked(MonotonicNs());
       return 0;
@@ -266,7 +267,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
     return err;
   }
 
-  int InstallLocked(const std::string& filter) {
+  int InstallLocked(const std::string& filter) REQUIRES(mu_) {
     const uint64_t g = next_generation_++;
     std::weak_ptr<SignalWatchers> weak = weak_from_this();
     int err = 0;
@@ -295,7 +296,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
     return 0;
   }
 
-  void RetireCurrentLocked(uint64_t handover) {
+  void RetireCurrentLocked(uint64_t handover) REQUIRES(mu_) {
     if (current_ == 0) return;
     Generation& old = generations_[current_];
     old.until_ns = handover;
@@ -314,18 +315,18 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   void FinishGeneration(uint64_t g) {
     std::shared_ptr<SignalTrace> trace;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       auto it = generations_.find(g);
       if (it == generations_.end()) return;
       trace = it->second.trace;
     }
     trace->DrainAll();  // calls OnSamples, which takes mu_
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     generations_.erase(g);
     // `trace` closes when this returns (RemoveFd, munmap, close).
   }
 
-  void ScheduleRebuildLocked() {
+  void ScheduleRebuildLocked() REQUIRES(mu_) {
     if (rebuild_scheduled_) return;
     rebuild_scheduled_ = true;
     std::weak_ptr<SignalWatchers> weak = weak_from_this();
@@ -336,7 +337,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   }
 
   void DeferredRebuild() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     rebuild_scheduled_ = false;
     if (int err = RebuildLocked()) {
       // The previous filter stays: only signals it excludes are missed.
@@ -346,7 +347,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   }
 
   // The process a sample's target thread belongs to, if it is watched.
-  bool ResolveLocked(const SignalSample& s, pid_t* tgid_out) {
+  bool ResolveLocked(const SignalSample& s, pid_t* tgid_out) REQUIRES(mu_) {
     auto t = thread_tgid_.find(s.pid);
     if (t != thread_tgid_.end()) {
       *tgid_out = t->second;
@@ -372,7 +373,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   void OnSamples(uint64_t generation, const std::vector<SignalSample>& samples) {
     std::vector<std::pair<std::weak_ptr<Knote>, long>> counts;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       auto gen = generations_.find(generation);
       if (gen == generations_.end()) return;
       const uint64_t from = gen->second.from_ns, until = gen->second.until_ns;
@@ -407,7 +408,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   }
 
   void OnProcEvent(const ProcEvent& e) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     switch (e.kind) {
       case ProcEvent::Kind::kFork: {
         if (e.child_pid == e.child_tgid) return;  // a new process: not ours
@@ -445,7 +446,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
 
   // Fork and exit events were lost: threads may be missing or stale.
   void OnProcOverflow() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     for (auto& [tgid, p] : procs_) RescanLocked(tgid, p);
     ScheduleRebuildLocked();
   }
@@ -453,11 +454,13 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   Reactor* const reactor_;
   const std::shared_ptr<ProcEvents> proc_events_;  // may be null
 
-  std::mutex mu_;  // guards everything below
-  std::map<pid_t, Process> procs_;      // by tgid
-  std::map<pid_t, pid_t> thread_tgid_;  // every thread of procs_ (ordered:
+  // Guards everything below. Taken under a kqueue's lock (the filter
+  // hooks), before the reactor's; knotes are notified without it.
+  Mutex mu_;
+  std::map<pid_t, Process> procs_ GUARDED_BY(mu_);      // by tgid
+  std::map<pid_t, pid_t> thread_tgid_ GUARDED_BY(mu_);  // every thread of procs_ (ordered:
                                         // the filter string is stable)
-  std::map<pid_t, Exited> exited_;      // threads gone in the last 5 s
+  std::map<pid_t, Exited> exited_ GUARDED_BY(mu_);      // threads gone in the last 5 s
   int sig_entries_[kMaxSignalNumber + 1] = {};  // knotes per signal number
   std::map<uint64_t, Generation> generations_;  // the current and retiring
   uint64_t current_ = 0;                        // 0: not tracing

@@ -373,7 +373,6 @@ void SignalTrace::Drain(size_t index) {
   // Hands the space back to the kernel once the records are copied out.
   __atomic_store_n(&meta->data_tail, tail, __ATOMIC_RELEASE);
   if (lost != 0) {
-    lost_ += lost;
     std::fprintf(stderr, "kqueued: EVFILT_SIGNAL lost %llu signal records on a full ring\n",
                  static_cast<unsigned long long>(lost));
   }

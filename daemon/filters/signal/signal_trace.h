@@ -18,13 +18,12 @@
 //
 // Limits (documented, not hidden): CPUs brought online after Open() are not
 // watched; a ring that fills up before the reactor drains it loses samples,
-// which the kernel reports (lost() counts them, a line goes to stderr).
+// which the kernel reports (a line goes to stderr).
 #ifndef KQUEUED_DAEMON_FILTERS_SIGNAL_SIGNAL_TRACE_H_
 #define KQUEUED_DAEMON_FILTERS_SIGNAL_SIGNAL_TRACE_H_
 
 #include <sys/types.h>
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -111,10 +110,6 @@ class SignalTrace {
   // without a lock. Every Reactor::CatchUp() calls it (see Open).
   void DrainAll();
 
-  // Samples the kernel dropped because a ring was full.
-  uint64_t lost() const { return lost_.load(); }
-  size_t cpu_count() const { return cpus_.size(); }
-
   // Longest filter string the kernel accepts (strndup_user with PAGE_SIZE,
   // less the NUL, on 4 KiB pages; about 180 "pid == N" terms).
   static constexpr size_t kMaxFilterLength = 4000;
@@ -135,7 +130,6 @@ class SignalTrace {
   const Handler handler_;
   const SignalTraceFormat format_;
   std::vector<std::unique_ptr<Cpu>> cpus_;  // fixed after Open()
-  std::atomic<uint64_t> lost_{0};
   uint64_t catch_up_hook_ = 0;  // the reactor's
 };
 

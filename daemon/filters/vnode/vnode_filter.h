@@ -1,18 +1,18 @@
 // EVFILT_VNODE: changes to the file an fd of the registering process names.
 //
 // IDENT AND LIFETIME. ident is an fd of kn.owner. Only regular files and
-// directories are accepted. Anything else is EINVAL, as on NetBSD, where
-// the file's own kqfilter refuses a filter it does not know (pipe_kqfilter,
-// soo_kqfilter, fifo_kqfilter, a character device's kqfilter, eventfd's:
-// "default: return EINVAL"): pipes, sockets, FIFOs, character devices,
-// anonymous inodes, symlinks opened with O_PATH|O_NOFOLLOW, and kqueues
-// (kqueue_kqfilter takes EVFILT_READ only). Block devices are EOPNOTSUPP
-// (NetBSD's spec_kqfilter). O_PATH fds of files and directories are
-// accepted, as FreeBSD documents for EVFILT_VNODE.
-// The file is watched by inode (vnode_watch.h) and never kept open: every
-// look at it goes through a transient copy of the client's fd. As for
-// EVFILT_READ/WRITE, a copy whose identity (st_dev, st_ino, st_rdev, type,
-// access mode: fd_readiness.h's FileIdentity) differs from the one at
+// directories are accepted. Anything else is EOPNOTSUPP, one errno for "not
+// a vnode" that is easy to rely on: pipes, sockets, FIFOs, character and
+// block devices, anonymous inodes, symlinks opened with O_PATH|O_NOFOLLOW,
+// and kqueues. (NetBSD answers EINVAL where the file's own kqfilter refuses
+// a filter it does not know — pipe_kqfilter, soo_kqfilter, fifo_kqfilter,
+// kqueue_kqfilter — and EOPNOTSUPP for block devices, spec_kqfilter.)
+// O_PATH fds of files and directories are accepted, as FreeBSD documents
+// for EVFILT_VNODE.
+// The file is watched by inode (daemon/os/inotify_mux.h) and never kept
+// open: every look at it goes through a transient copy of the client's fd.
+// As for EVFILT_READ/WRITE, a copy whose identity (st_dev, st_ino, st_rdev,
+// type, access mode: daemon/os/file_identity.h) differs from the one at
 // attach means the fd was closed or its number reused: the knote is dropped
 // silently (Knote::kGone), and StillValid tells the core the same.
 //

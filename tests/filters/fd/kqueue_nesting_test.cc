@@ -5,11 +5,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "daemon/util/scoped_fd.h"
@@ -150,6 +152,33 @@ TEST_F(KqueueNestingTest, ClosingTheChildRemovesTheKnote) {
   child.reset();  // its fd is closed, the kqueue with it
   EXPECT_TRUE(parent->Collect(8, 50).empty());
   EXPECT_EQ(parent->Change(Ev(child_fd, EVFILT_READ, EV_DELETE)), ENOENT);
+}
+
+// The parent's hooks hold the child for a moment while they evaluate it,
+// under the parent's lock. If the child's last other reference goes then,
+// the child is destroyed on that thread, with the parent's lock held: its
+// closing must not call the parent (its readiness observer is the parent's
+// knote) synchronously, or the thread waits on a lock it holds. Loops so
+// that the last reference is often dropped inside the parent's evaluation;
+// a deadlock shows as a hang (the test's timeout).
+TEST_F(KqueueNestingTest, ChildDestroyedDuringParentEvaluation) {
+  constexpr int kRounds = 300;
+  for (int round = 0; round < kRounds; round++) {
+    auto parent = rt_.NewQueue();
+    auto child = rt_.NewQueue();
+    ASSERT_EQ(child->Change(Ev(1, EVFILT_USER, EV_ADD, NOTE_TRIGGER)), 0);
+    ASSERT_EQ(Watch(*parent, *child), 0);  // level-triggered: re-evaluated
+    std::atomic<bool> stop{false};
+    std::thread collector([&] {
+      while (!stop) parent->Collect(8, 0);
+    });
+    std::this_thread::sleep_for(std::chrono::microseconds(50 + round % 200));
+    child->Abandon();
+    stop = true;
+    collector.join();
+    // The child is gone, whoever destroyed it: so is the knote on it.
+    ASSERT_EQ(parent->Change(Ev(child->fd(), EVFILT_READ, EV_DELETE)), ENOENT);
+  }
 }
 
 TEST_F(KqueueNestingTest, DeleteStopsWakeUps) {
