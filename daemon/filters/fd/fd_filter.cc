@@ -258,7 +258,6 @@ void FdFilter::ScheduleRecheck(Knote& kn) {
 }
 
 bool FdFilter::StillValid(Knote& kn) {
-  auto* st = kn.state_as<FdState>();
   bool gone = false;
   ScopedFd copy = CopyIfSame(kn, &gone);
   return copy.valid() || !gone;
