@@ -180,12 +180,10 @@ ScopedFd FdFilter::CopyIfSame(Knote& kn, bool* gone) {
 }
 
 bool FdFilter::Event(Knote& kn, long hint) {
-  // A wake-up of a knote that is queued anyway and will be re-evaluated
-  // when collected (level-triggered, not EV_ONESHOT) changes nothing: spare
-  // a busy socket the copy and the ioctls for every packet.
-  if (hint == kHintWake && (kn.status & Knote::kQueued) &&
-      !(kn.kev.flags & (EV_CLEAR | EV_ONESHOT)))
-    return true;
+  // Every wake is a real evaluation: the core trusts an evaluation made
+  // during a kevent call and does not repeat it at collection (one
+  // evaluation per wake), so answering "still true" without looking would
+  // report stale data and miss EV_EOF.
   auto* st = kn.state_as<FdState>();
   if (hint == kHintRecheck) st->empty.timer.Fired();
   bool gone = false;

@@ -162,7 +162,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   }
 
   // Opens p's pidfd and watches it. 0 or an errno.
-  int BindLocked(pid_t tgid, Process& p) {
+  int BindLocked(pid_t tgid, Process& p) REQUIRES(mu_) {
     p.pidfd = OpenPidfd(tgid);
     if (!p.pidfd) return errno == EMFILE || errno == ENFILE ? ENOMEM : ESRCH;
     p.serial = next_serial_++;
@@ -177,7 +177,7 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
   }
 
   // Forgets a process record: its threads, its knotes' entries, its pidfd.
-  void DropLocked(std::map<pid_t, Process>::iterator it) {
+  void DropLocked(std::map<pid_t, Process>::iterator it) REQUIRES(mu_) {
     Process& p = it->second;
     for (pid_t tid : p.threads) ForgetThreadLocked(it->first, tid);
     for (int s = 1; s <= kMaxSignalNumber; s++) sig_entries_[s] -= p.by_sig[s].size();
