@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -594,6 +595,11 @@ TEST_F(Device, EmptyFiresWhenTheSendQueueIsDrained) {
 // EBADF, if the call named its descriptor (KQ_KEVENT_KQFD); a call that did
 // not cannot be told apart and waits for its timeout (docs/abi.md).
 TEST(DeviceClose, WakesParkedCallsThatNamedTheirDescriptor) {
+  // CUSE's character device has no flush operation: the daemon never hears
+  // of a close() while a parked ioctl holds the file (docs/abi.md).
+  struct stat dev_st;
+  if (stat(SharedDaemon().device().c_str(), &dev_st) == 0 && S_ISCHR(dev_st.st_mode))
+    GTEST_SKIP() << "CUSE sends no FLUSH: close() cannot wake a parked call there";
   for (int round = 0; round < 10; round++) {
     int kq = SharedDaemon().OpenKqueue();
     ASSERT_GE(kq, 0);
