@@ -3,12 +3,62 @@
 // KeventCall (the seed's kevent_ops), which fetches changes, puts events and
 // is answered exactly once, possibly later and on another thread.
 //
-// Concurrency. One mutex guards the knotes, the queue and the parked calls,
-// and filter hooks run under it. Unlike NetBSD 1.65, collection never drops
-// the lock between taking a knote off the queue and deciding about it, so a
-// concurrent collector can neither miss an event (PR kern/50094) nor see a
-// knote freed under it. Answers (copy-out, completion) and readiness
-// observers run after the lock is released.
+// LOCKING — every lock in the daemon, what it guards, and the order.
+// (Checked by clang's -Wthread-safety: bazel build --config=tsa. Each lock's
+// declaration repeats what it guards and its place below.)
+//
+//   Transport (daemon/transport), taken by serving threads, never held
+//   while the service runs:
+//     RequestDispatcher::lanes_mu_   uid lanes of queued ioctls
+//     ReplyChannel::gate_mu_         the session (shared: replies, poll
+//                                    notifications; exclusive: Close)
+//     PendingIoctl::mu               one ioctl's answer state
+//     ReplyChannel::pending_mu_      registry of unanswered ioctls
+//     RequestDispatcher::handles_mu_ open handles
+//     SessionLoop::mu_               serving threads' bookkeeping, tasks
+//     Fuse/CuseTransport::stop_mu_   the session while it stops
+//   Service (daemon/service), taken with no kqueue lock held unless noted:
+//     KqueueDevice::mu_              handle -> kqueue map (a leaf)
+//     KqueueDevice::PollSlot::mu     a kqueue's last poll notifier (a leaf)
+//     ProcessCache::State::mu        thread/process caches
+//     RemoteProcess::mu_             a client's kqueue descriptors (also
+//                                    under a kqueue's mu_, from a filter)
+//     DeviceIdentity::mu_            our device's identity (a leaf)
+//   Core (daemon/core):
+//     Reactor::dispatch_mu_          held while reactor callbacks, catch-up
+//                                    hooks and posted tasks run
+//     Kqueue::mu_                    below
+//     Kqueue::observers_mu_          readiness observers (a leaf)
+//     Runtime::nesting_mutex         the graph of kqueues watching kqueues
+//                                    (every Kqueue's watchers_)
+//     FilterRegistry::mu_            filter numbers and names (a leaf)
+//     UserLimits::mu_                per-user counts (a leaf)
+//     Reactor::mu_                   fd callbacks, timers, posted tasks
+//   Filters (daemon/filters, plugins), taken under a kqueue's mu_ by their
+//   hooks, knotes notified after release: FdWatcher::mu_, ProcTracker::mu_,
+//   ProcEvents::mu_, SignalWatchers::mu_, MountTables::mu_ and each
+//   MountNamespace's, InotifyMux::mu_, the netdev plug-in's mu_.
+//   Logger::mu_ (daemon/os): a leaf under everything.
+//
+// Kqueue::mu_ guards the knotes (and every Knote field), the active queue,
+// the parked calls and closed_; filter hooks run under it. Unlike NetBSD
+// 1.65, collection never drops it between taking a knote off the queue and
+// deciding about it, so a concurrent collector can neither miss an event
+// (PR kern/50094) nor see a knote freed under it.
+//
+// Order (a lock may be taken only while holding locks to its left):
+//   lanes_mu_ -> gate_mu_ -> PendingIoctl::mu -> SessionLoop::mu_
+//   Reactor::dispatch_mu_ -> Kqueue::mu_ -> {observers_mu_, nesting_mutex,
+//     FilterRegistry::mu_, RemoteProcess::mu_ -> DeviceIdentity::mu_,
+//     a filter's lock -> (MountNamespace's)} -> UserLimits::mu_ -> Reactor::mu_
+//   ProcessCache::State::mu -> Reactor::mu_;   Logger::mu_ last of all.
+// Never two kqueues' mu_ at once: a parent's hooks read a child only
+// through Pending() and the observer methods, which take no mu_, and a
+// kqueue destroyed under another's lock tells its observers from the
+// reactor (~Kqueue). Never CatchUp() (dispatch_mu_) under a kqueue's mu_.
+// Answers (copy-out, completion) and readiness observers run after mu_ is
+// released, by construction (LockedScope); event sources report through
+// Knote::Notify, which takes mu_ on their own thread with no filter lock held.
 #ifndef KQUEUED_DAEMON_CORE_KQUEUE_H_
 #define KQUEUED_DAEMON_CORE_KQUEUE_H_
 
