@@ -157,19 +157,23 @@ TEST_F(ConcurrencyTest, ConcurrentRegistration) {
 // ~Kqueue -> Close did, and waited on itself); they are told from the
 // reactor. Deterministic: the destroying thread holds the observer's lock.
 TEST_F(ConcurrencyTest, DestroyedUnderAnObserversLockDoesNotWaitForIt) {
-  std::mutex parent_lock;  // stands for the parent kqueue's
-  std::atomic<int> told{0};
+  // Owned by the observer too: it may still be unlocking when the test ends.
+  struct Parent {
+    std::mutex lock;  // stands for the parent kqueue's
+    std::atomic<int> told{0};
+  };
+  auto parent = std::make_shared<Parent>();
   auto child = rt_.NewQueue();
   filter_->Set(1, 1);
   ASSERT_EQ(child->Change(Ev(1, m_, EV_ADD)), 0);
-  child->kq().AddReadinessObserver([&] {
-    std::lock_guard<std::mutex> l(parent_lock);
-    told++;
+  child->kq().AddReadinessObserver([parent] {
+    std::lock_guard<std::mutex> l(parent->lock);
+    parent->told++;
   });
   std::promise<void> destroyed;
   std::future<void> done = destroyed.get_future();
   std::thread destroyer([&] {
-    std::lock_guard<std::mutex> l(parent_lock);
+    std::lock_guard<std::mutex> l(parent->lock);
     child->Abandon();  // the last reference: ~Kqueue runs here, lock held
     destroyed.set_value();
   });
@@ -179,9 +183,9 @@ TEST_F(ConcurrencyTest, DestroyedUnderAnObserversLockDoesNotWaitForIt) {
   }
   destroyer.join();
   // The observers are still told (the queue was closed), from the reactor.
-  for (int i = 0; i < 2000 && told == 0; i++)
+  for (int i = 0; i < 2000 && parent->told == 0; i++)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  EXPECT_GE(told.load(), 1);
+  EXPECT_GE(parent->told.load(), 1);
 }
 
 }  // namespace
