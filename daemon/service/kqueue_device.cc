@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "daemon/os/memory.h"
 #include "daemon/os/read_file.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/caller_memory.h"
@@ -169,6 +170,20 @@ void KqueueDevice::Release(uint64_t handle) {
   }
   e.kq->RemoveReadinessObserver(e.observer);
   e.kq->Close();
+  // Clients often go in bursts (a service stopped, a process group
+  // killed): 100 ms after a release, the heap freed by it and by whatever
+  // followed is given back to the kernel, at most ten times a second, so
+  // the daemon's resident memory returns to its baseline too.
+  if (!trim_pending_->exchange(true)) {
+    constexpr int64_t kTrimDelayNs = 100'000'000;
+    std::shared_ptr<std::atomic<bool>> pending = trim_pending_;
+    runtime_->reactor().AddTimer(Reactor::Clock::kMonotonic,
+                                 Reactor::Now(Reactor::Clock::kMonotonic) + kTrimDelayNs,
+                                 [pending] {
+                                   pending->store(false);
+                                   ReturnFreedMemory();
+                                 });
+  }
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #ifndef KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_
 #define KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -66,6 +67,11 @@ class KqueueDevice : public DeviceHandler {
   Runtime* const runtime_;
   ProcessCache processes_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+
+  // Set while a heap trim is scheduled (see Release); shared with the
+  // reactor's timer callback, which may outlive the device.
+  const std::shared_ptr<std::atomic<bool>> trim_pending_ =
+      std::make_shared<std::atomic<bool>>(false);
 
   mutable std::mutex mu_;  // guards entries_ and next_handle_
   std::map<uint64_t, Entry> entries_;
