@@ -46,6 +46,21 @@ constexpr uid_t kUser = 65534;
 // worth of state is over 3 MiB, so a leak of a KiB each shows.
 constexpr long kRssSlackKib = 1024;
 
+// Under AddressSanitizer (the ASan tier builds the daemon with it too) freed
+// memory sits in the sanitizer's quarantine and its allocator ignores
+// malloc_trim: memory is not checked there.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCheckMemory = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kCheckMemory = false;
+#else
+constexpr bool kCheckMemory = true;
+#endif
+#else
+constexpr bool kCheckMemory = true;
+#endif
+
 size_t CountEntries(const std::string& dir) {
   std::error_code ec;
   size_t n = 0;
@@ -254,7 +269,7 @@ TEST(KillLeak, ThousandParkedClientsKilledTogetherLeaveNothingBehind) {
     const double back_ms = MsSince(reaped);
     // Memory: the heap freed by the teardown is given back (a trim 100 ms
     // after the releases).
-    while (now.anon_kib > baseline.anon_kib + kRssSlackKib && MsSince(reaped) < back_ms + 1000) {
+    while (kCheckMemory && now.anon_kib > baseline.anon_kib + kRssSlackKib && MsSince(reaped) < back_ms + 1000) {
       std::this_thread::sleep_for(milliseconds(10));
       now = UsageOf(daemon->pid());
     }
@@ -271,8 +286,10 @@ TEST(KillLeak, ThousandParkedClientsKilledTogetherLeaveNothingBehind) {
     EXPECT_TRUE(counters_back) << "uid " << kUser << " still holds kqueues " << used[0]
                                << ", knotes " << used[1] << ", timers " << used[2];
     EXPECT_LT(back_ms, 1000.0);
-    EXPECT_LE(now.anon_kib, baseline.anon_kib + kRssSlackKib) << "memory not given back";
-    EXPECT_LT(rss_back_ms, 1000.0);
+    if (kCheckMemory) {
+      EXPECT_LE(now.anon_kib, baseline.anon_kib + kRssSlackKib) << "memory not given back";
+      EXPECT_LT(rss_back_ms, 1000.0);
+    }
     EXPECT_LT(now.cpu_ms - busy.cpu_ms, 1000.0) << "the daemon works too hard on dead clients";
     // The user's whole kqueue quota is free again.
     EXPECT_EQ(KqueuesUserCanOpen(daemon->device()), quota);
