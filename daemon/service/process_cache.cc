@@ -15,7 +15,7 @@ ProcessCache::ProcessCache(Reactor* reactor, std::string device_path, UserLimits
       state_(std::make_shared<State>()) {}
 
 ProcessCache::~ProcessCache() {
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   for (auto& [tid, t] : state_->threads) reactor_->RemoveFd(t->pidfd.get(), t->watch);
   for (auto& [pid, p] : state_->processes) reactor_->RemoveFd(p.process->pidfd(), p.watch);
   state_->threads.clear();
@@ -23,12 +23,12 @@ ProcessCache::~ProcessCache() {
 }
 
 size_t ProcessCache::threads() const {
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   return state_->threads.size();
 }
 
 size_t ProcessCache::processes() const {
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   return state_->processes.size();
 }
 
@@ -39,7 +39,7 @@ std::shared_ptr<CallerContext> ProcessCache::Get(pid_t tid, int* error) {
   }
   std::shared_ptr<Thread> t;
   {
-    std::lock_guard<std::mutex> l(state_->mu);
+    MutexLock l(state_->mu);
     auto it = state_->threads.find(tid);
     if (it != state_->threads.end()) t = it->second;
   }
@@ -82,7 +82,7 @@ std::shared_ptr<CallerContext> ProcessCache::Slow(pid_t tid, int* error) {
   std::unique_ptr<UserLimits::Charge> charge = limits_->Take(info.euid, Resource::kDaemonFds);
   if (!charge) return caller;
 
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   auto pit = state_->processes.find(tgid);
   if (pit == state_->processes.end() || pit->second.process != process ||
       state_->threads.size() >= kMaxThreads ||
@@ -102,7 +102,7 @@ std::shared_ptr<CallerContext> ProcessCache::Slow(pid_t tid, int* error) {
     auto s = weak_state.lock();
     auto th = weak_thread.lock();
     if (!s || !th) return;
-    std::lock_guard<std::mutex> l(s->mu);
+    MutexLock l(s->mu);
     ForgetThreadLocked(s.get(), reactor, tid, th);
   });
   if (t->watch <= 0) return caller;  // cannot watch it: do not keep it
@@ -124,7 +124,7 @@ std::shared_ptr<CallerContext> ProcessCache::FromProcStatus(pid_t tid, int* erro
 
 std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, uid_t euid, int* error) {
   {
-    std::lock_guard<std::mutex> l(state_->mu);
+    MutexLock l(state_->mu);
     auto it = state_->processes.find(tgid);
     // The reactor forgets exited processes; exited() closes the window
     // before it has.
@@ -132,7 +132,7 @@ std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, uid_t euid, 
   }
   std::shared_ptr<RemoteProcess> process = RemoteProcess::Open(tgid, &device_, limits_, euid, error);
   if (!process) return nullptr;
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   auto it = state_->processes.find(tgid);
   if (it != state_->processes.end()) {
     if (!it->second.process->exited()) return it->second.process;  // lost a race: use theirs
@@ -149,7 +149,7 @@ std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, uid_t euid, 
     auto s = weak_state.lock();
     auto p = weak_process.lock();
     if (!s || !p) return;
-    std::lock_guard<std::mutex> l(s->mu);
+    MutexLock l(s->mu);
     auto it = s->processes.find(tgid);
     if (it == s->processes.end() || it->second.process != p) return;
     reactor->RemoveFd(p->pidfd(), it->second.watch);
@@ -162,7 +162,7 @@ std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, uid_t euid, 
 }
 
 void ProcessCache::ForgetThread(pid_t tid, const std::shared_ptr<Thread>& t) {
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   ForgetThreadLocked(state_.get(), reactor_, tid, t);
 }
 

@@ -39,7 +39,7 @@ bool RemoteProcess::IsOurDevice(int fd) const { return device_->IsDeviceOf(pid_,
 void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq,
                                      UserLimits* limits, uid_t uid) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto it = kqueue_fds_.find(fd);
     if (it != kqueue_fds_.end() && it->second.kq.lock() == kq) return;  // the usual case
   }
@@ -48,7 +48,7 @@ void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq,
   // claimant's own nesting.)
   if (!IsOurDevice(fd)) return;
   std::unique_ptr<UserLimits::Charge> charge;  // given back unused if not needed
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = kqueue_fds_.find(fd);
   if (it != kqueue_fds_.end()) {
     it->second.kq = kq;  // the number names another kqueue now; same charge
@@ -75,21 +75,24 @@ void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq,
 }
 
 size_t RemoteProcess::remembered_kqueue_fds() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return kqueue_fds_.size();
 }
 
 std::shared_ptr<Kqueue> RemoteProcess::KqueueForFd(int fd) const {
   if (!IsOurDevice(fd)) return nullptr;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = kqueue_fds_.find(fd);
   if (it != kqueue_fds_.end()) {
     if (auto kq = it->second.kq.lock()) return kq;
   }
   // Another descriptor of a known kqueue (dup, dup2): same open file.
+  // (No strong reference is taken to a kqueue that does not match: the
+  // last one dropped here would run ~Kqueue under mu_.)
   for (const auto& [known_fd, name] : kqueue_fds_) {
-    auto kq = name.kq.lock();
-    if (kq && syscall(SYS_kcmp, pid_, pid_, KCMP_FILE, fd, known_fd) == 0) return kq;
+    if (name.kq.expired() || syscall(SYS_kcmp, pid_, pid_, KCMP_FILE, fd, known_fd) != 0)
+      continue;
+    if (auto kq = name.kq.lock()) return kq;
   }
   return nullptr;
 }

@@ -14,6 +14,7 @@
 
 #include "daemon/core/user_limits.h"
 #include "daemon/service/device_identity.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -52,7 +53,7 @@ class RemoteProcess {
   // Kqueues are known by the descriptors the process told us it used for
   // them (KQ_KEVENT_KQFD); another descriptor of the same open file is
   // recognised with kcmp. Null if `fd` is not a kqueue we know.
-  std::shared_ptr<Kqueue> KqueueForFd(int fd) const;
+  std::shared_ptr<Kqueue> KqueueForFd(int fd) const EXCLUDES(mu_);
 
   // Records that the process's descriptor `fd` is `kq`. A new entry is only
   // made for a descriptor that really is our device, only while fewer than
@@ -63,9 +64,9 @@ class RemoteProcess {
   // kqueue then fails as for any unnamed kqueue). Cheap when nothing
   // changes: one map lookup.
   void RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq, UserLimits* limits,
-                        uid_t uid);
+                        uid_t uid) EXCLUDES(mu_);
   // How many descriptors are remembered (tests, stats).
-  size_t remembered_kqueue_fds() const;
+  size_t remembered_kqueue_fds() const EXCLUDES(mu_);
 
   // Whether the process's descriptor `fd` leads to our device (any kqueue).
   bool HasDeviceFd(int fd) const { return IsOurDevice(fd); }
@@ -86,12 +87,16 @@ class RemoteProcess {
   const DeviceIdentity* const device_;
   const std::unique_ptr<UserLimits::Charge> charge_;  // for pidfd_
 
+  // The remembered kqueue descriptors, each with its charge. Taken under a
+  // kqueue's lock (a filter resolving a kqueue ident); only DeviceIdentity's
+  // lock and UserLimits' (a leaf) are taken under it. It holds weak
+  // pointers only, so no kqueue dies under it.
   struct KqueueName {
     std::weak_ptr<Kqueue> kq;
     std::unique_ptr<UserLimits::Charge> charge;
   };
-  mutable std::mutex mu_;  // guards kqueue_fds_
-  std::map<int, KqueueName> kqueue_fds_;
+  mutable Mutex mu_;
+  std::map<int, KqueueName> kqueue_fds_ GUARDED_BY(mu_);
 };
 
 }  // namespace kqd

@@ -169,7 +169,7 @@ int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
   bool deliver = false;
   int error = 0;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     // Reports that happened before this registration go to the
     // subscribers they had; the new one evaluates the file after this.
     DrainLocked(0);
@@ -258,7 +258,7 @@ Reactor::Task FdWatcher::PendingTask() {
 
 void FdWatcher::Unwatch(const Item& item, const std::function<ScopedFd()>& copy) {
   if (item.file == 0) return;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = files_.find(item.file);
   if (it == files_.end()) return;
   it->second.subs.erase(item.sub);
@@ -305,7 +305,7 @@ void FdWatcher::UnwatchInode(const InodeWatch& watch) {
 }
 
 size_t FdWatcher::item_count() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   size_t n = 0;
   for (const auto& [token, f] : files_) n += f.subs.empty() ? 0 : 1;
   return n;
@@ -314,7 +314,7 @@ size_t FdWatcher::item_count() const {
 void FdWatcher::OnEpoll() {
   std::vector<Callback> due;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     DrainLocked(0);
     due.swap(pending_);
   }

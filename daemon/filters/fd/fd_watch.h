@@ -96,6 +96,7 @@
 
 #include "daemon/core/reactor.h"
 #include "daemon/os/inotify_mux.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -161,11 +162,12 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   // evaluates the file after this. `cb` runs on the reactor thread.
   // Returns 0 or an errno: EPERM if the file cannot be polled, ENOMEM if
   // every key number is in use.
-  int Watch(int file, InodeKey inode, uint32_t events, Callback cb, Item* out);
+  int Watch(int file, InodeKey inode, uint32_t events, Callback cb, Item* out)
+      EXCLUDES(mu_);
   // Ends the subscription. When it was the item's last, the item is deleted
   // with a copy from `copy` (called only then; it may return an invalid fd
   // if no copy can be had: the item is left to vanish with its file).
-  void Unwatch(const Item& item, const std::function<ScopedFd()>& copy);
+  void Unwatch(const Item& item, const std::function<ScopedFd()>& copy) EXCLUDES(mu_);
   // Whether `file` is the very open file the item watches: one kcmp, no
   // lock. False if it is another file, or the item vanished with its file.
   bool IsSameFile(const Item& item, int file) const;
@@ -176,7 +178,7 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
 
   // Live epoll items we know of (zombies excluded), and the epoll instance
   // itself (tests read the kernel's view in /proc/self/fdinfo/<epoll_fd>).
-  size_t item_count() const;
+  size_t item_count() const EXCLUDES(mu_);
   int epoll_fd() const { return epoll_.get(); }
 
  private:
@@ -186,16 +188,16 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
     InodeKey inode{};
     std::map<uint64_t, Callback> subs;  // empty: a zombie (fd_watch.h)
   };
-  void OnEpoll();
+  void OnEpoll() EXCLUDES(mu_);
   // Reads every pending epoll report into pending_ (the subscribers of
   // each at this moment), except those of `skip`. Under mu_.
-  void DrainLocked(uint64_t skip);
+  void DrainLocked(uint64_t skip) REQUIRES(mu_);
   // kcmp of `file` against the item at `number`: 0 same, 1 other file,
   // -1 no such item (vanished with its file). Needs no lock.
   int Compare(int file, int number) const;
   // A free key number, or -1. Under mu_.
-  int TakeNumberLocked();
-  void ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it);
+  int TakeNumberLocked() REQUIRES(mu_);
+  void ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it) REQUIRES(mu_);
   // A reactor task that delivers pending_.
   Reactor::Task PendingTask();
 
@@ -205,15 +207,18 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   int64_t reactor_token_ = 0;
   int64_t inotify_token_ = 0;
 
-  mutable std::mutex mu_;  // guards everything below
-  uint64_t next_token_ = 1;
-  std::unordered_map<uint64_t, OpenFile> files_;  // epoll data -> item
-  std::map<InodeKey, std::set<uint64_t>> by_inode_;  // items of each inode
-  std::set<int> free_numbers_;  // key numbers given back
-  int next_number_ = -1;        // lowest never used (-1: the range's base)
-  std::vector<Callback> pending_;  // drained reports not yet delivered
-  size_t zombies_ = 0;             // items in files_ without subscribers
-  size_t zombie_sweep_at_ = 64;    // sweep the zombies when there are this many
+  // The watcher's items and the reports drained but not yet delivered.
+  // Taken under a kqueue's lock (a knote's attach/detach); only the
+  // reactor's lock (Post) is taken under it. Callbacks run without it.
+  mutable Mutex mu_;
+  uint64_t next_token_ GUARDED_BY(mu_) = 1;
+  std::unordered_map<uint64_t, OpenFile> files_ GUARDED_BY(mu_);  // epoll data -> item
+  std::map<InodeKey, std::set<uint64_t>> by_inode_ GUARDED_BY(mu_);  // items of each inode
+  std::set<int> free_numbers_ GUARDED_BY(mu_);  // key numbers given back
+  int next_number_ GUARDED_BY(mu_) = -1;  // lowest never used (-1: the range's base)
+  std::vector<Callback> pending_ GUARDED_BY(mu_);  // drained reports not yet delivered
+  size_t zombies_ GUARDED_BY(mu_) = 0;  // items in files_ without subscribers
+  size_t zombie_sweep_at_ GUARDED_BY(mu_) = 64;  // sweep the zombies at this many
 };
 
 }  // namespace kqd
