@@ -254,6 +254,14 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
       // that was given the queue spends its own user's quota.
       auto charge = runtime_->limits().Take(caller->euid(), Resource::kKnotes);
       if (!charge) return ENOMEM;
+      // A descriptor knote may take one of the fd filters' shared key
+      // numbers: those are shared among all users, so each user's are
+      // bounded (Resource::kWatchedFds).
+      std::unique_ptr<UserLimits::Charge> fd_charge;
+      if (reg->ops()->IsFdFilter()) {
+        fd_charge = runtime_->limits().Take(caller->euid(), Resource::kWatchedFds);
+        if (!fd_charge) return ENOMEM;
+      }
       kn = std::make_shared<Knote>();
       kn->ops = reg->ops();
       kn->owner = caller;
@@ -268,6 +276,7 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
       if (int err = kn->ops->Attach(*kn)) return err;
       kn->registration_ = std::move(reg);
       kn->charge_ = std::move(charge);
+      kn->fd_charge_ = std::move(fd_charge);
       knotes_.emplace(key, kn);
     } else {
       // Updates saved fflags, data and udata only: a triggered event is not
