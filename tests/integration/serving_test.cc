@@ -339,9 +339,12 @@ TEST_F(Serving, ManySlowCallersOfOneUserHoldFewThreads) { SlowPageCase(device_, 
 // In a child of the test's own uid (root): waits for a 100 ms timer, then
 // for a pipe that a second thread writes 100 ms into the wait — two events
 // that the daemon's reactor thread delivers. Returns the longer of the two
-// waits in µs, or -1 if either was not answered within `limit_ms` (the
-// child is then killed: the reactor never got to its events).
-int64_t ReactorVictimWorstWaitUs(const std::string& device, int limit_ms) {
+// waits in µs, or -1 if either was not answered within `limit_ms`: the
+// child is then killed, and if it cannot go yet (its request waits for a
+// daemon thread that waits for the page) *unreaped is its pid, for the
+// caller to reap once the page is released.
+int64_t ReactorVictimWorstWaitUs(const std::string& device, int limit_ms, pid_t* unreaped) {
+  *unreaped = -1;
   int p[2];
   if (pipe(p) != 0) return -1;
   pid_t pid = fork();
@@ -376,7 +379,7 @@ int64_t ReactorVictimWorstWaitUs(const std::string& device, int limit_ms) {
     kill(pid, SIGKILL);
   }
   close(p[0]);
-  waitpid(pid, nullptr, 0);
+  if (!ReapWithin(pid, 2000)) *unreaped = pid;
   return worst;
 }
 
@@ -419,15 +422,17 @@ TEST_F(Serving, ParkedEventlistOnASlowPageStallsNoOtherUser) {
   }
   close(report[1]);
   const bool read_held = slow->WaitForRead(5000);
+  pid_t victim = -1;
   if (read_held) {
     // The daemon is writing the attacker's event in and waits for the
     // page; another user's reactor-delivered events must still come.
     const int64_t limit_us = 1000000 * kSlowdown;
-    const int64_t worst = ReactorVictimWorstWaitUs(device_, 10000);
+    const int64_t worst = ReactorVictimWorstWaitUs(device_, 10000, &victim);
     EXPECT_GE(worst, 0) << "the victim's timer or pipe event never came while the page was held";
     EXPECT_LT(worst, limit_us);
   }
   slow->ReleaseReads();
+  if (victim > 0) EXPECT_TRUE(ReapWithin(victim, 5000)) << "the victim stayed stuck";
   int ok = 0;
   pollfd pfd = {report[0], POLLIN, 0};
   const bool answered =
