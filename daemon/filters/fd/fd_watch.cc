@@ -78,7 +78,14 @@ int FdKeyRange::WithFileAt(int number, int file, const std::function<int(int)>& 
 
 std::shared_ptr<FdWatcher> FdWatcher::Create(Reactor* reactor, bool with_inotify) {
   auto w = std::make_shared<FdWatcher>(Passkey(), reactor);
-  // Epoll instances are made as items need them (ShardWithRoomLocked).
+  {
+    // The first epoll instance at once, kept for the watcher's life: a
+    // daemon whose clients watch few files never makes or closes one.
+    // Later ones are made as items need them (ShardWithRoomLocked).
+    MutexLock l(w->mu_);
+    int error = 0;
+    w->ShardWithRoomLocked(&error);
+  }
   if (with_inotify) {
     w->inotify_ = InotifyMux::Create();
     if (w->inotify_) {
@@ -96,8 +103,9 @@ FdWatcher::FdWatcher(Passkey, Reactor* reactor) : reactor_(reactor) {}
 
 FdWatcher::~FdWatcher() {
   MutexLock l(mu_);
-  for (const auto& shard : shards_)
-    reactor_->RemoveFd(shard->epoll.get(), shard->reactor_token);
+  for (const auto& shard : shards_) {
+    if (shard) reactor_->RemoveFd(shard->epoll.get(), shard->reactor_token);
+  }
   if (inotify_token_ > 0) reactor_->RemoveFd(inotify_->inotify_fd(), inotify_token_);
 }
 
@@ -139,13 +147,15 @@ void FdWatcher::DrainLocked(size_t index, uint64_t skip) {
 }
 
 long FdWatcher::ShardWithRoomLocked(int* error) {
-  if (fill_ < shards_.size() && shards_[fill_]->items < kShardItems)
-    return static_cast<long>(fill_);
+  auto has_room = [&](size_t i) { return shards_[i] && shards_[i]->items < kShardItems; };
+  if (fill_ < shards_.size() && has_room(fill_)) return static_cast<long>(fill_);
+  size_t free_slot = shards_.size();
   for (size_t i = 0; i < shards_.size(); i++) {
-    if (shards_[i]->items < kShardItems) {
+    if (has_room(i)) {
       fill_ = i;
       return static_cast<long>(i);
     }
+    if (!shards_[i] && free_slot == shards_.size()) free_slot = i;
   }
   auto shard = std::make_unique<Shard>();
   shard->epoll.reset(epoll_create1(EPOLL_CLOEXEC));
@@ -153,7 +163,9 @@ long FdWatcher::ShardWithRoomLocked(int* error) {
     *error = errno;
     return -1;
   }
-  const size_t index = shards_.size();
+  // A slot of a closed shard is reused; a stale reactor callback for it
+  // only drains the new shard early, which any drain may do.
+  const size_t index = free_slot;
   std::weak_ptr<FdWatcher> weak = weak_from_this();
   const int64_t token = reactor_->AddFd(shard->epoll.get(), EPOLLIN, [weak, index](uint32_t) {
     if (auto self = weak.lock()) self->OnEpoll(index);
@@ -163,7 +175,11 @@ long FdWatcher::ShardWithRoomLocked(int* error) {
     return -1;
   }
   shard->reactor_token = token;
-  shards_.push_back(std::move(shard));
+  if (index == shards_.size()) {
+    shards_.push_back(std::move(shard));
+  } else {
+    shards_[index] = std::move(shard);
+  }
   fill_ = index;
   return static_cast<long>(index);
 }
@@ -175,8 +191,15 @@ void FdWatcher::ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it
     if (in->second.empty()) by_inode_.erase(in);
   }
   free_numbers_.insert(it->second.number);
-  shards_[it->second.shard]->items--;
+  const size_t index = it->second.shard;
   files_.erase(it);
+  // An emptied shard other than the first is closed: the descriptors
+  // follow the files watched. No Item refers to it any more (every live
+  // subscription and every zombie counts as one of its items).
+  if (--shards_[index]->items == 0 && index != 0) {
+    reactor_->RemoveFd(shards_[index]->epoll.get(), shards_[index]->reactor_token);
+    shards_[index].reset();
+  }
 }
 
 int FdWatcher::TakeNumberLocked() {
@@ -355,7 +378,9 @@ size_t FdWatcher::item_count() const {
 std::vector<int> FdWatcher::epoll_fds() const {
   MutexLock l(mu_);
   std::vector<int> fds;
-  for (const auto& shard : shards_) fds.push_back(shard->epoll.get());
+  for (const auto& shard : shards_) {
+    if (shard) fds.push_back(shard->epoll.get());
+  }
   return fds;
 }
 
@@ -363,7 +388,7 @@ void FdWatcher::OnEpoll(size_t index) {
   std::vector<Callback> due;
   {
     MutexLock l(mu_);
-    if (index < shards_.size()) DrainLocked(index, 0);
+    if (index < shards_.size() && shards_[index]) DrainLocked(index, 0);
     due.swap(pending_);
   }
   for (auto& cb : due) cb();  // no lock held: they take kqueue locks

@@ -49,10 +49,11 @@
 //     number), so with every item in one instance each evaluation cost time
 //     linear in the files watched (the harvest of 1 pipe beside 9000 idle
 //     ones: 2–16× the cost beside 100). Items are therefore spread over
-//     epoll instances of at most kShardItems items each (made as needed,
-//     each one fd in the Reactor's set, kept for the watcher's life): a
-//     kcmp walks at most kShardItems items, whatever the total. An item
-//     stays in its shard for life; a new one goes to a shard with room.
+//     epoll instances of at most kShardItems items each (each one fd in
+//     the Reactor's set; the first made with the watcher and kept, the
+//     others made as needed and closed when emptied): a kcmp walks at most
+//     kShardItems items, whatever the total. An item stays in its shard
+//     for life; a new one goes to a shard with room.
 //
 // THE ADD REPORT. Adding an edge-triggered item on a ready file queues one
 // report at once. The registration evaluates the file itself, so that
@@ -71,7 +72,9 @@
 // the watcher's mutex.
 //
 // FD BUDGET: per FdWatcher one epoll instance per kShardItems items (at
-// least one; +1 inotify instance for EVFILT_READ); nothing per item. Each
+// least one; +1 inotify instance for EVFILT_READ); nothing per item. At
+// most (top - base) / kShardItems instances (235 with a hard limit of
+// 20000): the key range bounds the items. Each
 // shard's epoll fd is one fd in the Reactor's epoll set. The key range bounds the items of one watcher
 // (top - base: 15000 with a hard limit of 20000): ENOMEM past it.
 //
@@ -237,7 +240,9 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   // Taken under a kqueue's lock (a knote's attach/detach); only the
   // reactor's lock (AddFd, Post) is taken under it. Callbacks run without it.
   mutable Mutex mu_;
-  // Never shrinks while the watcher lives: an Item's epoll fd stays valid.
+  // Indexed by OpenFile::shard; null: a closed shard (slot reused). A
+  // shard is closed only when it holds no item, so an Item's epoll fd stays
+  // valid while the subscription lives.
   std::vector<std::unique_ptr<Shard>> shards_ GUARDED_BY(mu_);
   size_t fill_ GUARDED_BY(mu_) = 0;  // the shard new items go to first
   uint64_t next_token_ GUARDED_BY(mu_) = 1;
