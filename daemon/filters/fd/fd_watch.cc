@@ -147,11 +147,11 @@ void FdWatcher::DrainLocked(size_t index, uint64_t skip) {
 }
 
 long FdWatcher::ShardWithRoomLocked(int* error) {
-  auto has_room = [&](size_t i) { return shards_[i] && shards_[i]->items < kShardItems; };
-  if (fill_ < shards_.size() && has_room(fill_)) return static_cast<long>(fill_);
+  if (fill_ < shards_.size() && shards_[fill_] && shards_[fill_]->items < kShardItems)
+    return static_cast<long>(fill_);
   size_t free_slot = shards_.size();
   for (size_t i = 0; i < shards_.size(); i++) {
-    if (has_room(i)) {
+    if (shards_[i] && shards_[i]->items < kShardItems) {
       fill_ = i;
       return static_cast<long>(i);
     }
