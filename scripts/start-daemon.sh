@@ -31,8 +31,11 @@ if [ -d /run/systemd/system ] && [ "${device}" = /dev/kqueue ] && command -v sys
   use_systemd=1
 fi
 
-if pgrep -x kqueued >/dev/null; then
-  echo "start-daemon: kqueued is already running"
+# Already served when the device answers kqstat's ioctl (another kqueued
+# process — a test's private daemon, say — serving some other path does not
+# count).
+if [ -e "${device}" ] && "${bin}/tools/kqstat/kqstat" --device "${device}" >/dev/null 2>&1; then
+  echo "start-daemon: ${device} is already served by a kqueued"
 elif [ "${use_systemd}" = 1 ]; then
   install -m 0755 "${bin}/daemon/kqueued" /usr/local/sbin/kqueued
   sed 's|/usr/sbin/kqueued|/usr/local/sbin/kqueued|' packaging/kqueued.service \
@@ -46,7 +49,8 @@ else
   # Without --foreground the daemon detaches once the device is ready, and
   # logs to syslog.
   /usr/local/sbin/kqueued --device "${device}"
-  echo "start-daemon: kqueued is serving ${device} (pkill -TERM -x kqueued to stop it)"
+  pid=$(pgrep -xf "/usr/local/sbin/kqueued --device ${device}" | head -1)
+  echo "start-daemon: kqueued (pid ${pid}) is serving ${device} (kill -TERM ${pid} to stop it)"
 fi
 
 KQUEUE_DEVICE="${device}" "${bin}/tools/demo/kqueue_demo"

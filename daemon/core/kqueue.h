@@ -81,11 +81,9 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // parked call whose DescriptorClosed() says its own descriptor is gone.
   // Calls made through other descriptors (dup, fork) keep waiting.
   void DescriptorClosed();
-  // How many times DescriptorClosed() has been called. A call parked on
-  // another thread than the one that handles closes reads it before
-  // Kevent() and, if it changed by the time the call is parked, calls
-  // DescriptorClosed() itself: a close that overtook the parking is not
-  // lost.
+  // How many closes have been counted. A call that parks while it is
+  // non-zero has DescriptorClosed() run again after parking: a close whose
+  // FLUSH overtook the parking (or even the call's request) is not lost.
   uint64_t descriptor_closes() const { return descriptor_closes_.load(); }
   // Counts a close without examining the waiters (lock-free, for threads
   // that must not wait for the kqueue's lock); DescriptorClosed() follows.

@@ -284,12 +284,16 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   // its kqueues watch this one (EVFILT_READ on a kqueue fd).
   if (args.flags & KQ_KEVENT_KQFD) context->process()->RememberKqueueFd(args.kq_fd, kq);
   std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
-  const uint64_t closes = kq->descriptor_closes();
   uint64_t wait_id = kq->Kevent(
       std::make_unique<RemoteKeventCall>(std::move(context), args, shared_reply));
-  // A close() handled (on the transport's loop thread) while this call was
-  // on its way to parking found nothing to end: look again.
-  if (wait_id != 0 && (args.flags & KQ_KEVENT_KQFD) && kq->descriptor_closes() != closes) {
+  // A close() whose FLUSH was handled before this call parked found nothing
+  // to end. That includes a FLUSH handled before this request was even read:
+  // the caller's thread holds the file from its ioctl's entry, but another
+  // thread's close() can queue the FLUSH before the ioctl's request is
+  // queued, and a spare serving thread can take them in either order. So a
+  // parking call looks again whenever this kqueue has ever seen a close (a
+  // kqueue nobody closed a descriptor of pays nothing).
+  if (wait_id != 0 && (args.flags & KQ_KEVENT_KQFD) && kq->descriptor_closes() != 0) {
     std::weak_ptr<Kqueue> weak = kq;
     runtime_->reactor().Post([weak] {
       if (auto k = weak.lock()) k->DescriptorClosed();

@@ -89,9 +89,13 @@ static int flush_client(struct client *c) {
   return c->pending_len == 0 ? 0 : 1;
 }
 
-/* Reads what is there and echoes it. Returns -1 when the client is done. */
+/* Reads what is there and echoes it, a chunk at a time: each chunk is
+ * written back before the next is read, so a client that keeps sending
+ * while its echo is not taken fills its own socket buffers, not the
+ * server's memory. Returns -1 when the client is done. */
 static int serve_read(int kq, struct client *c, int eof) {
   char buf[READ_CHUNK];
+  int rc = 0;
   for (;;) {
     ssize_t n = read(c->fd, buf, sizeof buf);
     if (n < 0) {
@@ -105,8 +109,9 @@ static int serve_read(int kq, struct client *c, int eof) {
     c->pending = grown;
     memcpy(c->pending + c->pending_len, buf, (size_t)n);
     c->pending_len += (size_t)n;
+    rc = flush_client(c);
+    if (rc != 0) break; /* the peer is gone, or its output is blocked */
   }
-  int rc = flush_client(c);
   if (rc < 0) return -1;
   if (rc > 0) {
     /* Stop reading until the output drains; one WRITE event will say when. */

@@ -477,11 +477,18 @@ struct Waiters {
 
 TEST_F(KqueueTest, CloseFromAnotherThreadWakesWaitersWithEbadf) {
   // Rounds, and several waiters, so a lost wake-up cannot pass by luck.
-  for (int round = 0; round < 20; round++) {
+  // The close lands while the waiters are parked, on their way to parking,
+  // or still inside the kernel's ioctl entry (where close()'s FLUSH can
+  // overtake their request).
+  for (int round = 0; round < 200; round++) {
     int kq = kqueue();
     ASSERT_GE(kq, 0);
     Waiters w(kq, 4);
-    usleep(round % 2 ? 20 * 1000 : 1000);  // parked, or about to be
+    if (round % 20 == 19) {
+      usleep(20 * 1000);  // surely parked
+    } else {
+      usleep((round * 37) % 400);  // racing the waiters' entry
+    }
     ASSERT_EQ(close(kq), 0);
     ASSERT_TRUE(w.WaitAll(5000)) << "round " << round << ": a waiter stayed parked after close()";
     for (size_t i = 0; i < w.rc.size(); i++) {
