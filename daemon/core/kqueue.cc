@@ -60,7 +60,7 @@ Kqueue::~Kqueue() {
     Deferred deferred(mu_);
     if (closed_) return;
     CloseLocked(&deferred);
-    std::lock_guard<std::mutex> l(observers_mu_);
+    MutexLock l(observers_mu_);
     for (const auto& [id, fn] : observers_) observers.push_back(fn);
   }
   if (observers.empty()) return;
@@ -409,7 +409,7 @@ void Kqueue::ServeWaitersLocked(Deferred* deferred) {
 }
 
 void Kqueue::NotifyObserversLater(Deferred* deferred) {
-  std::lock_guard<std::mutex> l(observers_mu_);
+  MutexLock l(observers_mu_);
   for (const auto& [id, fn] : observers_) deferred->RunAfterUnlock(fn);
 }
 
@@ -495,7 +495,7 @@ size_t Kqueue::Pending() const { return pending_; }
 
 Kqueue::Stats Kqueue::Snapshot() const {
   Stats s;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   s.knotes = knotes_.size();
   s.pending = queue_.size();
   s.waiters = waiters_.size();
@@ -504,14 +504,14 @@ Kqueue::Stats Kqueue::Snapshot() const {
 }
 
 uint64_t Kqueue::AddReadinessObserver(std::function<void()> fn) {
-  std::lock_guard<std::mutex> l(observers_mu_);
+  MutexLock l(observers_mu_);
   uint64_t id = next_observer_++;
   observers_.emplace(id, std::move(fn));
   return id;
 }
 
 void Kqueue::RemoveReadinessObserver(uint64_t id) {
-  std::lock_guard<std::mutex> l(observers_mu_);
+  MutexLock l(observers_mu_);
   observers_.erase(id);
 }
 

@@ -3,12 +3,62 @@
 // KeventCall (the seed's kevent_ops), which fetches changes, puts events and
 // is answered exactly once, possibly later and on another thread.
 //
-// Concurrency. One mutex guards the knotes, the queue and the parked calls,
-// and filter hooks run under it. Unlike NetBSD 1.65, collection never drops
-// the lock between taking a knote off the queue and deciding about it, so a
-// concurrent collector can neither miss an event (PR kern/50094) nor see a
-// knote freed under it. Answers (copy-out, completion) and readiness
-// observers run after the lock is released.
+// LOCKING — every lock in the daemon, what it guards, and the order.
+// (Checked by clang's -Wthread-safety: bazel build --config=tsa. Each lock's
+// declaration repeats what it guards and its place below.)
+//
+//   Transport (daemon/transport), taken by serving threads, never held
+//   while the service runs:
+//     RequestDispatcher::lanes_mu_   uid lanes of queued ioctls
+//     ReplyChannel::gate_mu_         the session (shared: replies, poll
+//                                    notifications; exclusive: Close)
+//     PendingIoctl::mu               one ioctl's answer state
+//     ReplyChannel::pending_mu_      registry of unanswered ioctls
+//     RequestDispatcher::handles_mu_ open handles
+//     SessionLoop::mu_               serving threads' bookkeeping, tasks
+//     Fuse/CuseTransport::stop_mu_   the session while it stops
+//   Service (daemon/service), taken with no kqueue lock held unless noted:
+//     KqueueDevice::mu_              handle -> kqueue map (a leaf)
+//     KqueueDevice::PollSlot::mu     a kqueue's last poll notifier (a leaf)
+//     ProcessCache::State::mu        thread/process caches
+//     RemoteProcess::mu_             a client's kqueue descriptors (also
+//                                    under a kqueue's mu_, from a filter)
+//     DeviceIdentity::mu_            our device's identity (a leaf)
+//   Core (daemon/core):
+//     Reactor::dispatch_mu_          held while reactor callbacks, catch-up
+//                                    hooks and posted tasks run
+//     Kqueue::mu_                    below
+//     Kqueue::observers_mu_          readiness observers (a leaf)
+//     Runtime::nesting_mutex         the graph of kqueues watching kqueues
+//                                    (every Kqueue's watchers_)
+//     FilterRegistry::mu_            filter numbers and names (a leaf)
+//     UserLimits::mu_                per-user counts (a leaf)
+//     Reactor::mu_                   fd callbacks, timers, posted tasks
+//   Filters (daemon/filters, plugins), taken under a kqueue's mu_ by their
+//   hooks, knotes notified after release: FdWatcher::mu_, ProcTracker::mu_,
+//   ProcEvents::mu_, SignalWatchers::mu_, MountTables::mu_ and each
+//   MountNamespace's, InotifyMux::mu_, the netdev plug-in's mu_.
+//   Logger::mu_ (daemon/os): a leaf under everything.
+//
+// Kqueue::mu_ guards the knotes (and every Knote field), the active queue,
+// the parked calls and closed_; filter hooks run under it. Unlike NetBSD
+// 1.65, collection never drops it between taking a knote off the queue and
+// deciding about it, so a concurrent collector can neither miss an event
+// (PR kern/50094) nor see a knote freed under it.
+//
+// Order (a lock may be taken only while holding locks to its left):
+//   lanes_mu_ -> gate_mu_ -> PendingIoctl::mu -> SessionLoop::mu_
+//   Reactor::dispatch_mu_ -> Kqueue::mu_ -> {observers_mu_, nesting_mutex,
+//     FilterRegistry::mu_, RemoteProcess::mu_ -> DeviceIdentity::mu_,
+//     a filter's lock -> (MountNamespace's)} -> UserLimits::mu_ -> Reactor::mu_
+//   ProcessCache::State::mu -> Reactor::mu_;   Logger::mu_ last of all.
+// Never two kqueues' mu_ at once: a parent's hooks read a child only
+// through Pending() and the observer methods, which take no mu_, and a
+// kqueue destroyed under another's lock tells its observers from the
+// reactor (~Kqueue). Never CatchUp() (dispatch_mu_) under a kqueue's mu_.
+// Answers (copy-out, completion) and readiness observers run after mu_ is
+// released, by construction (LockedScope); event sources report through
+// Knote::Notify, which takes mu_ on their own thread with no filter lock held.
 #ifndef KQUEUED_DAEMON_CORE_KQUEUE_H_
 #define KQUEUED_DAEMON_CORE_KQUEUE_H_
 
@@ -31,6 +81,7 @@
 #include "daemon/core/process_context.h"
 #include "daemon/core/runtime.h"
 #include "daemon/util/locked_scope.h"
+#include "daemon/util/mutex.h"
 #include "proto/kqueue_abi.h"
 
 namespace kqd {
@@ -71,16 +122,16 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // for each change), then Scan (kqueue_scan), which parks the call if it
   // must wait. Returns a nonzero wait id if the call was parked (for
   // Interrupt), 0 if it was answered already.
-  uint64_t Kevent(std::unique_ptr<KeventCall> call);
+  uint64_t Kevent(std::unique_ptr<KeventCall> call) EXCLUDES(mu_);
 
   // Answers a parked call with EINTR (a signal reached the caller). No-op if
   // it was answered meanwhile.
-  void Interrupt(uint64_t wait_id);
+  void Interrupt(uint64_t wait_id) EXCLUDES(mu_);
 
   // Some descriptor of this kqueue was closed: answers with EBADF every
   // parked call whose DescriptorClosed() says its own descriptor is gone.
   // Calls made through other descriptors (dup, fork) keep waiting.
-  void DescriptorClosed();
+  void DescriptorClosed() EXCLUDES(mu_);
   // How many closes have been counted. A call that parks while it is
   // non-zero has DescriptorClosed() run again after parking: a close whose
   // FLUSH overtook the parking (or even the call's request) is not lost.
@@ -91,7 +142,7 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
 
   // The last close: deletes every knote and answers parked calls with EBADF.
   // Further kevent calls fail with EBADF.
-  void Close();
+  void Close() EXCLUDES(mu_);
 
   // Registers `kev` on behalf of a filter, as if `owner` had passed it to
   // kevent() (EVFILT_PROC's NOTE_TRACK attaching a knote to a forked
@@ -99,7 +150,8 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // EV_SYSFLAGS are masked off on input), so the filter can tell the two
   // apart. Takes the lock: never call it from a filter hook. Returns 0 or
   // an errno (EBADF once closed).
-  int AttachChild(const kq_kevent& kev, const std::shared_ptr<ProcessContext>& owner);
+  int AttachChild(const kq_kevent& kev, const std::shared_ptr<ProcessContext>& owner)
+      EXCLUDES(mu_);
 
   // Number of knotes on the active queue (poll, nested EVFILT_READ, stat).
   // Takes no kqueue lock: a parent kqueue's filter calls it (and the two
@@ -110,8 +162,8 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
 
   // Observers run (without the lock) whenever the queue may have become
   // non-empty: poll notification, kqueues watching this one.
-  uint64_t AddReadinessObserver(std::function<void()> fn);
-  void RemoveReadinessObserver(uint64_t id);
+  uint64_t AddReadinessObserver(std::function<void()> fn) EXCLUDES(observers_mu_);
+  void RemoveReadinessObserver(uint64_t id) EXCLUDES(observers_mu_);
 
   // Nesting: this kqueue is watched by `parent` (EVFILT_READ on it). ELOOP
   // if that would close a cycle. Call with runtime->nesting_mutex() held.
@@ -129,7 +181,7 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
     size_t waiters = 0;  // parked kevent calls
     std::map<uint32_t, size_t> knotes_by_filter;
   };
-  Stats Snapshot() const;
+  Stats Snapshot() const EXCLUDES(mu_);
 
  private:
   struct Waiter {
@@ -140,7 +192,7 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   };
   // mu_ held, plus the work to do once it is released (answers, copy-outs,
   // readiness observers): it runs after the unlock by construction.
-  using Deferred = LockedScope<std::mutex>;
+  using Deferred = LockedScope<Mutex>;
   // (ident, filter, owner): owner is 0, or for fd filters the pid of the
   // registering process — on a queue shared after fork() or SCM_RIGHTS
   // each process names its own descriptors (docs/abi.md). A pid is only a
@@ -155,53 +207,56 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // (or EV_RECEIPT) entry per failed (or receipted) change at the head of
   // the eventlist. Returns true if the call goes on to Scan with *room
   // eventlist slots left, false if it was answered.
-  bool ApplyChanges(KeventCall& call, size_t* room);
+  bool ApplyChanges(KeventCall& call, size_t* room) EXCLUDES(mu_);
   // The scan verb: brings the event sources up to date, collects up to
   // `room` events into the call and answers it, or parks it until an
   // activation or its timeout. Returns the wait id of a parked call, else 0.
-  uint64_t Scan(std::unique_ptr<KeventCall> call, size_t room);
+  uint64_t Scan(std::unique_ptr<KeventCall> call, size_t room) EXCLUDES(mu_);
 
   // One change (kqueue_register). Returns 0 or an errno.
   int RegisterLocked(const kq_kevent& change,
                      const std::shared_ptr<ProcessContext>& caller,
-                     Deferred* deferred);
+                     Deferred* deferred) REQUIRES(mu_);
   // Moves up to `max` events into `out` (kqueue_scan's inner loop) for a
   // call that began at evaluation clock `since`: a level-triggered knote is
   // re-evaluated unless an evaluation after `since` said "fire" already
   // (one evaluation per wake: that one is as fresh as the call needs).
   size_t CollectLocked(size_t max, uint64_t since, std::vector<kq_kevent>* out,
-                       Deferred* deferred);
+                       Deferred* deferred) REQUIRES(mu_);
   // The filter's Event, stamped with the evaluation clock.
-  bool EvaluateLocked(Knote& kn, long hint);
-  void ActivateLocked(Knote& kn, Deferred* deferred);
-  void EnqueueLocked(Knote& kn, Deferred* deferred);
-  void DequeueLocked(Knote& kn);
-  void DetachLocked(const std::shared_ptr<Knote>& kn);
+  bool EvaluateLocked(Knote& kn, long hint) REQUIRES(mu_);
+  void ActivateLocked(Knote& kn, Deferred* deferred) REQUIRES(mu_);
+  void EnqueueLocked(Knote& kn, Deferred* deferred) REQUIRES(mu_);
+  void DequeueLocked(Knote& kn) REQUIRES(mu_);
+  void DetachLocked(const std::shared_ptr<Knote>& kn) REQUIRES(mu_);
   // Close's body but the observers: detaches every knote and answers
   // parked calls (EBADF) after the unlock.
-  void CloseLocked(Deferred* deferred);
+  void CloseLocked(Deferred* deferred) REQUIRES(mu_);
   // Serves parked calls while events are pending.
-  void ServeWaitersLocked(Deferred* deferred);
-  void NotifyObserversLater(Deferred* deferred);
-  void ExpireWaiter(uint64_t wait_id);
+  void ServeWaitersLocked(Deferred* deferred) REQUIRES(mu_);
+  void NotifyObserversLater(Deferred* deferred) REQUIRES(mu_) EXCLUDES(observers_mu_);
+  void ExpireWaiter(uint64_t wait_id) EXCLUDES(mu_);
   // Answers `call` with the collected events (after the lock is released).
   static void Deliver(std::unique_ptr<KeventCall> call, size_t base,
                       std::vector<kq_kevent> events);
 
   // Knote::Notify's body.
   friend class Knote;
-  void NotifyKnote(const std::shared_ptr<Knote>& kn, long hint);
+  void NotifyKnote(const std::shared_ptr<Knote>& kn, long hint) EXCLUDES(mu_);
 
   Runtime* const runtime_;
   const uid_t uid_;
   const std::unique_ptr<UserLimits::Charge> charge_;
 
-  mutable std::mutex mu_;  // guards everything below
-  bool closed_ = false;
-  std::map<Key, std::shared_ptr<Knote>> knotes_;
-  std::list<std::shared_ptr<Knote>> queue_;  // active, enabled knotes
-  std::deque<Waiter> waiters_;
-  uint64_t next_wait_id_ = 1;
+  // The kqueue's lock (see the overview at the top of this file): first in
+  // every order the daemon has; never held together with another kqueue's.
+  mutable Mutex mu_;
+  bool closed_ GUARDED_BY(mu_) = false;
+  std::map<Key, std::shared_ptr<Knote>> knotes_ GUARDED_BY(mu_);
+  std::list<std::shared_ptr<Knote>> queue_ GUARDED_BY(mu_);  // active, enabled knotes
+  std::deque<Waiter> waiters_ GUARDED_BY(mu_);
+  uint64_t next_wait_id_ GUARDED_BY(mu_) = 1;
+  // Atomic: counted without mu_ (NoteDescriptorClosed).
   std::atomic<uint64_t> descriptor_closes_{0};
   // queue_.size(), for Pending() without mu_.
   std::atomic<size_t> pending_{0};
@@ -209,12 +264,15 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // begins, before its catch-up).
   std::atomic<uint64_t> eval_clock_{0};
 
-  // A leaf lock (nothing is locked under it), taken under mu_ too.
-  mutable std::mutex observers_mu_;  // guards the two below
-  std::map<uint64_t, std::function<void()>> observers_;
-  uint64_t next_observer_ = 1;
+  // The readiness observers. A leaf (nothing is locked under it), taken
+  // under mu_ too, and alone by a parent kqueue's hooks under the parent's mu_.
+  mutable Mutex observers_mu_ ACQUIRED_AFTER(mu_);
+  std::map<uint64_t, std::function<void()>> observers_ GUARDED_BY(observers_mu_);
+  uint64_t next_observer_ GUARDED_BY(observers_mu_) = 1;
 
-  // Guarded by runtime_->nesting_mutex(): kqueues this one is watched by.
+  // Guarded by runtime_->nesting_mutex() (the Add/RemoveWatcherLocked
+  // callers hold it; the analysis cannot name another kqueue's runtime's
+  // mutex, so this one is checked by review): kqueues watching this one.
   std::multiset<Kqueue*> watchers_;
 };
 

@@ -64,7 +64,7 @@ Reactor::Reactor() : next_token_(kFirstToken) {
 Reactor::~Reactor() { Stop(); }
 
 void Reactor::Start() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   if (thread_.joinable() || !ok()) return;
   stopping_ = false;
   thread_ = std::thread([this] { Loop(); });
@@ -72,7 +72,7 @@ void Reactor::Start() {
 
 void Reactor::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     stopping_ = true;
   }
   Wake();
@@ -88,7 +88,7 @@ void Reactor::Wake() {
 }
 
 int64_t Reactor::AddFd(int fd, uint32_t events, FdCallback cb) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   int64_t token = next_token_++;
   epoll_event ev{};
   ev.events = events;
@@ -99,13 +99,13 @@ int64_t Reactor::AddFd(int fd, uint32_t events, FdCallback cb) {
 }
 
 void Reactor::RemoveFd(int fd, int64_t token) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   fd_callbacks_.erase(token);
   if (fd >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
 }
 
 uint64_t Reactor::AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   uint64_t id = next_timer_++;
   timers_.emplace(id, Timer{clock, deadline_ns, std::move(cb)});
   heap(clock).order.emplace(deadline_ns, id);
@@ -114,7 +114,7 @@ uint64_t Reactor::AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb) {
 }
 
 void Reactor::CancelTimer(uint64_t id) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = timers_.find(id);
   if (it == timers_.end()) return;
   Clock clock = it->second.clock;
@@ -126,7 +126,7 @@ void Reactor::CancelTimer(uint64_t id) {
 
 void Reactor::Post(Task task) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     posted_.push_back(std::move(task));
   }
   Wake();
@@ -160,11 +160,11 @@ void Reactor::RearmLocked(Clock clock) {
 void Reactor::FireTimers(Clock clock) {
   uint64_t expirations;
   // ECANCELED (realtime clock was set) is expected: just re-evaluate.
-  ssize_t n = read(heap(clock).timerfd.get(), &expirations, sizeof expirations);
+  ssize_t n = read(timerfd(clock), &expirations, sizeof expirations);
   (void)n;
   std::vector<TimerCallback> due;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     TimerHeap& h = heap(clock);
     int64_t now = Now(clock);
     while (!h.order.empty() && h.order.begin()->first <= now) {
@@ -183,20 +183,20 @@ void Reactor::FireTimers(Clock clock) {
 }
 
 uint64_t Reactor::AddCatchUpHook(Task hook) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   const uint64_t id = next_hook_++;
   catch_up_hooks_.emplace(id, std::move(hook));
   return id;
 }
 
 void Reactor::RemoveCatchUpHook(uint64_t id) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   catch_up_hooks_.erase(id);
 }
 
 void Reactor::CatchUp() {
   if (t_dispatching || !ok()) return;
-  std::lock_guard<std::mutex> d(dispatch_mu_);
+  MutexLock d(dispatch_mu_);
   DispatchingScope scope;
   t_catching_up = true;
   struct Reset {
@@ -204,7 +204,7 @@ void Reactor::CatchUp() {
   } reset;
   std::vector<Task> hooks;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (stopping_) return;
     hooks.reserve(catch_up_hooks_.size());
     for (const auto& [id, hook] : catch_up_hooks_) hooks.push_back(hook);
@@ -229,7 +229,7 @@ bool Reactor::CatchingUp() { return t_catching_up; }
 void Reactor::RunPostedLocked() {
   std::vector<Task> tasks;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (stopping_) return;
     tasks.swap(posted_);
   }
@@ -246,7 +246,7 @@ bool Reactor::DispatchLocked(const epoll_event* events, int n, bool catch_up) {
       ssize_t r = read(wake_.get(), &v, sizeof v);
       (void)r;
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(mu_);
         if (stopping_) return false;
       }
       RunPostedLocked();
@@ -257,7 +257,7 @@ bool Reactor::DispatchLocked(const epoll_event* events, int n, bool catch_up) {
     } else {
       FdCallback cb;
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(mu_);
         auto it = fd_callbacks_.find(static_cast<int64_t>(key));
         if (it == fd_callbacks_.end()) continue;
         cb = it->second;  // a copy: the callback may remove itself
@@ -278,7 +278,7 @@ void Reactor::Loop() {
     }
     // A catching-up thread may have handled some of these meanwhile: every
     // callback copes with finding nothing to read.
-    std::lock_guard<std::mutex> d(dispatch_mu_);
+    MutexLock d(dispatch_mu_);
     DispatchingScope scope;
     if (!DispatchLocked(events, n, /*catch_up=*/false)) return;
   }

@@ -43,6 +43,7 @@
 #include <utility>
 #include <vector>
 
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -63,37 +64,37 @@ class Reactor {
   bool ok() const { return epoll_.valid(); }
 
   // Runs the loop on a new thread until Stop() or destruction.
-  void Start();
-  void Stop();
+  void Start() EXCLUDES(mu_);
+  void Stop() EXCLUDES(mu_);
 
   // Adds `fd` to the epoll set; `cb` runs on the loop thread with the ready
   // events. Returns a token > 0, or -errno. The fd is only used for the
   // epoll_ctl call: the caller decides what stays open.
-  int64_t AddFd(int fd, uint32_t events, FdCallback cb);
+  int64_t AddFd(int fd, uint32_t events, FdCallback cb) EXCLUDES(mu_);
   // Forgets the token's callback; if fd >= 0 also EPOLL_CTL_DEL it (an error
   // there, e.g. the file already gone, is ignored).
-  void RemoveFd(int fd, int64_t token);
+  void RemoveFd(int fd, int64_t token) EXCLUDES(mu_);
 
   // Runs `cb` once on the loop thread at `deadline_ns` on `clock`
   // (nanoseconds since the clock's epoch). Returns an id for CancelTimer.
-  uint64_t AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb);
-  void CancelTimer(uint64_t id);
+  uint64_t AddTimer(Clock clock, int64_t deadline_ns, TimerCallback cb) EXCLUDES(mu_);
+  void CancelTimer(uint64_t id) EXCLUDES(mu_);
 
   // Runs `task` soon, on the loop thread or in a CatchUp().
-  void Post(Task task);
+  void Post(Task task) EXCLUDES(mu_);
 
   // A source's synchronous catch-up: `hook` runs at the start of every
   // CatchUp() (dispatch-serialised with the callbacks). It must be cheap
   // when there is nothing to catch up (no syscall per call, ideally none).
   // Returns an id for RemoveCatchUpHook. The hook may run once more after
   // removal if a CatchUp() already took it: capture weak pointers.
-  uint64_t AddCatchUpHook(Task hook);
-  void RemoveCatchUpHook(uint64_t id);
+  uint64_t AddCatchUpHook(Task hook) EXCLUDES(mu_);
+  void RemoveCatchUpHook(uint64_t id) EXCLUDES(mu_);
 
   // Brings every event source up to date on the calling thread (see
   // CATCH-UP above). Call without any kqueue lock held. Cost when nothing
   // is pending: an uncontended mutex, the hooks, one epoll_wait(0).
-  void CatchUp();
+  void CatchUp() EXCLUDES(dispatch_mu_, mu_);
 
   // Whether the calling thread is inside a CatchUp(): a callback then reads
   // its source to the end rather than a batch (the catch-up must leave
@@ -115,34 +116,48 @@ class Reactor {
     TimerCallback cb;
   };
 
-  void Loop();
+  void Loop() EXCLUDES(dispatch_mu_, mu_);
   // Dispatches n events from epoll_wait; under dispatch_mu_. Returns false
   // if the loop must stop. `catch_up`: on a catching-up thread (the wake
   // eventfd is left to the loop thread, the posted tasks are run anyway).
-  bool DispatchLocked(const epoll_event* events, int n, bool catch_up);
-  void RunPostedLocked();
+  bool DispatchLocked(const epoll_event* events, int n, bool catch_up)
+      REQUIRES(dispatch_mu_) EXCLUDES(mu_);
+  void RunPostedLocked() REQUIRES(dispatch_mu_) EXCLUDES(mu_);
   void Wake();
-  void RearmLocked(Clock clock);
-  void FireTimers(Clock clock);
-  TimerHeap& heap(Clock c) { return heaps_[c == Clock::kMonotonic ? 0 : 1]; }
+  void RearmLocked(Clock clock) REQUIRES(mu_);
+  void FireTimers(Clock clock) REQUIRES(dispatch_mu_) EXCLUDES(mu_);
+  TimerHeap& heap(Clock c) REQUIRES(mu_) { return heaps_[c == Clock::kMonotonic ? 0 : 1]; }
+  // The heap's timerfd: set in the constructor and never changed after, so
+  // it may be read without mu_ (the analysis cannot tell the fd from the
+  // guarded heap around it).
+  int timerfd(Clock c) const NO_THREAD_SAFETY_ANALYSIS {
+    return heaps_[c == Clock::kMonotonic ? 0 : 1].timerfd.get();
+  }
 
   ScopedFd epoll_;
   ScopedFd wake_;  // eventfd: Stop() and Post() wake the loop through it
+  // Started under mu_ (Start); joined by Stop, which the owner calls once
+  // the starting is over: not guarded.
   std::thread thread_;
 
-  // Held while callbacks, hooks and posted tasks run (see CATCH-UP).
-  std::mutex dispatch_mu_;
+  // The dispatch lock: held while callbacks, hooks and posted tasks run (see
+  // CATCH-UP). First in the daemon's order: before every kqueue's lock,
+  // every filter's and the reactor's mu_ (the callbacks take them).
+  Mutex dispatch_mu_ ACQUIRED_BEFORE(mu_);
 
-  std::mutex mu_;  // guards everything below
-  bool stopping_ = false;
-  int64_t next_token_ = 1;
-  std::unordered_map<int64_t, FdCallback> fd_callbacks_;
-  uint64_t next_timer_ = 1;
-  std::unordered_map<uint64_t, Timer> timers_;
-  TimerHeap heaps_[2];
-  std::vector<Task> posted_;
-  uint64_t next_hook_ = 1;
-  std::map<uint64_t, Task> catch_up_hooks_;
+  // The reactor's own lock: the fd callbacks, timers, posted tasks and
+  // hooks below. Last in every order (callers hold a kqueue's and a
+  // filter's lock); nothing is locked under it and no callback runs under it.
+  Mutex mu_;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  int64_t next_token_ GUARDED_BY(mu_) = 1;
+  std::unordered_map<int64_t, FdCallback> fd_callbacks_ GUARDED_BY(mu_);
+  uint64_t next_timer_ GUARDED_BY(mu_) = 1;
+  std::unordered_map<uint64_t, Timer> timers_ GUARDED_BY(mu_);
+  TimerHeap heaps_[2] GUARDED_BY(mu_);
+  std::vector<Task> posted_ GUARDED_BY(mu_);
+  uint64_t next_hook_ GUARDED_BY(mu_) = 1;
+  std::map<uint64_t, Task> catch_up_hooks_ GUARDED_BY(mu_);
 };
 
 }  // namespace kqd

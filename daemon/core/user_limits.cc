@@ -21,7 +21,7 @@ const char* ResourceName(Resource r) {
 }
 
 void UserLimits::set_refusal_observer(RefusalObserver fn) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   on_refused_ = std::move(fn);
 }
 
@@ -43,7 +43,7 @@ std::unique_ptr<UserLimits::Charge> UserLimits::Take(uid_t uid, Resource r) {
   RefusalObserver observer;
   uint64_t ceiling = 0;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     uint64_t& n = used_[uid][static_cast<int>(r)];
     ceiling = Ceiling(r);
     if (n < ceiling) {
@@ -57,13 +57,13 @@ std::unique_ptr<UserLimits::Charge> UserLimits::Take(uid_t uid, Resource r) {
 }
 
 uint64_t UserLimits::InUse(uid_t uid, Resource r) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = used_.find(uid);
   return it == used_.end() ? 0 : it->second[static_cast<int>(r)];
 }
 
 std::map<uid_t, UserLimits::Usage> UserLimits::AllInUse() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   std::map<uid_t, Usage> out;
   for (const auto& [uid, used] : used_) {
     bool any = false;
@@ -74,7 +74,7 @@ std::map<uid_t, UserLimits::Usage> UserLimits::AllInUse() const {
 }
 
 void UserLimits::Give(uid_t uid, Resource r) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   used_[uid][static_cast<int>(r)]--;
 }
 

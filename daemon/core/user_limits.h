@@ -13,6 +13,8 @@
 #include <memory>
 #include <mutex>
 
+#include "daemon/util/mutex.h"
+
 namespace kqd {
 
 // kFastTimers: timers with a period below kTimerFastPeriodNs
@@ -68,11 +70,11 @@ class UserLimits : public std::enable_shared_from_this<UserLimits> {
 
   // One unit of `r` for `uid`, or null when the user is at the ceiling.
   // uid 0 is limited too: a runaway root client must not starve the others.
-  std::unique_ptr<Charge> Take(uid_t uid, Resource r);
-  uint64_t InUse(uid_t uid, Resource r) const;
+  std::unique_ptr<Charge> Take(uid_t uid, Resource r) EXCLUDES(mu_);
+  uint64_t InUse(uid_t uid, Resource r) const EXCLUDES(mu_);
   // Every user holding anything, with its use of each resource (kqstat).
   using Usage = std::array<uint64_t, static_cast<int>(Resource::kCount)>;
-  std::map<uid_t, Usage> AllInUse() const;
+  std::map<uid_t, Usage> AllInUse() const EXCLUDES(mu_);
   // The ceiling of `r` for every user.
   uint64_t Ceiling(Resource r) const;
   const LimitConfig& config() const { return config_; }
@@ -80,16 +82,19 @@ class UserLimits : public std::enable_shared_from_this<UserLimits> {
   // Called (without the lock) each time Take refuses: the daemon logs it.
   // Set before clients are served; null to stop.
   using RefusalObserver = std::function<void(uid_t, Resource, uint64_t ceiling)>;
-  void set_refusal_observer(RefusalObserver fn);
+  void set_refusal_observer(RefusalObserver fn) EXCLUDES(mu_);
 
  private:
   explicit UserLimits(LimitConfig config) : config_(config) {}
-  void Give(uid_t uid, Resource r);
+  void Give(uid_t uid, Resource r) EXCLUDES(mu_);
 
   const LimitConfig config_;
-  mutable std::mutex mu_;  // guards used_
-  std::map<uid_t, std::array<uint64_t, static_cast<int>(Resource::kCount)>> used_;
-  RefusalObserver on_refused_;  // guarded by mu_
+  // The counts and the observer. A leaf: taken under kqueue and filter
+  // locks (a knote's charge), nothing under it; the observer runs after it.
+  mutable Mutex mu_;
+  std::map<uid_t, std::array<uint64_t, static_cast<int>(Resource::kCount)>> used_
+      GUARDED_BY(mu_);
+  RefusalObserver on_refused_ GUARDED_BY(mu_);
 };
 
 }  // namespace kqd

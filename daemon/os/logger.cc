@@ -97,24 +97,24 @@ void Logger::ForwardLoop(int fd) {
       if (colon != std::string::npos && ParseLogLevel(line.substr(0, colon), &level))
         line.erase(0, colon + 2);
       if (line.empty() || !Enabled(level)) continue;
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       Write(level, line);
     }
   }
 }
 
 void Logger::set_level(LogLevel level) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   level_ = level;
 }
 
 LogLevel Logger::level() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return level_;
 }
 
 void Logger::set_sink(Sink sink) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   if (sink_ == Sink::kSyslog && sink != Sink::kSyslog) closelog();
   if (sink == Sink::kSyslog && sink_ != Sink::kSyslog) openlog("kqueued", LOG_PID, LOG_DAEMON);
   sink_ = sink;
@@ -125,18 +125,18 @@ void Logger::set_sink(Sink sink) {
 }
 
 void Logger::set_rate_limit(RateLimit limit) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   rate_ = limit;
   buckets_.clear();
 }
 
 bool Logger::Enabled(LogLevel level) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return static_cast<int>(level) <= static_cast<int>(level_);
 }
 
 uint64_t Logger::suppressed() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return suppressed_;
 }
 
@@ -146,7 +146,7 @@ void Logger::Log(LogLevel level, const char* fmt, ...) {
   va_start(ap, fmt);
   std::string line = Format(fmt, ap);
   va_end(ap);
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   Write(level, line);
 }
 
@@ -155,7 +155,7 @@ void Logger::ClientLog(LogLevel level, uid_t uid, const char* fmt, ...) {
   auto now = std::chrono::steady_clock::now();
   uint64_t dropped = 0;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto [it, fresh] = buckets_.try_emplace(uid);
     Bucket& b = it->second;
     if (fresh) {
@@ -187,7 +187,7 @@ void Logger::ClientLog(LogLevel level, uid_t uid, const char* fmt, ...) {
   line += " (uid " + std::to_string(uid) + ")";
   if (dropped > 0)
     line += " [" + std::to_string(dropped) + " earlier lines from this uid suppressed]";
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   Write(level, line);
 }
 

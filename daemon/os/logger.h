@@ -22,6 +22,7 @@
 #include <string>
 #include <thread>
 
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -49,22 +50,23 @@ class Logger {
   ~Logger();
 
   // Lines below `level` are dropped. Thread-safe.
-  void set_level(LogLevel level);
-  LogLevel level() const;
+  void set_level(LogLevel level) EXCLUDES(mu_);
+  LogLevel level() const EXCLUDES(mu_);
   // Sends further lines to `sink` (openlog/closelog as needed). Thread-safe.
-  void set_sink(Sink sink);
-  void set_rate_limit(RateLimit limit);
+  void set_sink(Sink sink) EXCLUDES(mu_);
+  void set_rate_limit(RateLimit limit) EXCLUDES(mu_);
   // Whether a line at `level` would be written (to skip costly formatting).
-  bool Enabled(LogLevel level) const;
+  bool Enabled(LogLevel level) const EXCLUDES(mu_);
 
   // One line (printf format, no trailing newline needed).
-  void Log(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+  void Log(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 3, 4)))
+      EXCLUDES(mu_);
   // One line caused by a client with user id `uid`, rate-limited per uid.
   void ClientLog(LogLevel level, uid_t uid, const char* fmt, ...)
-      __attribute__((format(printf, 4, 5)));
+      __attribute__((format(printf, 4, 5))) EXCLUDES(mu_);
 
   // Lines dropped by the rate limit so far (all clients), for tests and stats.
-  uint64_t suppressed() const;
+  uint64_t suppressed() const EXCLUDES(mu_);
 
   // For a detached daemon: makes descriptors 1 and 2 a pipe whose lines a
   // thread of the logger writes to the current sink, so what other parts
@@ -79,17 +81,20 @@ class Logger {
     std::chrono::steady_clock::time_point refilled;
     uint64_t dropped = 0;  // since the last line that got through
   };
-  void Write(LogLevel level, const std::string& line);
-  void ForwardLoop(int fd);
+  void Write(LogLevel level, const std::string& line) REQUIRES(mu_);
+  void ForwardLoop(int fd) EXCLUDES(mu_);
 
-  mutable std::mutex mu_;  // guards everything below
-  LogLevel level_ = LogLevel::kNotice;
-  Sink sink_ = Sink::kStderr;
-  bool journal_prefix_ = false;  // set from $JOURNAL_STREAM by set_sink
-  bool journal_checked_ = false;
-  RateLimit rate_;
-  std::map<uid_t, Bucket> buckets_;
-  uint64_t suppressed_ = 0;
+  // The settings, the rate-limit buckets and the sink itself (one line is
+  // written whole under it). A leaf: every other lock of the daemon may be
+  // held when a line is logged; nothing is locked under it.
+  mutable Mutex mu_;
+  LogLevel level_ GUARDED_BY(mu_) = LogLevel::kNotice;
+  Sink sink_ GUARDED_BY(mu_) = Sink::kStderr;
+  bool journal_prefix_ GUARDED_BY(mu_) = false;  // set from $JOURNAL_STREAM by set_sink
+  bool journal_checked_ GUARDED_BY(mu_) = false;
+  RateLimit rate_ GUARDED_BY(mu_);
+  std::map<uid_t, Bucket> buckets_ GUARDED_BY(mu_);
+  uint64_t suppressed_ GUARDED_BY(mu_) = 0;
 
   // ForwardStderr's reading end and thread (joined by the destructor once
   // descriptors 1 and 2 are closed).

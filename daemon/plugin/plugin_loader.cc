@@ -9,18 +9,6 @@
 #include "daemon/plugin/plugin_api.h"
 
 namespace kqd {
-
-// A dlopen handle, closed when the loader goes.
-struct PluginLoader::Handle {
-  explicit Handle(void* h) : handle(h) {}
-  ~Handle() {
-    if (handle) dlclose(handle);
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  void* handle;
-};
-
 namespace {
 
 // What a plug-in sees of the daemon while its init runs.
@@ -48,29 +36,56 @@ class Host : public PluginHost {
 PluginLoader::PluginLoader(Runtime* runtime) : runtime_(runtime) {}
 
 PluginLoader::~PluginLoader() {
-  // Filters go first: their FilterOps objects' code lives in the objects.
-  for (const std::string& name : names_) runtime_->filters().Unregister(name);
+  for (Loaded& object : loaded_) Unload(&object);
+}
+
+bool PluginLoader::Unload(Loaded* object) {
+  // Filters go first: their FilterOps objects' code lives in the object.
+  bool in_use = false;
+  for (const std::string& name : object->filters) {
+    const int err = runtime_->filters().Unregister(name);
+    if (err == 0) continue;
+    in_use = true;
+    runtime_->log().Log(LogLevel::kWarning,
+                        "plugin %s: filter %s not unregistered (%s); the plugin stays loaded",
+                        object->path.c_str(), name.c_str(), std::strerror(err));
+  }
+  if (in_use) return false;
+  object->filters.clear();
+  if (dlclose(object->handle) != 0) {
+    const char* why = dlerror();
+    runtime_->log().Log(LogLevel::kWarning, "plugin %s: dlclose failed: %s",
+                        object->path.c_str(), why != nullptr ? why : "unknown error");
+    return false;
+  }
+  object->handle = nullptr;
+  return true;
 }
 
 bool PluginLoader::Load(const std::string& path, std::string* error) {
+  Loaded object;
+  object.path = path;
   // RTLD_NOW: an unresolved symbol fails here, not in the middle of a kevent.
-  auto handle = std::make_unique<Handle>(dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL));
-  if (!handle->handle) {
+  object.handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (object.handle == nullptr) {
     *error = std::string("cannot load plugin: ") + dlerror();
     return false;
   }
   using InitFn = int (*)(PluginHost*, uint32_t);
-  auto init = reinterpret_cast<InitFn>(dlsym(handle->handle, "kqueued_plugin_init"));
+  auto init = reinterpret_cast<InitFn>(dlsym(object.handle, "kqueued_plugin_init"));
   if (!init) {
     *error = path + ": not a kqueued plugin (no kqueued_plugin_init)";
+    Unload(&object);
     return false;
   }
-  Host host(runtime_, &names_);
+  Host host(runtime_, &object.filters);
   if (int err = init(&host, KQUEUED_PLUGIN_ABI_VERSION)) {
     *error = path + ": plugin init failed: " + std::strerror(err);
+    // What it registered before failing must not outlive its code.
+    Unload(&object);
     return false;
   }
-  handles_.push_back(std::move(handle));
+  loaded_.push_back(std::move(object));
   return true;
 }
 

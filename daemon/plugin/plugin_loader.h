@@ -1,10 +1,12 @@
 // PluginLoader: dlopens filter plug-ins and runs their init function.
-// Loaded objects stay loaded for the loader's lifetime: their code backs
-// FilterOps that knotes may still use.
+// A loaded object stays loaded while any of its filters is registered: its
+// code backs FilterOps that knotes may still use. When the loader goes (or
+// an init fails) the object's filters are unregistered and the object is
+// dlclosed only if every one of them could be; a filter still in use
+// (EBUSY), or a dlclose that fails, is logged and the object stays mapped.
 #ifndef KQUEUED_DAEMON_PLUGIN_PLUGIN_LOADER_H_
 #define KQUEUED_DAEMON_PLUGIN_PLUGIN_LOADER_H_
 
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,14 +22,22 @@ class PluginLoader {
   PluginLoader& operator=(const PluginLoader&) = delete;
 
   // Loads `path` and registers its filters. False with a message in *error
-  // (missing file, missing kqueued_plugin_init, ABI mismatch, init failure).
+  // (missing file, missing kqueued_plugin_init, ABI mismatch, init failure);
+  // then whatever the init registered is unregistered again.
   bool Load(const std::string& path, std::string* error);
 
  private:
-  struct Handle;
+  struct Loaded {
+    std::string path;
+    void* handle = nullptr;            // dlopen's
+    std::vector<std::string> filters;  // registered by its init
+  };
+  // Unregisters the object's filters and dlcloses it if none is left in
+  // use. Returns false (and logs why) if it stays loaded.
+  bool Unload(Loaded* object);
+
   Runtime* const runtime_;
-  std::vector<std::unique_ptr<Handle>> handles_;
-  std::vector<std::string> names_;
+  std::vector<Loaded> loaded_;
 };
 
 }  // namespace kqd

@@ -23,7 +23,7 @@ bool Stat(int dirfd, const char* path, int flags, struct statx* st) {
 }  // namespace
 
 bool DeviceIdentity::Matches(const struct statx& st) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   if (!known_) {
     struct statx own;
     if (!Stat(AT_FDCWD, path_.c_str(), 0, &own)) return false;

@@ -16,6 +16,8 @@
 #include <mutex>
 #include <string>
 
+#include "daemon/util/mutex.h"
+
 struct statx;
 
 namespace kqd {
@@ -37,13 +39,16 @@ class DeviceIdentity {
   bool IsDeviceOf(pid_t pid, int fd) const;
 
  private:
-  bool Matches(const struct statx& st) const;
+  bool Matches(const struct statx& st) const EXCLUDES(mu_);
 
   const std::string path_;
-  mutable std::mutex mu_;  // guards the three below
-  mutable bool known_ = false;
-  mutable bool is_char_ = false;     // CUSE: match st_rdev; FUSE: st_dev
-  mutable dev_t dev_ = 0;            // makedev(major, minor) of either
+  // The learnt identity. A leaf (one statx of our own path under it, which
+  // AT_STATX_DONT_SYNC keeps from asking the daemon anything); taken under
+  // a RemoteProcess's lock, which may be held under a kqueue's.
+  mutable Mutex mu_;
+  mutable bool known_ GUARDED_BY(mu_) = false;
+  mutable bool is_char_ GUARDED_BY(mu_) = false;  // CUSE: match st_rdev; FUSE: st_dev
+  mutable dev_t dev_ GUARDED_BY(mu_) = 0;         // makedev(major, minor) of either
 };
 
 }  // namespace kqd

@@ -122,7 +122,7 @@ KqueueDevice::KqueueDevice(Runtime* runtime, std::string device_path)
 KqueueDevice::~KqueueDevice() {
   std::map<uint64_t, Entry> entries;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     entries.swap(entries_);
   }
   for (auto& [h, e] : entries) e.kq->Close();
@@ -134,14 +134,13 @@ int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
   if (!kq) return err;  // the limit logs its refusals
   Entry e;
   e.kq = kq;
-  e.notifier = std::make_shared<std::unique_ptr<PollNotifier>>();
-  e.notifier_mu = std::make_shared<std::mutex>();
+  e.poll = std::make_shared<PollSlot>();
   // Readiness wakes the last poller once (poll(2) re-registers each time).
-  e.observer = kq->AddReadinessObserver([n = e.notifier, mu = e.notifier_mu] {
+  e.observer = kq->AddReadinessObserver([slot = e.poll] {
     std::unique_ptr<PollNotifier> waiting;
     {
-      std::lock_guard<std::mutex> l(*mu);
-      waiting = std::move(*n);
+      MutexLock l(slot->mu);
+      waiting = std::move(slot->notifier);
     }
     if (waiting) waiting->Notify();
   });
@@ -152,7 +151,7 @@ int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
     e.opener = context->pid();
     context->EndCall();
   }
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   *handle = next_handle_++;
   entries_.emplace(*handle, std::move(e));
   return 0;
@@ -161,7 +160,7 @@ int KqueueDevice::Open(const Caller& caller, uint64_t* handle) {
 void KqueueDevice::Release(uint64_t handle) {
   Entry e;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto it = entries_.find(handle);
     if (it == entries_.end()) return;
     e = std::move(it->second);
@@ -202,31 +201,29 @@ void KqueueDevice::Flush(uint64_t handle, const Caller& caller) {
 }
 
 size_t KqueueDevice::open_kqueues() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return entries_.size();
 }
 
 std::shared_ptr<Kqueue> KqueueDevice::Find(uint64_t handle) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = entries_.find(handle);
   return it == entries_.end() ? nullptr : it->second.kq;
 }
 
 uint32_t KqueueDevice::Poll(uint64_t handle, std::unique_ptr<PollNotifier> notifier) {
-  std::shared_ptr<std::unique_ptr<PollNotifier>> slot;
-  std::shared_ptr<std::mutex> mu;
+  std::shared_ptr<PollSlot> slot;
   std::shared_ptr<Kqueue> kq;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto it = entries_.find(handle);
     if (it == entries_.end()) return POLLERR;
     kq = it->second.kq;
-    slot = it->second.notifier;
-    mu = it->second.notifier_mu;
+    slot = it->second.poll;
   }
   if (notifier) {
-    std::lock_guard<std::mutex> l(*mu);
-    *slot = std::move(notifier);
+    MutexLock l(slot->mu);
+    slot->notifier = std::move(notifier);
   }
   return kq->Pending() > 0 ? (POLLIN | POLLRDNORM) : 0;
 }
@@ -349,7 +346,7 @@ std::string KqueueDevice::StatReport(const Caller& caller, uint64_t self, pid_t 
   };
   std::vector<Row> rows;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     rows.reserve(entries_.size());
     for (const auto& [h, e] : entries_) rows.push_back({h, e.opener, e.kq});
   }

@@ -15,6 +15,7 @@
 #include "daemon/core/runtime.h"
 #include "daemon/service/process_cache.h"
 #include "daemon/transport/device_handler.h"
+#include "daemon/util/mutex.h"
 
 namespace kqd {
 
@@ -24,36 +25,42 @@ class KqueueDevice : public DeviceHandler {
   KqueueDevice(Runtime* runtime, std::string device_path);
   ~KqueueDevice() override;
 
-  int Open(const Caller& caller, uint64_t* handle) override;
-  void Release(uint64_t handle) override;
+  int Open(const Caller& caller, uint64_t* handle) override EXCLUDES(mu_);
+  void Release(uint64_t handle) override EXCLUDES(mu_);
   // Ends (EBADF) calls parked on the kqueue through a descriptor that is
   // now closed (issue 11 item 3).
   void Flush(uint64_t handle, const Caller& caller) override;
   void Ioctl(uint64_t handle, const Caller& caller, uint32_t cmd, uint64_t arg,
              const void* in, size_t in_size,
              std::unique_ptr<IoctlReply> reply) override;
-  uint32_t Poll(uint64_t handle, std::unique_ptr<PollNotifier> notifier) override;
+  uint32_t Poll(uint64_t handle, std::unique_ptr<PollNotifier> notifier) override
+      EXCLUDES(mu_);
 
   // Kqueues open on the device (tests: the fuzzer checks none leak).
-  size_t open_kqueues() const;
+  size_t open_kqueues() const EXCLUDES(mu_);
 
   // KQ_IOC_STAT's report for `caller`, leaving out the kqueue `self` (the
   // one asked through): the bytes of a kq_stat_header and its records, as
   // proto/kqueue_abi.h lays them out. Uid 0 sees every kqueue and user;
   // others only their own. pid > 0 keeps only that process's kqueues.
-  std::string StatReport(const Caller& caller, uint64_t self, pid_t pid) const;
+  std::string StatReport(const Caller& caller, uint64_t self, pid_t pid) const EXCLUDES(mu_);
 
  private:
+  // The last poll handle of one kqueue; a readiness change wakes it once.
+  struct PollSlot {
+    // A leaf: taken by Poll (no other lock held) and by the kqueue's
+    // readiness observer (run after the kqueue's lock is released).
+    Mutex mu;
+    std::unique_ptr<PollNotifier> notifier GUARDED_BY(mu);
+  };
   struct Entry {
     std::shared_ptr<Kqueue> kq;
     uint64_t observer = 0;
-    // The last poll handle; a readiness change wakes it once.
-    std::shared_ptr<std::unique_ptr<PollNotifier>> notifier;
-    std::shared_ptr<std::mutex> notifier_mu;
+    std::shared_ptr<PollSlot> poll;
     pid_t opener = 0;  // process that opened it (for kqstat); 0 if unknown
   };
 
-  std::shared_ptr<Kqueue> Find(uint64_t handle) const;
+  std::shared_ptr<Kqueue> Find(uint64_t handle) const EXCLUDES(mu_);
   void Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& caller,
               const void* in, size_t in_size, std::unique_ptr<IoctlReply> reply);
   void FilterByName(const Caller& caller, const void* in, size_t in_size,
@@ -67,9 +74,12 @@ class KqueueDevice : public DeviceHandler {
   ProcessCache processes_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
-  mutable std::mutex mu_;  // guards entries_ and next_handle_
-  std::map<uint64_t, Entry> entries_;
-  uint64_t next_handle_ = 1;
+  // The open kqueues by handle. Taken by serving threads with no other lock
+  // held, and released before any kqueue is used or closed (a kqueue's
+  // lock is never taken under it); a leaf.
+  mutable Mutex mu_;
+  std::map<uint64_t, Entry> entries_ GUARDED_BY(mu_);
+  uint64_t next_handle_ GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace kqd

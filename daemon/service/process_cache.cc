@@ -12,7 +12,7 @@ ProcessCache::ProcessCache(Reactor* reactor, std::string device_path)
     : reactor_(reactor), device_(std::move(device_path)), state_(std::make_shared<State>()) {}
 
 ProcessCache::~ProcessCache() {
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   for (auto& [tid, t] : state_->threads) reactor_->RemoveFd(t->pidfd.get(), t->watch);
   for (auto& [pid, p] : state_->processes) reactor_->RemoveFd(p.process->pidfd(), p.watch);
   state_->threads.clear();
@@ -20,12 +20,12 @@ ProcessCache::~ProcessCache() {
 }
 
 size_t ProcessCache::threads() const {
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   return state_->threads.size();
 }
 
 size_t ProcessCache::processes() const {
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   return state_->processes.size();
 }
 
@@ -36,7 +36,7 @@ std::shared_ptr<CallerContext> ProcessCache::Get(pid_t tid, int* error) {
   }
   std::shared_ptr<Thread> t;
   {
-    std::lock_guard<std::mutex> l(state_->mu);
+    MutexLock l(state_->mu);
     auto it = state_->threads.find(tid);
     if (it != state_->threads.end()) t = it->second;
   }
@@ -76,7 +76,7 @@ std::shared_ptr<CallerContext> ProcessCache::Slow(pid_t tid, int* error) {
   if (!process) return nullptr;
   auto caller = std::make_shared<CallerContext>(process, tid, info.ruid, info.euid);
 
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   auto pit = state_->processes.find(tgid);
   if (pit == state_->processes.end() || pit->second.process != process ||
       state_->threads.size() >= kMaxThreads ||
@@ -95,7 +95,7 @@ std::shared_ptr<CallerContext> ProcessCache::Slow(pid_t tid, int* error) {
     auto s = weak_state.lock();
     auto th = weak_thread.lock();
     if (!s || !th) return;
-    std::lock_guard<std::mutex> l(s->mu);
+    MutexLock l(s->mu);
     ForgetThreadLocked(s.get(), reactor, tid, th);
   });
   if (t->watch <= 0) return caller;  // cannot watch it: do not keep it
@@ -117,7 +117,7 @@ std::shared_ptr<CallerContext> ProcessCache::FromProcStatus(pid_t tid, int* erro
 
 std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, int* error) {
   {
-    std::lock_guard<std::mutex> l(state_->mu);
+    MutexLock l(state_->mu);
     auto it = state_->processes.find(tgid);
     // The reactor forgets exited processes; exited() closes the window
     // before it has.
@@ -125,7 +125,7 @@ std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, int* error) 
   }
   std::shared_ptr<RemoteProcess> process = RemoteProcess::Open(tgid, &device_, error);
   if (!process) return nullptr;
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   auto it = state_->processes.find(tgid);
   if (it != state_->processes.end()) {
     if (!it->second.process->exited()) return it->second.process;  // lost a race: use theirs
@@ -142,7 +142,7 @@ std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, int* error) 
     auto s = weak_state.lock();
     auto p = weak_process.lock();
     if (!s || !p) return;
-    std::lock_guard<std::mutex> l(s->mu);
+    MutexLock l(s->mu);
     auto it = s->processes.find(tgid);
     if (it == s->processes.end() || it->second.process != p) return;
     reactor->RemoveFd(p->pidfd(), it->second.watch);
@@ -155,7 +155,7 @@ std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, int* error) 
 }
 
 void ProcessCache::ForgetThread(pid_t tid, const std::shared_ptr<Thread>& t) {
-  std::lock_guard<std::mutex> l(state_->mu);
+  MutexLock l(state_->mu);
   ForgetThreadLocked(state_.get(), reactor_, tid, t);
 }
 

@@ -33,6 +33,7 @@
 #include "daemon/service/caller_context.h"
 #include "daemon/service/device_identity.h"
 #include "daemon/service/remote_process.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -52,11 +53,11 @@ class ProcessCache {
   // The caller of a request made by thread `tid` (0: not in our pid
   // namespace), with that thread's credentials now; null with *error
   // (ESRCH) if the thread is gone or invisible to us.
-  std::shared_ptr<CallerContext> Get(pid_t tid, int* error);
+  std::shared_ptr<CallerContext> Get(pid_t tid, int* error) EXCLUDES(state_->mu);
 
   // What is cached (tests, stats).
-  size_t threads() const;
-  size_t processes() const;
+  size_t threads() const EXCLUDES(state_->mu);
+  size_t processes() const EXCLUDES(state_->mu);
 
  private:
   struct Thread {
@@ -72,18 +73,21 @@ class ProcessCache {
   // Owned by the cache and reached by the reactor's callbacks through weak
   // pointers (a callback may run once more after its removal).
   struct State {
-    mutable std::mutex mu;  // guards the maps
-    std::unordered_map<pid_t, std::shared_ptr<Thread>> threads;
-    std::unordered_map<pid_t, Process> processes;  // by tgid
+    // The two maps. Taken by serving threads (no kqueue lock held) and by
+    // the reactor's callbacks; the reactor's lock (AddFd/RemoveFd) is taken
+    // under it, nothing else.
+    mutable Mutex mu;
+    std::unordered_map<pid_t, std::shared_ptr<Thread>> threads GUARDED_BY(mu);
+    std::unordered_map<pid_t, Process> processes GUARDED_BY(mu);  // by tgid
   };
 
-  std::shared_ptr<CallerContext> Slow(pid_t tid, int* error);
+  std::shared_ptr<CallerContext> Slow(pid_t tid, int* error) EXCLUDES(state_->mu);
   // Without the kernel's help: /proc/<tid>/status, nothing cached.
   std::shared_ptr<CallerContext> FromProcStatus(pid_t tid, int* error);
-  std::shared_ptr<RemoteProcess> ProcessFor(pid_t tgid, int* error);
-  void ForgetThread(pid_t tid, const std::shared_ptr<Thread>& t);
+  std::shared_ptr<RemoteProcess> ProcessFor(pid_t tgid, int* error) EXCLUDES(state_->mu);
+  void ForgetThread(pid_t tid, const std::shared_ptr<Thread>& t) EXCLUDES(state_->mu);
   static void ForgetThreadLocked(State* s, Reactor* reactor, pid_t tid,
-                                 const std::shared_ptr<Thread>& t);
+                                 const std::shared_ptr<Thread>& t) REQUIRES(s->mu);
 
   Reactor* const reactor_;
   const DeviceIdentity device_;

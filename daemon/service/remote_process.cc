@@ -32,7 +32,7 @@ bool RemoteProcess::IsOurDevice(int fd) const { return device_->IsDeviceOf(pid_,
 
 void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto it = kqueue_fds_.find(fd);
     if (it != kqueue_fds_.end() && it->second.lock() == kq) return;  // the usual case
   }
@@ -40,7 +40,7 @@ void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq) 
   // kqueue it is cannot be checked here, but a wrong claim only misleads the
   // claimant's own nesting.)
   if (!IsOurDevice(fd)) return;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = kqueue_fds_.find(fd);
   if (it == kqueue_fds_.end() && kqueue_fds_.size() >= kMaxKqueueFds) {
     // Full: forget kqueues that are gone, then give up if that freed nothing.
@@ -53,21 +53,23 @@ void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq) 
 }
 
 size_t RemoteProcess::remembered_kqueue_fds() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return kqueue_fds_.size();
 }
 
 std::shared_ptr<Kqueue> RemoteProcess::KqueueForFd(int fd) const {
   if (!IsOurDevice(fd)) return nullptr;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = kqueue_fds_.find(fd);
   if (it != kqueue_fds_.end()) {
     if (auto kq = it->second.lock()) return kq;
   }
   // Another descriptor of a known kqueue (dup, dup2): same open file.
+  // (No strong reference is taken to a kqueue that does not match: the
+  // last one dropped here would run ~Kqueue under mu_.)
   for (const auto& [known_fd, weak] : kqueue_fds_) {
-    auto kq = weak.lock();
-    if (kq && syscall(SYS_kcmp, pid_, pid_, KCMP_FILE, fd, known_fd) == 0) return kq;
+    if (weak.expired() || syscall(SYS_kcmp, pid_, pid_, KCMP_FILE, fd, known_fd) != 0) continue;
+    if (auto kq = weak.lock()) return kq;
   }
   return nullptr;
 }

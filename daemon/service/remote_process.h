@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "daemon/service/device_identity.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -48,7 +49,7 @@ class RemoteProcess {
   // Kqueues are known by the descriptors the process told us it used for
   // them (KQ_KEVENT_KQFD); another descriptor of the same open file is
   // recognised with kcmp. Null if `fd` is not a kqueue we know.
-  std::shared_ptr<Kqueue> KqueueForFd(int fd) const;
+  std::shared_ptr<Kqueue> KqueueForFd(int fd) const EXCLUDES(mu_);
 
   // Records that the process's descriptor `fd` is `kq`. A new entry is only
   // made for a descriptor that really is our device, and only while fewer
@@ -56,9 +57,9 @@ class RemoteProcess {
   // otherwise nothing is recorded and the call carries on (nesting this
   // kqueue then fails as for any unnamed kqueue). Cheap when nothing
   // changes: one map lookup.
-  void RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq);
+  void RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq) EXCLUDES(mu_);
   // How many descriptors are remembered (tests, stats).
-  size_t remembered_kqueue_fds() const;
+  size_t remembered_kqueue_fds() const EXCLUDES(mu_);
 
   // Whether the process's descriptor `fd` leads to our device (any kqueue).
   bool HasDeviceFd(int fd) const { return IsOurDevice(fd); }
@@ -77,8 +78,11 @@ class RemoteProcess {
   const ScopedFd pidfd_;
   const DeviceIdentity* const device_;
 
-  mutable std::mutex mu_;  // guards kqueue_fds_
-  std::map<int, std::weak_ptr<Kqueue>> kqueue_fds_;
+  // The remembered kqueue descriptors. Taken under a kqueue's lock (a
+  // filter resolving a kqueue ident); only DeviceIdentity's lock is taken
+  // under it. It holds weak pointers only, so no kqueue dies under it.
+  mutable Mutex mu_;
+  std::map<int, std::weak_ptr<Kqueue>> kqueue_fds_ GUARDED_BY(mu_);
 };
 
 }  // namespace kqd

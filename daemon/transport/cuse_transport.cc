@@ -182,7 +182,7 @@ CuseTransport::CuseTransport(std::string path,
 CuseTransport::~CuseTransport() { Stop(); }
 
 void CuseTransport::Stop() {
-  std::lock_guard<std::mutex> lock(stop_mu_);
+  MutexLock lock(stop_mu_);
   if (!session_) return;
   session_->StopServing();
   session_->Close();  // closing /dev/cuse removes the device and its node
@@ -190,7 +190,7 @@ void CuseTransport::Stop() {
 }
 
 bool CuseTransport::running() const {
-  std::lock_guard<std::mutex> lock(stop_mu_);
+  MutexLock lock(stop_mu_);
   return session_ && session_->running();
 }
 

@@ -17,6 +17,7 @@
 
 #include "daemon/transport/device_handler.h"
 #include "daemon/transport/transport.h"
+#include "daemon/util/mutex.h"
 
 namespace kqd {
 
@@ -39,19 +40,21 @@ class CuseTransport : public Transport {
                                               mode_t mode = 0666);
   ~CuseTransport() override;
 
-  void Stop() override;
+  void Stop() override EXCLUDES(stop_mu_);
   const std::string& device_path() const override { return path_; }
   TransportKind kind() const override { return TransportKind::kCuse; }
-  bool running() const override;
+  bool running() const override EXCLUDES(stop_mu_);
 
  private:
   CuseTransport(std::string path, std::unique_ptr<ServingSession> session);
 
   const std::string path_;
 
-  mutable std::mutex stop_mu_;               // serialises Stop()
-  std::unique_ptr<ServingSession> session_;  // guarded by stop_mu_; null
-                                             // once stopped
+  // Serialises Stop() and guards the session. Held while the session
+  // stops (its serving threads are joined, none of which takes it); taken
+  // by whoever stops the daemon, with no other lock held.
+  mutable Mutex stop_mu_;
+  std::unique_ptr<ServingSession> session_ GUARDED_BY(stop_mu_);  // null once stopped
 };
 
 }  // namespace kqd

@@ -6,7 +6,6 @@
 #include <sys/uio.h>
 
 #include <functional>
-#include <shared_mutex>
 #include <utility>
 #include <vector>
 
@@ -71,15 +70,18 @@ struct PendingIoctl {
   const uint64_t id;      // key in ReplyChannel's registry
   const size_t max_out;   // bytes the kernel will copy back, at most
 
-  std::mutex mu;
-  fuse_req_t req;                      // guarded by mu; null once answered
-  std::function<void()> on_interrupt;  // guarded by mu
-  bool interrupted = false;            // guarded by mu: kernel said so
-  bool interrupt_posted = false;       // guarded by mu: callback queued
+  // The request's answer state. Taken under the reply channel's gate
+  // (shared) or on the loop thread, and under the dispatcher's lanes_mu_;
+  // only the session loop's lock (to post) is taken under it.
+  Mutex mu;
+  fuse_req_t req GUARDED_BY(mu);  // null once answered
+  std::function<void()> on_interrupt GUARDED_BY(mu);
+  bool interrupted GUARDED_BY(mu) = false;       // kernel said so
+  bool interrupt_posted GUARDED_BY(mu) = false;  // callback queued
 
   // Takes the request for answering; null if it was answered already.
-  fuse_req_t Take() {
-    std::lock_guard<std::mutex> lock(mu);
+  fuse_req_t Take() EXCLUDES(mu) {
+    MutexLock lock(mu);
     fuse_req_t r = req;
     req = nullptr;
     on_interrupt = nullptr;
@@ -97,41 +99,41 @@ class ReplyChannel {
   // does nothing after Close(). Several replies may run at once: libfuse's
   // reply path is thread-safe, the lock only keeps Close() out.
   template <typename Fn>
-  void WithSession(Fn&& fn) {
-    std::shared_lock<std::shared_mutex> lock(gate_mu_);
+  void WithSession(Fn&& fn) EXCLUDES(gate_mu_) {
+    ReaderMutexLock lock(gate_mu_);
     if (closed_) return;
     fn();
   }
 
   // IoctlReply::Cancelled for `p`.
-  bool Cancelled(PendingIoctl* p) {
-    std::shared_lock<std::shared_mutex> lock(gate_mu_);
+  bool Cancelled(PendingIoctl* p) EXCLUDES(gate_mu_, p->mu) {
+    ReaderMutexLock lock(gate_mu_);
     if (closed_ || loop_->stopping()) return true;
-    std::lock_guard<std::mutex> l(p->mu);
+    MutexLock l(p->mu);
     return p->interrupted || p->req == nullptr;
   }
 
   // Waits for replies in progress; later WithSession() calls do nothing.
-  void Close() {
-    std::unique_lock<std::shared_mutex> lock(gate_mu_);
+  void Close() EXCLUDES(gate_mu_) {
+    WriterMutexLock lock(gate_mu_);
     closed_ = true;
   }
 
-  void Add(const std::shared_ptr<PendingIoctl>& p) {
-    std::lock_guard<std::mutex> lock(pending_mu_);
+  void Add(const std::shared_ptr<PendingIoctl>& p) EXCLUDES(pending_mu_) {
+    MutexLock lock(pending_mu_);
     pending_[p->id] = p;
   }
-  std::shared_ptr<PendingIoctl> Find(uint64_t id) {
-    std::lock_guard<std::mutex> lock(pending_mu_);
+  std::shared_ptr<PendingIoctl> Find(uint64_t id) EXCLUDES(pending_mu_) {
+    MutexLock lock(pending_mu_);
     auto it = pending_.find(id);
     return it == pending_.end() ? nullptr : it->second;
   }
-  void Remove(uint64_t id) {
-    std::lock_guard<std::mutex> lock(pending_mu_);
+  void Remove(uint64_t id) EXCLUDES(pending_mu_) {
+    MutexLock lock(pending_mu_);
     pending_.erase(id);
   }
-  std::vector<std::shared_ptr<PendingIoctl>> TakeAll() {
-    std::lock_guard<std::mutex> lock(pending_mu_);
+  std::vector<std::shared_ptr<PendingIoctl>> TakeAll() EXCLUDES(pending_mu_) {
+    MutexLock lock(pending_mu_);
     std::vector<std::shared_ptr<PendingIoctl>> all;
     all.reserve(pending_.size());
     for (auto& entry : pending_) all.push_back(std::move(entry.second));
@@ -154,7 +156,7 @@ class ReplyChannel {
   // Queues p's interrupt callback on the loop thread if the kernel reported
   // an interrupt and a callback is set. Callers hold p->mu, and either the
   // session gate or the loop thread.
-  void MaybePostInterruptLocked(const std::shared_ptr<PendingIoctl>& p) {
+  void MaybePostInterruptLocked(const std::shared_ptr<PendingIoctl>& p) REQUIRES(p->mu) {
     if (!p->interrupted || !p->on_interrupt || p->interrupt_posted) return;
     p->interrupt_posted = true;
     std::weak_ptr<PendingIoctl> weak = p;
@@ -165,7 +167,7 @@ class ReplyChannel {
       if (!pending) return;  // answered and forgotten meanwhile
       std::function<void()> fn;
       {
-        std::lock_guard<std::mutex> lock(pending->mu);
+        MutexLock lock(pending->mu);
         if (pending->req == nullptr) return;  // answered meanwhile
         fn = std::move(pending->on_interrupt);
         pending->on_interrupt = nullptr;
@@ -177,16 +179,21 @@ class ReplyChannel {
  private:
   SessionLoop* const loop_;
 
-  std::shared_mutex gate_mu_;
-  bool closed_ = false;  // guarded by gate_mu_
+  // The session gate: replies and poll notifications hold it shared while
+  // they use the session, Close() exclusively. First in the transport's
+  // order after the dispatcher's lanes_mu_: a PendingIoctl's mu, the
+  // registry's pending_mu_ and the session loop's lock come under it.
+  SharedMutex gate_mu_;
+  bool closed_ GUARDED_BY(gate_mu_) = false;
 
-  std::mutex pending_mu_;
+  // The registry of unanswered ioctls. A leaf.
+  Mutex pending_mu_;
   // Unanswered ioctls by id: the interrupt callback finds its request here
   // (libfuse hands it only an opaque pointer, and the request may have been
   // answered and freed by another thread a moment before), and Disconnect()
   // answers whatever is left.
-  std::unordered_map<uint64_t, std::shared_ptr<PendingIoctl>>
-      pending_;  // guarded by pending_mu_
+  std::unordered_map<uint64_t, std::shared_ptr<PendingIoctl>> pending_
+      GUARDED_BY(pending_mu_);
 };
 
 }  // namespace dispatch_internal
@@ -230,7 +237,7 @@ class FuseIoctlReply : public IoctlReply {
 
   void OnInterrupt(std::function<void()> fn) override {
     channel_->WithSession([&] {
-      std::lock_guard<std::mutex> lock(pending_->mu);
+      MutexLock lock(pending_->mu);
       if (pending_->req == nullptr) return;  // answered: nothing to do
       pending_->on_interrupt = std::move(fn);
       pending_->interrupt_posted = false;
@@ -290,7 +297,7 @@ void RequestDispatcher::OnOpen(fuse_req_t req, fuse_file_info* fi) {
     return;
   }
   {
-    std::lock_guard<std::mutex> lock(self->handles_mu_);
+    MutexLock lock(self->handles_mu_);
     ++self->open_handles_[handle];
   }
   fi->fh = handle;
@@ -305,7 +312,7 @@ void RequestDispatcher::OnOpen(fuse_req_t req, fuse_file_info* fi) {
     // The kernel dropped the open (the caller was killed meanwhile): no
     // RELEASE will ever come for this handle, so release it here.
     {
-      std::lock_guard<std::mutex> lock(self->handles_mu_);
+      MutexLock lock(self->handles_mu_);
       auto it = self->open_handles_.find(handle);
       if (it != self->open_handles_.end() && --it->second == 0) {
         self->open_handles_.erase(it);
@@ -320,7 +327,7 @@ void RequestDispatcher::OnRelease(fuse_req_t req, fuse_file_info* fi) {
   const uint64_t handle = fi->fh;
   bool known = false;
   {
-    std::lock_guard<std::mutex> lock(self->handles_mu_);
+    MutexLock lock(self->handles_mu_);
     auto it = self->open_handles_.find(handle);
     if (it != self->open_handles_.end()) {
       known = true;
@@ -346,7 +353,7 @@ void RequestDispatcher::OnKernelInterrupt(fuse_req_t req, void* data) {
   const uint64_t id = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(data));
   std::shared_ptr<PendingIoctl> pending = self->channel_->Find(id);
   if (!pending) return;  // answered already
-  std::lock_guard<std::mutex> lock(pending->mu);
+  MutexLock lock(pending->mu);
   if (pending->req == nullptr) return;
   pending->interrupted = true;
   self->channel_->MaybePostInterruptLocked(pending);
@@ -391,7 +398,7 @@ void RequestDispatcher::OnIoctl(fuse_req_t req, uint32_t cmd, void* arg,
   call.arg = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(arg));
   call.reply.reset(new FuseIoctlReply(self->channel_, std::move(pending)));
   {
-    std::lock_guard<std::mutex> lock(self->lanes_mu_);
+    MutexLock lock(self->lanes_mu_);
     UidLane& lane = self->lanes_[call.caller.uid];
     if (lane.busy >= kBusyThreadsPerUid) {
       // `in` points into libfuse's receive buffer, reused for the next
@@ -426,7 +433,7 @@ void RequestDispatcher::RunLane(QueuedIoctl done) {
   for (;;) {
     QueuedIoctl next;
     {
-      std::lock_guard<std::mutex> lock(lanes_mu_);
+      MutexLock lock(lanes_mu_);
       auto it = lanes_.find(uid);
       if (it == lanes_.end()) return;  // Disconnect() cleared the lanes
       UidLane& lane = it->second;
@@ -451,7 +458,7 @@ void RequestDispatcher::RunLane(QueuedIoctl done) {
 void RequestDispatcher::CancelQueued(uid_t uid, uint64_t id) {
   std::unique_ptr<IoctlReply> reply;
   {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     auto it = lanes_.find(uid);
     if (it == lanes_.end()) return;
     auto& queue = it->second.queue;
@@ -468,7 +475,7 @@ void RequestDispatcher::CancelQueued(uid_t uid, uint64_t id) {
 }
 
 size_t RequestDispatcher::queued_ioctls() const {
-  std::lock_guard<std::mutex> lock(lanes_mu_);
+  MutexLock lock(lanes_mu_);
   size_t n = 0;
   for (const auto& entry : lanes_) n += entry.second.queue.size();
   return n;
@@ -499,7 +506,7 @@ void RequestDispatcher::Disconnect() {
   // reply objects do nothing now.
   std::unordered_map<uid_t, UidLane> lanes;
   {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     lanes.swap(lanes_);
   }
 }
@@ -507,7 +514,7 @@ void RequestDispatcher::Disconnect() {
 void RequestDispatcher::ReleaseRemaining() {
   std::unordered_map<uint64_t, int> remaining;
   {
-    std::lock_guard<std::mutex> lock(handles_mu_);
+    MutexLock lock(handles_mu_);
     remaining.swap(open_handles_);
   }
   for (const auto& entry : remaining) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "daemon/transport/device_handler.h"
+#include "daemon/util/mutex.h"
 
 struct fuse_req;
 struct fuse_file_info;
@@ -103,14 +104,14 @@ class RequestDispatcher {
   // Answers every parked ioctl with ECONNABORTED (as the kernel does when a
   // server dies); afterwards replies and poll
   // notifications held by the handler do nothing. Idempotent.
-  void Disconnect();
+  void Disconnect() EXCLUDES(lanes_mu_);
   // For tests and statistics: ioctls waiting in uid queues now.
-  size_t queued_ioctls() const;
+  size_t queued_ioctls() const EXCLUDES(lanes_mu_);
 
   // After the session is closed (the kernel will send no more RELEASE):
   // Release() every handle that was opened and never released, so each
   // successful Open is paired with exactly one Release. Idempotent.
-  void ReleaseRemaining();
+  void ReleaseRemaining() EXCLUDES(handles_mu_);
 
  private:
   // An ioctl taken off the wire, ready for the handler.
@@ -133,9 +134,9 @@ class RequestDispatcher {
   static void OnKernelInterrupt(fuse_req* req, void* data);
   // Runs `first` (whose uid already counts it as busy), then the uid's
   // queued ioctls, on the calling serving thread.
-  void RunLane(QueuedIoctl first);
+  void RunLane(QueuedIoctl first) EXCLUDES(lanes_mu_);
   // A queued ioctl's caller was interrupted: answer EINTR if still queued.
-  void CancelQueued(uid_t uid, uint64_t id);
+  void CancelQueued(uid_t uid, uint64_t id) EXCLUDES(lanes_mu_);
 
   DeviceHandler* const handler_;
   SessionLoop* const loop_;
@@ -144,15 +145,18 @@ class RequestDispatcher {
   // concurrent ioctls never share an id (and a reply slot).
   std::atomic<uint64_t> next_ioctl_id_{1};
 
-  mutable std::mutex lanes_mu_;  // a leaf, but for the OnInterrupt call
-                                 // made while queueing (gate, then p->mu)
-  std::unordered_map<uid_t, UidLane> lanes_;  // guarded by lanes_mu_
+  // The uid lanes. First in the transport's order: queueing an ioctl sets
+  // its interrupt callback under it (the reply channel's gate, shared, then
+  // the ioctl's PendingIoctl::mu, then the session loop's lock to post).
+  // Never held while the handler (the kqueue service) runs.
+  mutable Mutex lanes_mu_;
+  std::unordered_map<uid_t, UidLane> lanes_ GUARDED_BY(lanes_mu_);
 
-  std::mutex handles_mu_;
   // Handles opened and not yet released, with their open count (a handler
   // should hand out distinct handles, but a count keeps Release pairing
-  // exact even if it does not).
-  std::unordered_map<uint64_t, int> open_handles_;  // guarded by handles_mu_
+  // exact even if it does not). A leaf; the handler runs without it.
+  Mutex handles_mu_;
+  std::unordered_map<uint64_t, int> open_handles_ GUARDED_BY(handles_mu_);
 };
 
 }  // namespace kqd

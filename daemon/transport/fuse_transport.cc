@@ -202,7 +202,7 @@ FuseTransport::FuseTransport(std::unique_ptr<MountPoint> mount,
 FuseTransport::~FuseTransport() { Stop(); }
 
 void FuseTransport::Stop() {
-  std::lock_guard<std::mutex> lock(stop_mu_);
+  MutexLock lock(stop_mu_);
   if (!session_) return;
   session_->StopServing();
   // Close the connection before unmounting: the kernel then fails anything
@@ -215,7 +215,7 @@ void FuseTransport::Stop() {
 }
 
 bool FuseTransport::running() const {
-  std::lock_guard<std::mutex> lock(stop_mu_);
+  MutexLock lock(stop_mu_);
   return session_ && session_->running();
 }
 

@@ -10,6 +10,7 @@
 
 #include "daemon/transport/device_handler.h"
 #include "daemon/transport/transport.h"
+#include "daemon/util/mutex.h"
 
 namespace kqd {
 
@@ -28,10 +29,10 @@ class FuseTransport : public Transport {
                                               std::string* error);
   ~FuseTransport() override;
 
-  void Stop() override;
+  void Stop() override EXCLUDES(stop_mu_);
   const std::string& device_path() const override { return path_; }
   TransportKind kind() const override { return TransportKind::kFuse; }
-  bool running() const override;
+  bool running() const override EXCLUDES(stop_mu_);
 
  private:
   FuseTransport(std::unique_ptr<MountPoint> mount,
@@ -39,9 +40,12 @@ class FuseTransport : public Transport {
 
   const std::string path_;
 
-  mutable std::mutex stop_mu_;  // serialises Stop(); guards the two below
-  std::unique_ptr<ServingSession> session_;  // null once stopped
-  std::unique_ptr<MountPoint> mount_;        // null once stopped
+  // Serialises Stop() and guards the two below. Held while the session
+  // stops (its serving threads are joined, none of which takes it); taken
+  // by whoever stops the daemon, with no other lock held.
+  mutable Mutex stop_mu_;
+  std::unique_ptr<ServingSession> session_ GUARDED_BY(stop_mu_);  // null once stopped
+  std::unique_ptr<MountPoint> mount_ GUARDED_BY(stop_mu_);        // null once stopped
 };
 
 }  // namespace kqd

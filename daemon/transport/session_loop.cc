@@ -87,7 +87,7 @@ SessionLoop::~SessionLoop() {
 
 bool SessionLoop::Start(fuse_session* se, std::string* error) {
   session_ = se;
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueMutexLock lock(mu_);
   started_ = true;
   int fd = fuse_session_fd(se);
   int flags = fcntl(fd, F_GETFL);
@@ -124,7 +124,7 @@ void SessionLoop::SpawnLocked() {
 
 void SessionLoop::Post(std::function<void()> task) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     tasks_.push_back(std::move(task));
     tasks_queued_.store(true, std::memory_order_release);
   }
@@ -138,25 +138,26 @@ void SessionLoop::Post(std::function<void()> task) {
 }
 
 void SessionLoop::MarkReady() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   ready_ = true;
   state_changed_.notify_all();
 }
 
 bool SessionLoop::WaitReady(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  state_changed_.wait_for(lock, timeout,
-                          [this] { return ready_ || connection_ended_ || live_.empty(); });
+  UniqueMutexLock lock(mu_);
+  state_changed_.wait_for(lock.native(), timeout, [this]() REQUIRES(mu_) {
+    return ready_ || connection_ended_ || live_.empty();
+  });
   return ready_ && !connection_ended_ && !live_.empty();
 }
 
 bool SessionLoop::running() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return started_ && !connection_ended_ && !live_.empty();
 }
 
 int SessionLoop::threads() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return static_cast<int>(live_.size());
 }
 
@@ -174,14 +175,14 @@ void SessionLoop::Stop() {
     (void)n;
     task_thread_.join();
   }
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueMutexLock lock(mu_);
   // A thread may be between its stop check and read() when the signal
   // arrives (the handler runs, read() then blocks): signal again until every
   // thread is gone. A thread busy with a request leaves after it.
   while (!live_.empty()) {
     spare_cv_.notify_all();
     for (const auto& entry : live_) pthread_kill(entry.second, WakeSignal());
-    state_changed_.wait_for(lock, std::chrono::milliseconds(10));
+    state_changed_.wait_for(lock.native(), std::chrono::milliseconds(10));
   }
   tasks_.clear();
   tasks_queued_.store(false);
@@ -197,7 +198,7 @@ void SessionLoop::CloseSession() {
 void SessionLoop::RunTasks() {
   std::vector<std::function<void()>> tasks;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     tasks.swap(tasks_);
     tasks_queued_.store(false, std::memory_order_relaxed);
   }
@@ -236,7 +237,7 @@ void SessionLoop::RunTaskThread() {
     if (tasks_queued_.load(std::memory_order_acquire)) RunTasks();
     const uint64_t epoch = epoch_.load();
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       // No request has started for a whole period, nobody reads the
       // connection, and threads are busy: they are stuck on requests (a
       // huge changelist, a slow page). Let one more thread read.
@@ -272,14 +273,14 @@ void SessionLoop::Serve(uint64_t id) {
   struct fuse_buf buf;
   memset(&buf, 0, sizeof(buf));  // libfuse allocates buf.mem on first use
   bool connection_ended = false;
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueMutexLock lock(mu_);
   while (!stopping() && !connection_ended_) {
     if (readers_ > 0 && promotions_ == 0) {
       // Someone reads the connection already: wait as a spare, so that one
       // thread (the one most recently used) serves a steady stream of small
       // requests, as fast as a single-threaded loop.
       spares_++;
-      const bool woken = spare_cv_.wait_for(lock, kSpareIdle, [this] {
+      const bool woken = spare_cv_.wait_for(lock.native(), kSpareIdle, [this]() REQUIRES(mu_) {
         return stopping() || connection_ended_ || promotions_ > 0 || readers_ == 0;
       });
       spares_--;

@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 
 struct fuse_session;
@@ -71,34 +72,34 @@ class SessionLoop {
   // to the kernel (a mounted /dev/fuse or an opened /dev/cuse), makes the fd
   // blocking, installs the kWakeSignal handler and starts min_threads
   // serving threads and the task thread. Call once.
-  bool Start(fuse_session* se, std::string* error);
+  bool Start(fuse_session* se, std::string* error) EXCLUDES(mu_);
 
   // Runs `task` soon on a serving thread or the task thread. Thread-safe.
   // Tasks still queued when the loop stops are dropped without running.
-  void Post(std::function<void()> task);
+  void Post(std::function<void()> task) EXCLUDES(mu_);
 
   // Called on a serving thread once the kernel's INIT has been answered.
-  void MarkReady();
+  void MarkReady() EXCLUDES(mu_);
 
   // Waits until MarkReady() was called, the loop ended, or `timeout` passed.
   // True only if ready and still running.
-  bool WaitReady(std::chrono::milliseconds timeout);
+  bool WaitReady(std::chrono::milliseconds timeout) EXCLUDES(mu_);
 
   // False once the serving threads have ended (Stop(), or the kernel closed
   // the connection, e.g. an administrator unmounted the file).
-  bool running() const;
+  bool running() const EXCLUDES(mu_);
 
   // True from the moment Stop() is called: a handler working through a long
   // request should give up at its next checkpoint. Thread-safe, lock-free.
   bool stopping() const { return stop_requested_.load(std::memory_order_relaxed); }
 
   // Serving threads alive now (for tests and statistics).
-  int threads() const;
+  int threads() const EXCLUDES(mu_);
 
   // Stops and joins every thread: no request is read afterwards. A thread
   // busy with a request finishes it first (handlers check stopping()). Must
   // not be called from a serving thread. Idempotent.
-  void Stop();
+  void Stop() EXCLUDES(mu_);
 
   // Destroys the session after Stop(), closing its fd: the kernel aborts
   // whatever is still on the connection (a CUSE device node disappears,
@@ -109,13 +110,13 @@ class SessionLoop {
   SessionLoop(ScopedFd task_fd, SessionLoopOptions options);
 
   // One serving thread's body.
-  void Serve(uint64_t id);
+  void Serve(uint64_t id) EXCLUDES(mu_);
   // The task thread's body.
-  void RunTaskThread();
+  void RunTaskThread() EXCLUDES(mu_);
   // Runs the tasks queued so far.
-  void RunTasks();
+  void RunTasks() EXCLUDES(mu_);
   // Starts one more serving thread. Call with mu_ held.
-  void SpawnLocked();
+  void SpawnLocked() REQUIRES(mu_);
   // A request started: wake the watchdog if it sleeps (idle daemon).
   void WakeWatchdogIfAsleep();
 
@@ -127,24 +128,28 @@ class SessionLoop {
   std::atomic<uint64_t> epoch_{0};  // requests started so far
   std::atomic<bool> watchdog_asleep_{false};  // the task thread sleeps untimed
 
-  mutable std::mutex mu_;
+  // The serving threads' bookkeeping and the task queue. A leaf: taken by
+  // the serving threads, the watchdog and any thread that posts a task
+  // (the transport's dispatcher posts under its own request locks);
+  // nothing is locked under it, and no request is served under it.
+  mutable Mutex mu_;
   std::condition_variable state_changed_;
-  std::vector<std::function<void()>> tasks_;  // guarded by mu_
+  std::vector<std::function<void()>> tasks_ GUARDED_BY(mu_);
   std::atomic<bool> tasks_queued_{false};     // tasks_ non-empty (a hint)
   // Live serving threads by id (their pthread_t for pthread_kill). Threads
   // are detached; each removes itself, last thing before returning, and
   // touches nothing of this object afterwards.
-  std::map<uint64_t, pthread_t> live_;  // guarded by mu_
-  uint64_t next_thread_id_ = 1;         // guarded by mu_
+  std::map<uint64_t, pthread_t> live_ GUARDED_BY(mu_);
+  uint64_t next_thread_id_ GUARDED_BY(mu_) = 1;
   std::thread task_thread_;
   std::condition_variable spare_cv_;  // spares wait here
-  int readers_ = 0;                  // guarded by mu_: threads in read()
-  int busy_ = 0;                     // guarded by mu_: threads on a request
-  int spares_ = 0;                   // guarded by mu_: threads waiting as spares
-  int promotions_ = 0;               // guarded by mu_: spares told to read
-  bool ready_ = false;              // guarded by mu_
-  bool connection_ended_ = false;   // guarded by mu_
-  bool started_ = false;            // guarded by mu_
+  int readers_ GUARDED_BY(mu_) = 0;     // threads in read()
+  int busy_ GUARDED_BY(mu_) = 0;        // threads on a request
+  int spares_ GUARDED_BY(mu_) = 0;      // threads waiting as spares
+  int promotions_ GUARDED_BY(mu_) = 0;  // spares told to read
+  bool ready_ GUARDED_BY(mu_) = false;
+  bool connection_ended_ GUARDED_BY(mu_) = false;
+  bool started_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace kqd

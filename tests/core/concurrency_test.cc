@@ -5,6 +5,9 @@
 #include <errno.h>
 
 #include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <vector>
@@ -144,6 +147,45 @@ TEST_F(ConcurrencyTest, ConcurrentRegistration) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(filter_->attaches, 2000);
   EXPECT_EQ(filter_->detaches, 1000);
+}
+
+// ~Kqueue may run on a thread that holds a lock its readiness observers
+// take: a parent kqueue's hook dropping the last reference to the child it
+// evaluates holds the parent's lock, and the child's observer is the
+// parent's knote, whose Notify takes that lock. Closing in the destructor
+// must therefore not call the observers on the destroying thread (the old
+// ~Kqueue -> Close did, and waited on itself); they are told from the
+// reactor. Deterministic: the destroying thread holds the observer's lock.
+TEST_F(ConcurrencyTest, DestroyedUnderAnObserversLockDoesNotWaitForIt) {
+  // Owned by the observer too: it may still be unlocking when the test ends.
+  struct Parent {
+    std::mutex lock;  // stands for the parent kqueue's
+    std::atomic<int> told{0};
+  };
+  auto parent = std::make_shared<Parent>();
+  auto child = rt_.NewQueue();
+  filter_->Set(1, 1);
+  ASSERT_EQ(child->Change(Ev(1, m_, EV_ADD)), 0);
+  child->kq().AddReadinessObserver([parent] {
+    std::lock_guard<std::mutex> l(parent->lock);
+    parent->told++;
+  });
+  std::promise<void> destroyed;
+  std::future<void> done = destroyed.get_future();
+  std::thread destroyer([&] {
+    std::lock_guard<std::mutex> l(parent->lock);
+    child->Abandon();  // the last reference: ~Kqueue runs here, lock held
+    destroyed.set_value();
+  });
+  if (done.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    destroyer.detach();  // stuck on parent_lock: the process ends with it
+    FAIL() << "~Kqueue waited for a lock its destroying thread holds";
+  }
+  destroyer.join();
+  // The observers are still told (the queue was closed), from the reactor.
+  for (int i = 0; i < 2000 && parent->told == 0; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_GE(parent->told.load(), 1);
 }
 
 }  // namespace

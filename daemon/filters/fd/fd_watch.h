@@ -177,7 +177,7 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   // file) are not delivered to the new subscriber: its registration
   // evaluates the file after this. `cb` runs on the reactor thread.
   // Returns 0 or an errno: EPERM if the file cannot be polled, ENOMEM if
-  // every key number is in use, EMFILE if no epoll instance can be made.
+  // every key number is in use, ENFILE if no epoll instance can be made.
   int Watch(int file, InodeKey inode, uint32_t events, Callback cb, Item* out)
       EXCLUDES(mu_);
   // Ends the subscription. When it was the item's last, the item is deleted

@@ -105,7 +105,7 @@ int ProcTracker::Attach(Knote& kn, bool tracked_child, ProcKnoteState* st) {
     for (pid_t c : ListChildren(pid)) w.known_children.insert(c);
   }
 
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   std::shared_ptr<Process> p = pidless && starttime == 0 ? nullptr : RunningLocked(pid);
   if (!p) {
     p = std::make_shared<Process>(&runtime_->reactor(), pid);
@@ -135,7 +135,7 @@ int ProcTracker::Attach(Knote& kn, bool tracked_child, ProcKnoteState* st) {
 void ProcTracker::Detach(const Knote& kn, ProcKnoteState* st) {
   std::shared_ptr<Process> p = std::move(st->proc);  // released after the lock
   if (!p) return;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   p->watchers.erase(&kn);
   if (p->watchers.empty() && !p->exited) RetireLocked(p);
 }
@@ -143,7 +143,7 @@ void ProcTracker::Detach(const Knote& kn, ProcKnoteState* st) {
 void ProcTracker::Update(const Knote& kn, ProcKnoteState* st, uint32_t sfflags,
                          uint64_t udata) {
   if (!st->proc) return;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = st->proc->watchers.find(&kn);
   if (it == st->proc->watchers.end()) return;
   it->second.sfflags = sfflags;
@@ -276,7 +276,7 @@ std::vector<pid_t> ProcTracker::RunForkJobs(std::vector<ForkJob>* jobs) {
 void ProcTracker::Broadcast(pid_t pid, uint64_t when, long hint) {
   Notes notes;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     for (const auto& p : LiveLocked(pid)) {
       for (const auto& [k, w] : p->watchers) {
         if (when >= w.since_ns) notes.push_back(w.kn);
@@ -307,7 +307,7 @@ void ProcTracker::OnEvent(const ProcEvent& ev) {
 void ProcTracker::OnFork(pid_t parent, pid_t child, uint64_t when) {
   std::vector<ForkJob> jobs;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     for (const auto& p : LiveLocked(parent)) {
       for (auto& [k, w] : p->watchers) {
         // A fork from before the registration (then the child is among
@@ -325,7 +325,7 @@ void ProcTracker::OnExit(const ProcEvent& ev) {
   Notes notes;
   int status = 0;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     for (const auto& p : LiveLocked(ev.tgid)) {
       // With a pidfd: the process is gone if the pidfd is readable (else this
       // was one thread of several). Without: the leader's exit is the end.
@@ -357,7 +357,7 @@ void ProcTracker::OnPidfdReadable(const std::shared_ptr<Process>& p) {
   Notes notes;
   int status = 0;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (p->exited || !p->pidfd) return;  // reported already, or retired
     if (events_ && !StatusKnownLocked(*p, &status)) {
       // A kernel before 6.15, the process reaped and its exit event not yet
@@ -416,7 +416,7 @@ void ProcTracker::OnGraceExpired(const std::shared_ptr<Process>& p) {
   Notes notes;
   int status = 0;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     p->grace_timer = 0;  // the reactor forgets a timer once it has run it
     if (p->exited) return;
     if (!p->pidless && !p->pidfd) return;  // retired meanwhile
@@ -449,7 +449,7 @@ void ProcTracker::Resync() {
 void ProcTracker::ResyncExitsWithoutPidfd() {
   // The queue has just been read to its end: a pidless process found gone
   // now lost its exit event. It is reported after the usual grace period.
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   for (const auto& [pid, v] : procs_) {
     for (const auto& p : v) {
       if (!p->pidless || p->exited || p->grace_timer != 0) continue;
@@ -475,7 +475,7 @@ void ProcTracker::ResyncForks() {
   // (Pidless processes are skipped: their pid may name another process.)
   std::deque<pid_t> work;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     for (const auto& [pid, v] : procs_) {
       for (const auto& p : v) {
         if (p->exited || p->pidless) continue;
@@ -495,7 +495,7 @@ void ProcTracker::ResyncForks() {
     if (!done.insert(parent).second) continue;
     std::vector<ForkJob> jobs;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       std::shared_ptr<Process> p = RunningLocked(parent);
       if (!p || p->pidless) continue;
       std::vector<pid_t> kids = ListChildren(parent);

@@ -22,6 +22,7 @@
 #include "daemon/core/reactor.h"
 #include "daemon/core/runtime.h"
 #include "daemon/filters/proc/proc_events.h"
+#include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
 #include "proto/kqueue_abi.h"
 
@@ -180,54 +181,55 @@ class ProcTracker : public std::enable_shared_from_this<ProcTracker> {
   Reactor& reactor() { return runtime_->reactor(); }
 
   // Under kn's kqueue lock. `tracked_child`: registered by NOTE_TRACK.
-  int Attach(Knote& kn, bool tracked_child, ProcKnoteState* st);
-  void Detach(const Knote& kn, ProcKnoteState* st);
-  void Update(const Knote& kn, ProcKnoteState* st, uint32_t sfflags, uint64_t udata);
+  int Attach(Knote& kn, bool tracked_child, ProcKnoteState* st) EXCLUDES(mu_);
+  void Detach(const Knote& kn, ProcKnoteState* st) EXCLUDES(mu_);
+  void Update(const Knote& kn, ProcKnoteState* st, uint32_t sfflags, uint64_t udata)
+      EXCLUDES(mu_);
 
  private:
   using Notes = std::vector<std::weak_ptr<Knote>>;
 
-  void OnEvent(const ProcEvent& ev);
-  void OnFork(pid_t parent, pid_t child, uint64_t when);
-  void OnExit(const ProcEvent& ev);
-  void OnPidfdReadable(const std::shared_ptr<Process>& p);
+  void OnEvent(const ProcEvent& ev) EXCLUDES(mu_);
+  void OnFork(pid_t parent, pid_t child, uint64_t when) EXCLUDES(mu_);
+  void OnExit(const ProcEvent& ev) EXCLUDES(mu_);
+  void OnPidfdReadable(const std::shared_ptr<Process>& p) EXCLUDES(mu_);
   // The process is gone: report it after the grace period (see Process).
-  void ArmGraceLocked(const std::shared_ptr<Process>& p);
-  void OnGraceExpired(const std::shared_ptr<Process>& p);
+  void ArmGraceLocked(const std::shared_ptr<Process>& p) REQUIRES(mu_);
+  void OnGraceExpired(const std::shared_ptr<Process>& p) EXCLUDES(mu_);
   // The status to report for an exited process (see Process).
   static int ExitStatusLocked(const Process& p);
   // The status of an exited process with a pidfd, if it can be had now: its
   // final exit event, else PIDFD_INFO_EXIT once reaped (Linux 6.15+), else
   // /proc while a zombie. False otherwise (an older kernel after the reap).
   static bool StatusKnownLocked(const Process& p, int* status);
-  void Resync();
-  void ResyncExitsWithoutPidfd();
-  void ResyncForks();
+  void Resync() EXCLUDES(mu_);
+  void ResyncExitsWithoutPidfd() EXCLUDES(mu_);
+  void ResyncForks() EXCLUDES(mu_);
 
   // Notifies every knote of the live records of `pid` registered before
   // `when` (ns, CLOCK_MONOTONIC).
-  void Broadcast(pid_t pid, uint64_t when, long hint);
+  void Broadcast(pid_t pid, uint64_t when, long hint) EXCLUDES(mu_);
   static void NotifyExit(const Notes& notes, int status) {
     for (const auto& n : notes)
       Knote::Notify(n, MakeHint(HintKind::kExit, static_cast<uint32_t>(status)));
   }
   // Attaches the children and notifies the parents. Returns the children
   // that got a knote.
-  std::vector<pid_t> RunForkJobs(std::vector<ForkJob>* jobs);
+  std::vector<pid_t> RunForkJobs(std::vector<ForkJob>* jobs) EXCLUDES(mu_);
 
   // The records of `pid` not yet reported exited.
-  std::vector<std::shared_ptr<Process>> LiveLocked(pid_t pid);
+  std::vector<std::shared_ptr<Process>> LiveLocked(pid_t pid) REQUIRES(mu_);
   // A record whose process is alive (pidfd not readable) for `pid`: there is
   // at most one, since a live process owns its pid.
-  std::shared_ptr<Process> RunningLocked(pid_t pid);
+  std::shared_ptr<Process> RunningLocked(pid_t pid) REQUIRES(mu_);
   // Whether `pid` already has a knote on kqueue `kq_id`.
-  bool WatchedOnLocked(pid_t pid, const Kqueue* kq_id);
+  bool WatchedOnLocked(pid_t pid, const Kqueue* kq_id) REQUIRES(mu_);
   // Marks p exited, collects its knotes, and forgets it.
-  void FinishLocked(const std::shared_ptr<Process>& p, Notes* notes);
+  void FinishLocked(const std::shared_ptr<Process>& p, Notes* notes) REQUIRES(mu_);
   // Forgets p: no more events are routed to it; its pidfd is closed.
-  void RetireLocked(const std::shared_ptr<Process>& p);
-  void RememberChildLocked(Watcher* w, pid_t parent, pid_t child);
-  ForkJob MakeJobLocked(const Watcher& w, pid_t parent, pid_t child);
+  void RetireLocked(const std::shared_ptr<Process>& p) REQUIRES(mu_);
+  void RememberChildLocked(Watcher* w, pid_t parent, pid_t child) REQUIRES(mu_);
+  ForkJob MakeJobLocked(const Watcher& w, pid_t parent, pid_t child) REQUIRES(mu_);
   // NOTE_TRACK's authorisation of a child's knote (NetBSD's
   // KAUTH_PROCESS_KEVENT_FILTER with the forking process's credentials).
   // Reads /proc: call without mu_.
@@ -237,8 +239,13 @@ class ProcTracker : public std::enable_shared_from_this<ProcTracker> {
   const std::shared_ptr<ProcEvents> events_;
   uint64_t subscription_ = 0;
 
-  std::mutex mu_;  // guards procs_ and every Process's mutable fields
-  std::unordered_map<pid_t, std::vector<std::shared_ptr<Process>>> procs_;
+  // Guards procs_ and every Process's mutable fields (those the analysis
+  // cannot tie to this lock, being another object's: the *Locked methods
+  // that touch them require it, the static ones are called only by those).
+  // Taken under a kqueue's lock (the filter hooks), before the reactor's;
+  // knotes are notified after it is released.
+  Mutex mu_;
+  std::unordered_map<pid_t, std::vector<std::shared_ptr<Process>>> procs_ GUARDED_BY(mu_);
 };
 
 }  // namespace proc

@@ -1,12 +1,12 @@
 // EVFILT_VNODE: changes to the file an fd of the registering process names.
 //
 // IDENT AND LIFETIME. ident is an fd of kn.owner. Only regular files and
-// directories are accepted. Anything else is EOPNOTSUPP, one errno for "not
-// a vnode" that is easy to rely on: pipes, sockets, FIFOs, character and
-// block devices, anonymous inodes, symlinks opened with O_PATH|O_NOFOLLOW,
-// and kqueues. (NetBSD answers EINVAL where the file's own kqfilter refuses
-// a filter it does not know — pipe_kqfilter, soo_kqfilter, fifo_kqfilter,
-// kqueue_kqfilter — and EOPNOTSUPP for block devices, spec_kqfilter.)
+// directories are accepted; the rest is refused with NetBSD's errno: EINVAL
+// for pipes, sockets, FIFOs, kqueues and anonymous inodes (eventfd, timerfd,
+// pidfd...), whose own kqfilter refuses a filter it does not know there
+// (pipe_kqfilter, soo_kqfilter, fifo_kqfilter, kqueue_kqfilter), and
+// EOPNOTSUPP for character and block devices (spec_kqfilter) and for
+// symlinks opened with O_PATH|O_NOFOLLOW, which NetBSD has no counterpart of.
 // O_PATH fds of files and directories are accepted, as FreeBSD documents
 // for EVFILT_VNODE.
 // The file is watched by inode (daemon/os/inotify_mux.h) and never kept
