@@ -208,6 +208,25 @@ Kqueue::Key Kqueue::KeyOf(const Knote& kn) {
   return Key{kn.kev.ident, kn.kev.filter, kn.ops->IsFdFilter() ? kn.owner->pid() : 0};
 }
 
+int Kqueue::NoKnoteErrorLocked(const kq_kevent& change, const ProcessContext& caller) {
+  // The seed's order (kqueue_register): the filter first (EINVAL when
+  // unknown or not implemented), then, for a descriptor filter, the
+  // descriptor (EBADF when the caller has no such descriptor), and only
+  // then the knote (ENOENT). Only on this error path does it cost a copy.
+  std::shared_ptr<FilterRegistration> reg;
+  if (int err = runtime_->filters().Acquire(change.filter, &reg)) return err;
+  if (reg->ops()->IsFdFilter()) {
+    if (change.ident > INT32_MAX) return EBADF;
+    const int fd = static_cast<int>(change.ident);
+    if (!caller.KqueueForFd(fd)) {
+      int err = 0;
+      ScopedFd copy = caller.DupFd(fd, &err);
+      if (!copy && err == EBADF) return EBADF;
+    }
+  }
+  return ENOENT;
+}
+
 int Kqueue::RegisterLocked(const kq_kevent& change,
                            const std::shared_ptr<ProcessContext>& caller,
                            Deferred* deferred) {
@@ -273,7 +292,7 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
     }
     if (fire) ActivateLocked(*kn, deferred);
   } else {
-    if (!kn) return ENOENT;
+    if (!kn) return NoKnoteErrorLocked(change, *caller);
     if (change.flags & EV_DELETE) {
       DetachLocked(kn);
       return 0;

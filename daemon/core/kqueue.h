@@ -217,6 +217,10 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   int RegisterLocked(const kq_kevent& change,
                      const std::shared_ptr<ProcessContext>& caller,
                      Deferred* deferred) REQUIRES(mu_);
+  // The errno of a change without EV_ADD that found no knote: EINVAL,
+  // EBADF or ENOENT, in the seed's order.
+  int NoKnoteErrorLocked(const kq_kevent& change, const ProcessContext& caller)
+      REQUIRES(mu_);
   // Moves up to `max` events into `out` (kqueue_scan's inner loop) for a
   // call that began at evaluation clock `since`: a level-triggered knote is
   // re-evaluated unless an evaluation after `since` said "fire" already

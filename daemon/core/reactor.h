@@ -13,7 +13,7 @@
 // write, close or kill. Here readiness reaches the core asynchronously, so
 // before it scans, a kevent calls CatchUp(): on the calling thread it runs
 // the sources' catch-up hooks (for sources whose fd readiness lags behind
-// the kernel's record, such as a perf ring, whose wake-up is deferred to
+// the kernel's record, such as a trace ring, whose wake-up is deferred to
 // irq_work) and then dispatches whatever the reactor's epoll reports ready
 // at that moment (one epoll_wait with a zero timeout when nothing is
 // pending), plus the posted tasks. Dispatching is serialised by one

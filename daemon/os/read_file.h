@@ -1,5 +1,6 @@
 // ReadWholeFile: reads a small kernel-provided file (/proc, /sys, tracefs)
 // to the end. Such files report their size as 0, so read until EOF.
+// WriteSmallFile: writes a setting to such a file in one write().
 #ifndef KQUEUED_DAEMON_OS_READ_FILE_H_
 #define KQUEUED_DAEMON_OS_READ_FILE_H_
 
@@ -27,6 +28,19 @@ inline int ReadWholeFile(const std::string& path, std::string* out) {
     }
     if (n == 0) return 0;
     out->append(buf, static_cast<size_t>(n));
+  }
+}
+
+// Writes `text` to an existing file with a single write() (a tracefs or
+// /proc setting takes the whole value at once). Returns 0 or an errno.
+inline int WriteSmallFile(const std::string& path, const std::string& text) {
+  ScopedFd fd(open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+  if (!fd) return errno;
+  for (;;) {
+    ssize_t n = write(fd.get(), text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    return static_cast<size_t>(n) == text.size() ? 0 : EIO;
   }
 }
 

@@ -111,6 +111,13 @@ TEST_F(RegistrationTest, UnknownFilterIsEinval) {
   EXPECT_EQ(q_->Change(Ev(1, 0xffffffffu, EV_ADD)), EINVAL);
 }
 
+TEST_F(RegistrationTest, ChangesWithoutAddNameAKnownFilterFirst) {
+  // The seed looks the filter up before the knote: EINVAL, not ENOENT.
+  EXPECT_EQ(q_->Change(Ev(1, 4242, EV_DELETE)), EINVAL);
+  EXPECT_EQ(q_->Change(Ev(1, 4242, EV_ENABLE)), EINVAL);
+  EXPECT_EQ(q_->Change(Ev(1, EVFILT_AIO, EV_DISABLE)), EINVAL);
+}
+
 TEST_F(RegistrationTest, UnimplementedSystemFiltersAreEinval) {
   EXPECT_EQ(q_->Change(Ev(1, EVFILT_AIO, EV_ADD)), EINVAL);
 }

@@ -4,7 +4,7 @@
 //
 // Every child reports through a pipe, and pipes sequence the steps:
 // the child registers, says "ready", the parent signals it, says "go", the
-// child collects. Needs the daemon to run as root (perf tracepoint).
+// child collects. Needs the daemon to run as root (tracefs).
 #include <errno.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -206,8 +206,8 @@ void SelfHandler(int) { g_self_handled = g_self_handled + 1; }
 
 TEST_F(SignalDevice, SignalSentBeforeTheCallIsCountedByIt) {
   // Causality: once kill() has returned, a zero-timeout kevent counts the
-  // signal (the perf ring's wake-up comes later, through an irq_work: the
-  // daemon reads the ring's head when it catches up). Before, 26 of 400
+  // signal (the trace ring's wake-up comes later, through an irq_work: the
+  // daemon polls the rings when it catches up). Before, 26 of 400
   // were late.
   struct sigaction sa {}, old {};
   sa.sa_handler = SelfHandler;

@@ -163,10 +163,13 @@ for _ in $(seq 200); do
 done
 export KQUEUE_DEVICE=$dev/kqueue
 coproc PROG { LD_LIBRARY_PATH="$root/usr/lib" exec "$tmp/prog"; }
+# bash unsets PROG_PID as soon as it reaps the coprocess, which can happen
+# between the echo below and the wait: keep the pid.
+prog_pid=$PROG_PID
 read -r -t 10 line <&"${PROG[0]}" || fail "prog said nothing"
 [ "$line" = "timer fired" ] || fail "prog: $line"
-"$root/usr/bin/kqstat" --json -p "$PROG_PID" > "$tmp/stat.json"
-python3 - "$tmp/stat.json" "$PROG_PID" <<'PY' || fail "kqstat does not show the program: $(cat "$tmp/stat.json")"
+"$root/usr/bin/kqstat" --json -p "$prog_pid" > "$tmp/stat.json"
+python3 - "$tmp/stat.json" "$prog_pid" <<'PY' || fail "kqstat does not show the program: $(cat "$tmp/stat.json")"
 import json, sys
 doc = json.load(open(sys.argv[1]))
 procs = doc["processes"]
@@ -174,7 +177,7 @@ assert [p["pid"] for p in procs] == [int(sys.argv[2])], procs
 assert len(procs[0]["kqueues"]) == 1, procs
 PY
 echo >&"${PROG[1]}"
-wait "$PROG_PID" || fail "prog failed"
+wait "$prog_pid" || fail "prog failed"
 "$tmp/prog_static" < /dev/null | grep -qx "timer fired" || fail "prog_static"
 kill -TERM "$daemon_pid"
 wait "$daemon_pid" || fail "the installed daemon did not stop cleanly: $(cat "$tmp/daemon.log")"

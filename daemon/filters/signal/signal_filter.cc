@@ -53,9 +53,9 @@ class SignalState : public KnoteState {
 // tracepoint readers they share. Shared by the filter ops and (weakly) by
 // the trace, timer and ProcEvents callbacks.
 //
-// Generations. The kernel fixes a perf event's filter once set, so a new
-// filter means a new SignalTrace. The old one is not closed at once: its
-// rings may hold samples not yet read. Each generation owns a time window
+// Generations. A new filter means a new SignalTrace (a new ftrace
+// instance). The old one is not closed at once: its rings may hold samples
+// not yet read. Each generation owns a time window
 // [from, until) in CLOCK_MONOTONIC sample time; the hand-over instant T is
 // taken after the new one is enabled and before the old one is disabled, so
 // every signal lies in exactly one window and none is counted twice. The

@@ -16,7 +16,7 @@
 // consumes it), the process's dispositions, masks and handlers are never
 // touched: a handler still runs, a default action still happens. Signals
 // are observed through the signal:signal_generate tracepoint (see
-// signal_trace.h), which needs root or CAP_PERFMON. Without it, or without
+// signal_trace.h), which needs root. Without it, or without
 // tracefs, EV_ADD fails with ENOTSUP (that is, EOPNOTSUPP: the filter exists
 // but this system cannot provide it, which EINVAL would hide).
 //

@@ -2,16 +2,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/perf_event.h>
+#include <dirent.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/mount.h>
-#include <sys/syscall.h>
-#include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -26,23 +25,32 @@ namespace {
 // it if neither is there.
 constexpr const char* kTracefsDirs[] = {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"};
 constexpr const char* kEventDir = "/events/signal/signal_generate/";
+constexpr const char* kInstancePrefix = "kqueued-";
 
-// Ring size per CPU, in data pages (a power of two). A sample is about 72
-// bytes, so 32 pages hold ~1800 signals between two reactor wake-ups.
-constexpr size_t kRingPages = 32;
+// Ring size per CPU and instance. An event is about 56 bytes, so 256 KiB
+// hold ~4000 signals between two reactor wake-ups.
+constexpr const char* kRingKb = "256";
 
-// Finds the tracepoint's id and format text, mounting tracefs if needed.
-int FindTracepoint(uint64_t* id, std::string* format) {
+// The ring buffer's event header: 5 bits of type_len, 27 of time delta.
+constexpr uint32_t kTypePadding = 29;
+constexpr uint32_t kTypeTimeExtend = 30;
+constexpr uint32_t kTypeTimeStamp = 31;
+constexpr uint32_t kMaxDataType = 28;  // 1..28: data of type_len * 4 bytes
+// Flags in the page's commit word: events were missed before this page.
+constexpr uint64_t kMissedEvents = 1ULL << 31;
+constexpr uint64_t kMissedStored = 1ULL << 30;
+
+// Finds tracefs (its root), the tracepoint's format text and the ring
+// page's layout text, mounting tracefs if needed.
+int FindTracepoint(std::string* root, std::string* format, std::string* header_page) {
   for (int attempt = 0; attempt < 2; attempt++) {
     for (const char* dir : kTracefsDirs) {
       std::string base = std::string(dir) + kEventDir;
-      std::string id_text;
-      if (ReadWholeFile(base + "id", &id_text) != 0) continue;
       if (ReadWholeFile(base + "format", format) != 0) continue;
-      char* end = nullptr;
-      unsigned long long v = strtoull(id_text.c_str(), &end, 10);
-      if (end == id_text.c_str()) continue;
-      *id = v;
+      if (ReadWholeFile(std::string(dir) + "/events/header_page", header_page) != 0) continue;
+      struct stat st;
+      if (stat((std::string(dir) + "/instances").c_str(), &st) != 0) continue;
+      *root = dir;
       return 0;
     }
     // Neither is there: tracefs is simply not mounted on many systems. An
@@ -127,35 +135,30 @@ bool FieldNumber(const std::string& line, const char* key, size_t* out) {
   return true;
 }
 
-// An mmap'ed perf ring, unmapped exactly once.
-class Mapping {
- public:
-  Mapping() = default;
-  Mapping(void* addr, size_t len) : addr_(addr), len_(len) {}
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() {
-    if (addr_ != nullptr) munmap(addr_, len_);
+uint64_t ReadUnsigned(const uint8_t* p, size_t size) {
+  switch (size) {
+    case 1: return p[0];
+    case 2: { uint16_t v; memcpy(&v, p, 2); return v; }
+    case 4: { uint32_t v; memcpy(&v, p, 4); return v; }
+    default: { uint64_t v; memcpy(&v, p, 8); return v; }
   }
-  uint8_t* bytes() const { return static_cast<uint8_t*>(addr_); }
-  size_t size() const { return len_; }
-
- private:
-  void* addr_ = nullptr;
-  size_t len_ = 0;
-};
-
-long PerfEventOpen(perf_event_attr* attr, int cpu) {
-  // pid -1, cpu N: every task on that CPU (needs CAP_PERFMON).
-  return syscall(SYS_perf_event_open, attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
 }
 
-// Copies `len` bytes at ring position `pos` (which may wrap) into `out`.
-void CopyFromRing(const uint8_t* data, uint64_t size, uint64_t pos, void* out, size_t len) {
-  const uint64_t start = pos % size;
-  const size_t first = static_cast<size_t>(std::min<uint64_t>(len, size - start));
-  memcpy(out, data + start, first);
-  if (first < len) memcpy(static_cast<uint8_t*>(out) + first, data, len - first);
+// Removes instances a daemon left behind when it was killed: theirs are
+// named kqueued-<pid>-<n>, and that pid runs no process any more. (A live
+// daemon's instance cannot be removed anyway while its rings are open.)
+void RemoveStaleInstances(const std::string& instances) {
+  DIR* dir = opendir(instances.c_str());
+  if (dir == nullptr) return;
+  while (dirent* e = readdir(dir)) {
+    const std::string name = e->d_name;
+    if (name.compare(0, strlen(kInstancePrefix), kInstancePrefix) != 0) continue;
+    const long pid = strtol(name.c_str() + strlen(kInstancePrefix), nullptr, 10);
+    if (pid <= 0 || pid == getpid()) continue;
+    if (kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    rmdir((instances + "/" + name).c_str());
+  }
+  closedir(dir);
 }
 
 }  // namespace
@@ -211,67 +214,171 @@ bool DecodeSignalSample(const SignalTraceFormat& format, const uint8_t* raw, siz
   return true;
 }
 
+bool ParseRingPageFormat(const std::string& text, RingPageFormat* out) {
+  *out = RingPageFormat();
+  bool have_ts = false, have_commit = false, have_data = false;
+  std::stringstream ss(text);
+  std::string line;
+  while (std::getline(ss, line)) {
+    // "\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;"
+    size_t offset = 0, size = 0;
+    if (line.find("field:") == std::string::npos || !FieldNumber(line, "offset:", &offset) ||
+        !FieldNumber(line, "size:", &size)) {
+      continue;
+    }
+    if (line.find(" timestamp;") != std::string::npos) {
+      have_ts = offset == 0 && size == 8;
+    } else if (line.find(" commit;") != std::string::npos) {
+      have_commit = size == 4 || size == 8;
+      out->commit_offset = offset;
+      out->commit_size = size;
+    } else if (line.find(" data;") != std::string::npos) {
+      have_data = size > 0;
+      out->data_offset = offset;
+      out->page_size = offset + size;
+    }
+  }
+  return have_ts && have_commit && have_data &&
+         out->commit_offset + out->commit_size <= out->data_offset;
+}
+
+bool DecodeRingPage(const RingPageFormat& pf, const SignalTraceFormat& format,
+                    const uint8_t* page, size_t len, std::vector<SignalSample>* out,
+                    bool* missed) {
+  *missed = false;
+  if (len < pf.data_offset) return false;
+  uint64_t ts = ReadUnsigned(page, 8);
+  const uint64_t commit = ReadUnsigned(page + pf.commit_offset, pf.commit_size);
+  *missed = (commit & (kMissedEvents | kMissedStored)) != 0;
+  const size_t used = static_cast<size_t>(commit & (kMissedStored - 1));
+  if (used > len - pf.data_offset) return false;
+  const uint8_t* data = page + pf.data_offset;
+  size_t pos = 0;
+  while (pos + 4 <= used) {
+    uint32_t head;
+    memcpy(&head, data + pos, 4);
+    const uint32_t type_len = head & 0x1f;
+    const uint32_t delta = head >> 5;
+    uint32_t array0 = 0;
+    if (type_len == 0 || type_len >= kTypePadding) {
+      if (pos + 8 > used) return false;
+      memcpy(&array0, data + pos + 4, 4);
+    }
+    if (type_len == kTypePadding) {
+      if (delta == 0) return true;  // the rest of the page is empty
+      // A discarded event (one the filter refused): its time still counts,
+      // the writer's next delta is relative to it.
+      ts += delta;
+      if (array0 < 4 || pos + 4 + array0 > used) return false;
+      pos += 4 + array0;
+    } else if (type_len == kTypeTimeExtend) {
+      ts += (static_cast<uint64_t>(array0) << 27) | delta;
+      pos += 8;
+    } else if (type_len == kTypeTimeStamp) {
+      // An absolute time, its top bits those of the page's.
+      const uint64_t abs = (static_cast<uint64_t>(array0) << 27) | delta;
+      const uint64_t low_mask = (1ULL << 59) - 1;
+      ts = (ts & ~low_mask) | (abs & low_mask);
+      pos += 8;
+    } else {
+      ts += delta;
+      const uint8_t* body;
+      size_t body_len;
+      if (type_len == 0) {  // a long event: its length follows the header
+        if (array0 < 4 || pos + 4 + array0 > used) return false;
+        body = data + pos + 8;
+        body_len = array0 - 4;
+        pos += 4 + array0;
+      } else {
+        body_len = type_len * 4;
+        if (type_len > kMaxDataType || pos + 4 + body_len > used) return false;
+        body = data + pos + 4;
+        pos += 4 + body_len;
+      }
+      SignalSample s;
+      s.time_ns = ts;
+      if (DecodeSignalSample(format, body, body_len, &s)) out->push_back(s);
+    }
+  }
+  return true;
+}
+
 struct SignalTrace::Cpu {
-  ScopedFd fd;
-  std::unique_ptr<Mapping> ring;
+  ScopedFd fd;  // per_cpu/cpuN/trace_pipe_raw, non-blocking
   int64_t token = 0;  // the reactor's, > 0 once added
-  std::vector<uint8_t> record;  // scratch for one record (reactor thread only)
+  std::vector<uint8_t> page;  // scratch for one page (reactor thread only)
 };
 
-SignalTrace::SignalTrace(PassKey, Reactor* reactor, Handler handler, SignalTraceFormat format)
-    : reactor_(reactor), handler_(std::move(handler)), format_(format) {}
+SignalTrace::SignalTrace(PassKey, Reactor* reactor, Handler handler, SignalTraceFormat format,
+                         RingPageFormat page_format, std::string instance_dir)
+    : reactor_(reactor),
+      handler_(std::move(handler)),
+      format_(format),
+      page_format_(page_format),
+      instance_dir_(std::move(instance_dir)) {}
 
 std::shared_ptr<SignalTrace> SignalTrace::Open(Reactor* reactor, const std::string& filter,
                                                Handler handler, int* error) {
-  uint64_t id = 0;
-  std::string format_text;
-  if (int err = FindTracepoint(&id, &format_text)) {
+  std::string root, format_text, header_text;
+  if (int err = FindTracepoint(&root, &format_text, &header_text)) {
     *error = err;
     return nullptr;
   }
   SignalTraceFormat format;
-  if (!ParseSignalTraceFormat(format_text, &format)) {
-    *error = ENOTSUP;  // a kernel whose record we do not understand
+  RingPageFormat page_format;
+  if (!ParseSignalTraceFormat(format_text, &format) ||
+      !ParseRingPageFormat(header_text, &page_format)) {
+    *error = ENOTSUP;  // a kernel whose records we do not understand
     return nullptr;
   }
-  auto trace = std::make_shared<SignalTrace>(PassKey(), reactor, std::move(handler), format);
+  const std::string instances = root + "/instances";
+  static std::atomic<bool> cleaned{false};
+  if (!cleaned.exchange(true)) RemoveStaleInstances(instances);
 
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  // A name of our own: this daemon's pid and a counter.
+  static std::atomic<uint64_t> counter{0};
+  std::string dir;
+  for (;;) {
+    dir = instances + "/" + kInstancePrefix + std::to_string(getpid()) + "-" +
+          std::to_string(counter.fetch_add(1));
+    if (mkdir(dir.c_str(), 0700) == 0) break;
+    if (errno == EEXIST) continue;
+    *error = MeansUnsupported(errno) ? ENOTSUP : errno;
+    return nullptr;
+  }
+  // From here the destructor removes the instance.
+  auto trace = std::make_shared<SignalTrace>(PassKey(), reactor, std::move(handler), format,
+                                             page_format, dir);
+  // CLOCK_MONOTONIC times compare with the time a knote was registered and
+  // with the hand-over between two generations; wake a reader for every
+  // event (buffer_percent 0), not when the ring is half full.
+  if (int err = WriteSmallFile(dir + "/trace_clock", "mono")) {
+    *error = MeansUnsupported(err) || err == EINVAL ? ENOTSUP : err;
+    return nullptr;
+  }
+  if (int err = WriteSmallFile(dir + "/buffer_size_kb", kRingKb)) {
+    *error = err == EINVAL ? ENOMEM : err;
+    return nullptr;
+  }
+  WriteSmallFile(dir + "/buffer_percent", "0");  // older kernels: no such file
+  if (!filter.empty()) {
+    if (int err = WriteSmallFile(dir + kEventDir + "filter", filter)) {
+      *error = err;  // EINVAL: the kernel refused it
+      return nullptr;
+    }
+  }
   for (int cpu : OnlineCpus()) {
-    perf_event_attr attr{};
-    attr.size = sizeof attr;
-    attr.type = PERF_TYPE_TRACEPOINT;
-    attr.config = id;
-    attr.sample_period = 1;  // every hit
-    attr.sample_type = PERF_SAMPLE_TIME | PERF_SAMPLE_RAW;
-    attr.wakeup_events = 1;  // wake the reactor for each sample
-    attr.disabled = 1;       // until the filter is in place
-    // CLOCK_MONOTONIC sample times can be compared with the time a knote
-    // was registered and with the hand-over between two generations.
-    attr.use_clockid = 1;
-    attr.clockid = CLOCK_MONOTONIC;
-    long fd = PerfEventOpen(&attr, cpu);
+    const std::string path = dir + "/per_cpu/cpu" + std::to_string(cpu) + "/trace_pipe_raw";
+    int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
       const int err = errno;
-      if (err == ENODEV && !trace->cpus_.empty()) continue;  // went offline
-      // EINVAL here is a kernel without use_clockid (before 4.1).
-      *error = MeansUnsupported(err) || err == EINVAL ? ENOTSUP : err;
+      if (err == ENOENT && !trace->cpus_.empty()) continue;  // went offline
+      *error = MeansUnsupported(err) ? ENOTSUP : err;
       return nullptr;
     }
     auto c = std::make_unique<Cpu>();
-    c->fd.reset(static_cast<int>(fd));
-    if (!filter.empty() &&
-        ioctl(c->fd.get(), PERF_EVENT_IOC_SET_FILTER, filter.c_str()) != 0) {
-      *error = errno;
-      return nullptr;
-    }
-    const size_t len = (1 + kRingPages) * page;
-    void* addr = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd.get(), 0);
-    if (addr == MAP_FAILED) {
-      *error = errno == EPERM ? ENOMEM : errno;  // over perf_event_mlock_kb
-      return nullptr;
-    }
-    c->ring = std::make_unique<Mapping>(addr, len);
+    c->fd.reset(fd);
+    c->page.resize(page_format.page_size);
     trace->cpus_.push_back(std::move(c));
   }
   if (trace->cpus_.empty()) {
@@ -291,9 +398,9 @@ std::shared_ptr<SignalTrace> SignalTrace::Open(Reactor* reactor, const std::stri
     }
     trace->cpus_[i]->token = token;
   }
-  // Causality: a ring's fd turns readable only after an irq_work, later
-  // than the kernel wrote the sample; a kevent catching up reads the rings'
-  // heads directly (no syscall when they are empty).
+  // Causality: the rings' readiness comes after an irq_work, later than
+  // the kernel recorded the event; a kevent catching up looks at the rings
+  // itself (one poll() over them).
   trace->catch_up_hook_ = reactor->AddCatchUpHook([weak] {
     if (auto t = weak.lock()) t->DrainAll();
   });
@@ -309,72 +416,49 @@ SignalTrace::~SignalTrace() {
   for (auto& c : cpus_) {
     if (c->token > 0) reactor_->RemoveFd(c->fd.get(), c->token);
   }
-  // Then the rings are unmapped and the fds closed (members). A callback
-  // still running holds a strong reference, so none can be mid-Drain here
-  // unless this destructor is running inside it, after Drain returned.
+  // A callback still running holds a strong reference, so none can be
+  // mid-Drain here unless this destructor runs inside it, after Drain
+  // returned. The instance can only go once its files are closed.
+  Enable(false);
+  cpus_.clear();
+  if (rmdir(instance_dir_.c_str()) != 0) {
+    std::fprintf(stderr, "kqueued: cannot remove trace instance %s: %s\n", instance_dir_.c_str(),
+                 strerror(errno));
+  }
 }
 
 int SignalTrace::Enable(bool on) {
-  for (auto& c : cpus_) {
-    if (ioctl(c->fd.get(), on ? PERF_EVENT_IOC_ENABLE : PERF_EVENT_IOC_DISABLE, 0) != 0) {
-      return errno;
-    }
-  }
-  return 0;
+  return WriteSmallFile(instance_dir_ + kEventDir + "enable", on ? "1" : "0");
 }
 
 void SignalTrace::DrainAll() {
-  for (size_t i = 0; i < cpus_.size(); i++) Drain(i);
+  std::vector<pollfd> fds(cpus_.size());
+  for (size_t i = 0; i < cpus_.size(); i++) fds[i] = {cpus_[i]->fd.get(), POLLIN, 0};
+  if (poll(fds.data(), fds.size(), 0) <= 0) return;
+  for (size_t i = 0; i < cpus_.size(); i++) {
+    if (fds[i].revents != 0) Drain(i);
+  }
 }
 
 void SignalTrace::Drain(size_t index) {
   // Only the reactor's dispatch drains (its loop thread or a catch-up), one
   // callback at a time: no lock.
   Cpu& c = *cpus_[index];
-  auto* meta = reinterpret_cast<perf_event_mmap_page*>(c.ring->bytes());
-  if (__atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE) == meta->data_tail) return;
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  const uint64_t data_offset = meta->data_offset != 0 ? meta->data_offset : page;
-  const uint64_t data_size = meta->data_size != 0 ? meta->data_size : kRingPages * page;
-  const uint8_t* data = c.ring->bytes() + data_offset;
-
-  // Pairs with the kernel's write barrier: records up to head are complete.
-  const uint64_t head = __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE);
-  uint64_t tail = meta->data_tail;
   std::vector<SignalSample> samples;
-  uint64_t lost = 0;
-  while (tail < head) {
-    perf_event_header hdr;
-    if (head - tail < sizeof hdr) break;
-    CopyFromRing(data, data_size, tail, &hdr, sizeof hdr);
-    if (hdr.size < sizeof hdr || hdr.size > head - tail) break;  // cannot happen
-    c.record.resize(hdr.size);
-    CopyFromRing(data, data_size, tail, c.record.data(), hdr.size);
-    tail += hdr.size;
-    const uint8_t* body = c.record.data() + sizeof hdr;
-    const size_t body_len = hdr.size - sizeof hdr;
-    if (hdr.type == PERF_RECORD_SAMPLE) {
-      // PERF_SAMPLE_TIME then PERF_SAMPLE_RAW: u64 time, u32 size, bytes.
-      if (body_len < 12) continue;
-      SignalSample s;
-      uint64_t time;
-      uint32_t raw_size;
-      memcpy(&time, body, 8);
-      memcpy(&raw_size, body + 8, 4);
-      if (raw_size > body_len - 12) continue;
-      s.time_ns = time;
-      if (DecodeSignalSample(format_, body + 12, raw_size, &s)) samples.push_back(s);
-    } else if (hdr.type == PERF_RECORD_LOST && body_len >= 16) {
-      uint64_t n;
-      memcpy(&n, body + 8, 8);  // after the event id
-      lost += n;
-    }
+  bool lost = false;
+  // Each read hands out one page (or the committed part of the page being
+  // written) until the ring is empty (EAGAIN).
+  for (;;) {
+    ssize_t n = read(c.fd.get(), c.page.data(), c.page.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    bool missed = false;
+    DecodeRingPage(page_format_, format_, c.page.data(), static_cast<size_t>(n), &samples,
+                   &missed);
+    lost = lost || missed;
   }
-  // Hands the space back to the kernel once the records are copied out.
-  __atomic_store_n(&meta->data_tail, tail, __ATOMIC_RELEASE);
-  if (lost != 0) {
-    std::fprintf(stderr, "kqueued: EVFILT_SIGNAL lost %llu signal records on a full ring\n",
-                 static_cast<unsigned long long>(lost));
+  if (lost) {
+    std::fprintf(stderr, "kqueued: EVFILT_SIGNAL lost signal records on a full ring\n");
   }
   if (!samples.empty()) handler_(samples);
 }

@@ -1,6 +1,6 @@
-// SignalTrace: the kernel's signal:signal_generate tracepoint, read through
-// perf_event_open — one event per online CPU, each with a ring buffer whose
-// fd is watched by the Reactor.
+// SignalTrace: the kernel's signal:signal_generate tracepoint, recorded in
+// a private ftrace instance (tracefs instances/kqueued-<pid>-<n>) and read
+// from its per-CPU trace_pipe_raw files, which the Reactor watches.
 //
 // Why a tracepoint: it fires on every attempt to send a signal, whatever the
 // target does with it (ignored, blocked, caught, default action), and it only
@@ -9,16 +9,25 @@
 // tracepoint lets EVFILT_SIGNAL count the way BSD does while leaving the
 // process's dispositions, masks and handlers untouched.
 //
-// Record layout comes from the tracepoint's tracefs "format" file at run
-// time (offsets differ between kernels): nothing here hardcodes an offset.
+// Why ftrace and not perf: per-CPU perf sampling events on the same
+// tracepoint (this reader until issue 11 #5) lose samples of signals that
+// timers generate (hrtimer interrupt context on an idle CPU): on 6.18 1-3 %
+// of them, sometimes most of one CPU's, never reached the ring although the
+// event's own count saw them, with no lost or throttle record. The ftrace
+// ring buffer of an instance recorded every one in the same runs.
 //
-// Needs root or CAP_PERFMON (system-wide tracepoint samples with raw data).
-// Open() mounts tracefs at /sys/kernel/tracing if neither it nor the debugfs
-// copy (/sys/kernel/debug/tracing) is available.
+// Record layout comes from the tracepoint's tracefs "format" file and the
+// ring's page layout from "events/header_page", both at run time (offsets
+// differ between kernels): nothing here hardcodes an offset.
+//
+// Needs root (tracefs instances and their files are root's). Open() mounts
+// tracefs at /sys/kernel/tracing if neither it nor the debugfs copy
+// (/sys/kernel/debug/tracing) is available, and removes instances left by a
+// daemon that no longer runs.
 //
 // Limits (documented, not hidden): CPUs brought online after Open() are not
-// watched; a ring that fills up before the reactor drains it loses samples,
-// which the kernel reports (a line goes to stderr).
+// watched; a ring that fills up before the reactor drains it loses events,
+// which the kernel marks on the page (a line goes to stderr).
 #ifndef KQUEUED_DAEMON_FILTERS_SIGNAL_SIGNAL_TRACE_H_
 #define KQUEUED_DAEMON_FILTERS_SIGNAL_SIGNAL_TRACE_H_
 
@@ -75,27 +84,50 @@ struct SignalSample {
   int result = kSignalDelivered;
 };
 
-// Decodes one raw tracepoint record (the PERF_SAMPLE_RAW bytes, starting
-// with the common fields). False if a field lies outside `len`.
+// Decodes one raw tracepoint record (the event's bytes in the ring,
+// starting with the common fields). False if a field lies outside `len`.
 bool DecodeSignalSample(const SignalTraceFormat& format, const uint8_t* raw, size_t len,
                         SignalSample* out);
 
+// The layout of one ring-buffer page (sub-buffer) as trace_pipe_raw hands
+// it out, from events/header_page: a u64 timestamp, the "commit" word (bytes
+// of data, with flags in bits 30-31 saying events were missed before this
+// page), then the data.
+struct RingPageFormat {
+  size_t commit_offset = 8;
+  size_t commit_size = 8;
+  size_t data_offset = 16;
+  size_t page_size = 4096;  // data_offset + the data field's size
+};
+
+// Parses the text of events/header_page. False unless timestamp, commit and
+// data are described.
+bool ParseRingPageFormat(const std::string& text, RingPageFormat* out);
+
+// Decodes the events of one page into samples (their times in the clock of
+// the instance, CLOCK_MONOTONIC here). *missed is set when the kernel says
+// events were dropped before this page. False if the page is malformed
+// (what was decoded before the fault is kept).
+bool DecodeRingPage(const RingPageFormat& page_format, const SignalTraceFormat& format,
+                    const uint8_t* page, size_t len, std::vector<SignalSample>* out,
+                    bool* missed);
+
 // One generation of the tracepoint reader: its filter is fixed when it is
-// opened, because the kernel accepts PERF_EVENT_IOC_SET_FILTER only once per
-// event (a second call is EEXIST). Changing the filter means opening a new
-// generation and retiring the old one (see signal_filter.cc).
+// opened. (ftrace would take a new filter in place, but an event that
+// passed neither filter while it changed would be lost; a generation is
+// handed over to the next with both recording, see signal_filter.cc.)
 class SignalTrace {
  public:
   // Runs in the reactor's dispatch with no lock held, once per drained ring,
   // with the samples in the order that CPU saw them.
   using Handler = std::function<void(const std::vector<SignalSample>&)>;
 
-  // Opens the tracepoint on every online CPU with `filter` (ftrace filter
+  // Makes an instance recording the tracepoint with `filter` (ftrace filter
   // syntax, e.g. "sig == 10 && (pid == 1 || pid == 2)"; empty: none),
-  // enables it and adds the rings to `reactor`. Null with *error: ENOTSUP
-  // when the tracepoint is unavailable or not permitted (no tracefs, no
-  // privilege, a kernel before 4.1), EINVAL (or E2BIG) when the kernel
-  // refuses the filter, another errno (EMFILE, ENOMEM...) for a shortage.
+  // enables it and adds its per-CPU rings to `reactor`. Null with *error:
+  // ENOTSUP when the tracepoint is unavailable or not permitted (no
+  // tracefs, no privilege), EINVAL when the kernel refuses the filter,
+  // another errno (EMFILE, ENOMEM...) for a shortage.
   static std::shared_ptr<SignalTrace> Open(Reactor* reactor, const std::string& filter,
                                            Handler handler, int* error);
   ~SignalTrace();
@@ -105,13 +137,14 @@ class SignalTrace {
   // Starts or stops sampling on every CPU.
   int Enable(bool on);
 
-  // Reads every ring now. Only from the reactor's dispatch (a callback, a
-  // timer, a catch-up hook): the rings are drained by one thread at a time
-  // without a lock. Every Reactor::CatchUp() calls it (see Open).
+  // Reads every ring that has data now (one poll() over the rings). Only
+  // from the reactor's dispatch (a callback, a timer, a catch-up hook): the
+  // rings are drained by one thread at a time without a lock. Every
+  // Reactor::CatchUp() calls it (see Open).
   void DrainAll();
 
-  // Longest filter string the kernel accepts (strndup_user with PAGE_SIZE,
-  // less the NUL, on 4 KiB pages; about 180 "pid == N" terms).
+  // Longest filter string the kernel accepts (a write to the filter file
+  // must be shorter than a page, 4 KiB; about 180 "pid == N" terms).
   static constexpr size_t kMaxFilterLength = 4000;
 
  private:
@@ -120,7 +153,8 @@ class SignalTrace {
 
  public:
   // For Open() (make_shared needs a public constructor).
-  SignalTrace(PassKey, Reactor* reactor, Handler handler, SignalTraceFormat format);
+  SignalTrace(PassKey, Reactor* reactor, Handler handler, SignalTraceFormat format,
+              RingPageFormat page_format, std::string instance_dir);
 
  private:
   // Reads everything the kernel has written to one CPU's ring.
@@ -129,6 +163,8 @@ class SignalTrace {
   Reactor* const reactor_;
   const Handler handler_;
   const SignalTraceFormat format_;
+  const RingPageFormat page_format_;
+  const std::string instance_dir_;  // removed by the destructor
   std::vector<std::unique_ptr<Cpu>> cpus_;  // fixed after Open()
   uint64_t catch_up_hook_ = 0;  // the reactor's
 };

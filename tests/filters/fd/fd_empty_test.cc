@@ -196,7 +196,7 @@ TEST_F(FdEmptyTest, ClosedFdRemovesTheKnote) {
   // before any change names the fd.
   EXPECT_TRUE(q_->Collect(8, 0).empty());
   EXPECT_EQ(filter->watcher().item_count(), 0u);
-  EXPECT_EQ(Delete(fd), ENOENT);
+  EXPECT_EQ(Delete(fd), EBADF);  // the number names no descriptor now
 }
 
 TEST_F(FdEmptyTest, ReusedFdNumberIsANewFile) {

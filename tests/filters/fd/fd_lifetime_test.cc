@@ -215,7 +215,9 @@ TEST_F(FdLifetimeTest, ClosingTheFdRemovesAQueuedKnoteSilently) {
   WriteBytes(p.w.get(), 4);  // queued
   p.r.reset();
   EXPECT_TRUE(q_->Collect(8, 100).empty());
-  EXPECT_EQ(q_->Change(Ev(num, EVFILT_READ, EV_DELETE)), ENOENT);
+  // The number names no descriptor now: EBADF, as the seed (it checks the
+  // descriptor before looking for a knote).
+  EXPECT_EQ(q_->Change(Ev(num, EVFILT_READ, EV_DELETE)), EBADF);
 }
 
 TEST_F(FdLifetimeTest, ClosingTheFdRemovesAnIdleKnote) {
@@ -226,7 +228,7 @@ TEST_F(FdLifetimeTest, ClosingTheFdRemovesAnIdleKnote) {
   p.r.reset();
   EXPECT_EQ(KernelReadItems(), 0u);  // the kernel dropped the item with the file
   EXPECT_TRUE(q_->Collect(8, 50).empty());
-  EXPECT_EQ(q_->Change(Ev(num, EVFILT_READ, EV_DELETE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(num, EVFILT_READ, EV_DELETE)), EBADF);
   EXPECT_EQ(read_->watcher().item_count(), 0u);
 }
 
@@ -283,6 +285,17 @@ TEST_F(FdLifetimeTest, BadDescriptorsAreEbadf) {
   EXPECT_EQ(Add(*q_, num, EVFILT_WRITE), EBADF);
   EXPECT_EQ(q_->Change(Ev(static_cast<uint64_t>(INT_MAX) + 1, EVFILT_READ, EV_ADD)), EBADF);
   EXPECT_EQ(q_->Change(Ev(1ull << 40, EVFILT_WRITE, EV_ADD)), EBADF);
+  // Without EV_ADD too (the seed's fd_getfile comes before the knote
+  // lookup): EBADF for a number that names no descriptor, ENOENT for an
+  // open descriptor without a knote.
+  for (uint32_t flags : {EV_DELETE, EV_ENABLE, EV_DISABLE}) {
+    EXPECT_EQ(q_->Change(Ev(num, EVFILT_READ, flags)), EBADF) << flags;
+    EXPECT_EQ(q_->Change(Ev(num, EVFILT_WRITE, flags)), EBADF) << flags;
+    EXPECT_EQ(q_->Change(Ev(static_cast<uint64_t>(INT_MAX) + 1, EVFILT_READ, flags)), EBADF);
+  }
+  Pipe open_one;
+  EXPECT_EQ(q_->Change(Ev(open_one.r.get(), EVFILT_READ, EV_DELETE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(open_one.r.get(), EVFILT_WRITE, EV_DISABLE)), ENOENT);
 }
 
 TEST_F(FdLifetimeTest, Dup2OverTheFdRemovesTheKnote) {
@@ -489,7 +502,7 @@ TEST_F(FdLifetimeTest, ZombieItemDoesNotBlockANewRegistration) {
   p.r.reset();
   WriteBytes(p.w.get(), 1);  // wakes it: the knote finds its fd closed
   EXPECT_TRUE(q_->Collect(8, 100).empty());
-  EXPECT_EQ(q_->Change(Ev(num, EVFILT_READ, EV_DELETE)), ENOENT);
+  EXPECT_EQ(q_->Change(Ev(num, EVFILT_READ, EV_DELETE)), EBADF);  // the number is closed
   EXPECT_EQ(KernelReadItems(), 1u);  // the zombie
   // ...and the same open file can still be registered: it adopts the item.
   ASSERT_EQ(Add(*q_, dup_r.get()), 0);

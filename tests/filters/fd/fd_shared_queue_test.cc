@@ -109,8 +109,8 @@ TEST_F(FdSharedQueueTest, ANumberTheCallerDoesNotHaveIsEbadfAndTouchesNothing) {
   ASSERT_EQ(q_->Change(Ev(p.r.get(), EVFILT_READ, EV_ADD, 0, 0, 1)), 0);
   // Before: silently updated the registrant's knote (udata 7).
   EXPECT_EQ(ChangeAs(other, Ev(p.r.get(), EVFILT_READ, EV_ADD, 0, 0, 7)), EBADF);
-  EXPECT_EQ(ChangeAs(other, Ev(p.r.get(), EVFILT_READ, EV_DISABLE)), ENOENT);
-  EXPECT_EQ(ChangeAs(other, Ev(p.r.get(), EVFILT_READ, EV_DELETE)), ENOENT);
+  EXPECT_EQ(ChangeAs(other, Ev(p.r.get(), EVFILT_READ, EV_DISABLE)), EBADF);
+  EXPECT_EQ(ChangeAs(other, Ev(p.r.get(), EVFILT_READ, EV_DELETE)), EBADF);
   WriteBytes(p.w.get(), 1);
   auto evs = q_->Collect(8, 1000);
   ASSERT_EQ(evs.size(), 1u);
