@@ -236,6 +236,14 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
   auto it = knotes_.find(key);
   if (it == knotes_.end()) it = knotes_.find(Key{change.ident, change.filter, 0});
   std::shared_ptr<Knote> kn = it == knotes_.end() ? nullptr : it->second;
+  // Whatever knote the change ends up naming hears of its end (every exit
+  // below): FilterOps::ChangeDone.
+  struct ChangeEnd {
+    const std::shared_ptr<Knote>& kn;
+    ~ChangeEnd() {
+      if (kn && kn->ops != nullptr && !(kn->status & Knote::kDetached)) kn->ops->ChangeDone(*kn);
+    }
+  } change_end{kn};
 
   // A knote on an fd that was closed (or whose number now names another
   // file) is gone, as on BSD where close() removes it.
