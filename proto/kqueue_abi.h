@@ -245,7 +245,7 @@ KQ_STATIC_ASSERT(offsetof(struct kq_version, daemon_version) == 8, "dv");
  * 0: retry with a larger buffer. Errors: EINVAL nonzero `flags` or a
  * negative `pid`, EFAULT unwritable buffer.
  */
-#define KQ_STAT_VERSION 1u
+#define KQ_STAT_VERSION 2u /* 2: KQ_RES_FAST_TIMERS .. KQ_RES_WATCHED_FDS */
 #define KQ_STAT_FILTER_SLOTS 16 /* knotes of filters 0..14; slot 15: all others */
 #define KQ_STAT_RESOURCES 8     /* per-user resource slots (KQ_RES_*) */
 
@@ -253,7 +253,11 @@ KQ_STATIC_ASSERT(offsetof(struct kq_version, daemon_version) == 8, "dv");
 #define KQ_RES_KQUEUES 0 /* open kqueues */
 #define KQ_RES_KNOTES 1  /* registered knotes */
 #define KQ_RES_TIMERS 2  /* EVFILT_TIMER knotes */
-#define KQ_RES_COUNT 3   /* slots from here to KQ_STAT_RESOURCES are zero */
+#define KQ_RES_FAST_TIMERS 3  /* timers with a period below 10 ms */
+#define KQ_RES_DAEMON_FDS 4   /* descriptors the daemon keeps open for the user */
+#define KQ_RES_KQUEUE_NAMES 5 /* descriptors remembered as naming a kqueue (KQ_KEVENT_KQFD) */
+#define KQ_RES_WATCHED_FDS 6  /* EVFILT_READ/WRITE/EMPTY knotes */
+#define KQ_RES_COUNT 7   /* slots from here to KQ_STAT_RESOURCES are zero */
 
 struct kq_stat_args {
   uint64_t buf;      /* @0  in: address of the report buffer */

@@ -63,6 +63,15 @@ class FilterOps {
   // Flags the core forces on at registration (EV_CLEAR for PROC, SIGNAL,
   // TIMER).
   virtual uint32_t ImpliedFlags() const { return 0; }
+
+  // The end of a change that named kn (any outcome, lock still held),
+  // unless the change detached it (added in plug-in ABI 2). A filter
+  // whose hooks hand each other
+  // something within one change (the fd filters pass the copy of the
+  // client's file StillValid or Attach made to the evaluation or Detach
+  // that follows) drops what is left of it here: nothing of one change may
+  // outlive it.
+  virtual void ChangeDone(Knote& kn) {}
 };
 
 }  // namespace kqd

@@ -67,6 +67,7 @@ class Knote : public std::enable_shared_from_this<Knote> {
   friend class Kqueue;
   std::shared_ptr<FilterRegistration> registration_;  // keeps the filter busy
   std::unique_ptr<UserLimits::Charge> charge_;        // one of the user's knotes
+  std::unique_ptr<UserLimits::Charge> fd_charge_;     // descriptor filters: kWatchedFds
   std::list<std::shared_ptr<Knote>>::iterator queue_pos_;
   // The kqueue's evaluation clock when the knote was last evaluated, and
   // whether that evaluation said "fire" (see Kqueue::EvaluateLocked).

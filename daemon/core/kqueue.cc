@@ -237,6 +237,14 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
   auto it = knotes_.find(key);
   if (it == knotes_.end()) it = knotes_.find(Key{change.ident, change.filter, 0});
   std::shared_ptr<Knote> kn = it == knotes_.end() ? nullptr : it->second;
+  // Whatever knote the change ends up naming hears of its end (every exit
+  // below): FilterOps::ChangeDone.
+  struct ChangeEnd {
+    const std::shared_ptr<Knote>& kn;
+    ~ChangeEnd() {
+      if (kn && kn->ops != nullptr && !(kn->status & Knote::kDetached)) kn->ops->ChangeDone(*kn);
+    }
+  } change_end{kn};
 
   // A knote on an fd that was closed (or whose number now names another
   // file) is gone, as on BSD where close() removes it.
@@ -254,6 +262,14 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
       // that was given the queue spends its own user's quota.
       auto charge = runtime_->limits().Take(caller->euid(), Resource::kKnotes);
       if (!charge) return ENOMEM;
+      // A descriptor knote may take one of the fd filters' shared key
+      // numbers: those are shared among all users, so each user's are
+      // bounded (Resource::kWatchedFds).
+      std::unique_ptr<UserLimits::Charge> fd_charge;
+      if (reg->ops()->IsFdFilter()) {
+        fd_charge = runtime_->limits().Take(caller->euid(), Resource::kWatchedFds);
+        if (!fd_charge) return ENOMEM;
+      }
       kn = std::make_shared<Knote>();
       kn->ops = reg->ops();
       kn->owner = caller;
@@ -268,6 +284,7 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
       if (int err = kn->ops->Attach(*kn)) return err;
       kn->registration_ = std::move(reg);
       kn->charge_ = std::move(charge);
+      kn->fd_charge_ = std::move(fd_charge);
       knotes_.emplace(key, kn);
     } else {
       // Updates saved fflags, data and udata only: a triggered event is not

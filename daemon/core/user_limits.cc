@@ -5,6 +5,10 @@ namespace kqd {
 LimitConfig LimitConfig::ForFdBudget(uint64_t fd_budget) {
   LimitConfig c;
   c.daemon_fds = fd_budget / 8 < 16 ? 16 : fd_budget / 8;
+  // FdKeyRange's arithmetic: numbers [top / 4, top), top = min(budget, 65536).
+  const uint64_t top = fd_budget < 65536 ? fd_budget : 65536;
+  const uint64_t keys = top - top / 4;
+  c.watched_fds = keys / 4 < 16 ? 16 : keys / 4;
   return c;
 }
 
@@ -15,6 +19,8 @@ const char* ResourceName(Resource r) {
     case Resource::kTimers: return "timers";
     case Resource::kFastTimers: return "fast timers";
     case Resource::kDaemonFds: return "daemon descriptors";
+    case Resource::kKqueueNames: return "kqueue names";
+    case Resource::kWatchedFds: return "watched descriptors";
     default: break;
   }
   return "resources";
@@ -34,6 +40,8 @@ uint64_t UserLimits::Ceiling(Resource r) const {
     case Resource::kTimers: return config_.timers;
     case Resource::kFastTimers: return config_.timers;
     case Resource::kDaemonFds: return config_.daemon_fds;
+    case Resource::kKqueueNames: return config_.kqueue_names;
+    case Resource::kWatchedFds: return config_.watched_fds;
     case Resource::kCount: break;
   }
   return 0;

@@ -28,7 +28,29 @@ namespace kqd {
 // descriptor budget (ForFdBudget), so no one user can exhaust it; past it,
 // ENOMEM. When the daemon itself has no descriptor left, the call gets
 // ENFILE (the "system" table being the daemon's), never a misleading errno.
-enum class Resource { kKqueues, kKnotes, kTimers, kFastTimers, kDaemonFds, kCount };
+//
+// kKqueueNames: descriptors a client named as its kqueue (KQ_KEVENT_KQFD)
+// that the daemon remembers (RemoteProcess; at most 256 per process), so a
+// user with many processes cannot grow those maps without bound. Past the
+// ceiling nothing is remembered and the call carries on.
+//
+// kWatchedFds: knotes of the descriptor filters (EVFILT_READ, WRITE,
+// EMPTY). They hold no descriptor, but each open file they watch takes a
+// number of the daemon's reserved key range (daemon/filters/fd/fd_watch.h:
+// three quarters of the descriptor budget, per filter); the ceiling is a
+// quarter of that range, so no one user can take all of it. ENOMEM past it.
+//
+// The order is the ABI's KQ_RES_* (kq_stat_user.used/limit).
+enum class Resource {
+  kKqueues,
+  kKnotes,
+  kTimers,
+  kFastTimers,
+  kDaemonFds,
+  kKqueueNames,
+  kWatchedFds,
+  kCount
+};
 
 // "kqueues", "knotes", "timers" ...: for log lines.
 const char* ResourceName(Resource r);
@@ -40,10 +62,17 @@ struct LimitConfig {
   uint64_t knotes = 65536;
   // Daemon descriptors held for one user (see Resource::kDaemonFds).
   uint64_t daemon_fds = 1024;
+  // Remembered kqueue descriptor names (see Resource::kKqueueNames): 16
+  // processes' worth of the per-process maximum.
+  uint64_t kqueue_names = 4096;
+  // Descriptor-filter knotes (see Resource::kWatchedFds).
+  uint64_t watched_fds = 8192;
 
   // The defaults, with daemon_fds an eighth of `fd_budget` (the daemon's
   // RLIMIT_NOFILE): at least eight users must collude to run the daemon out
-  // of descriptors, and each user still gets room for a few hundred.
+  // of descriptors, and each user still gets room for a few hundred; and
+  // watched_fds a quarter of the fd filters' key range (3750 of 15000 for
+  // a budget of 20000).
   static LimitConfig ForFdBudget(uint64_t fd_budget);
 };
 

@@ -22,7 +22,8 @@
 
 // Bumped whenever FilterOps, Knote, Reactor or this file change
 // incompatibly; a plug-in built for another version is refused.
-#define KQUEUED_PLUGIN_ABI_VERSION 1u
+// 2: FilterOps::ChangeDone (a new virtual: the vtable changed).
+#define KQUEUED_PLUGIN_ABI_VERSION 2u
 
 namespace kqd {
 

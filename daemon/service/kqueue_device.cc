@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "daemon/os/memory.h"
 #include "daemon/os/read_file.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/caller_memory.h"
@@ -117,7 +118,7 @@ void Append(std::string* out, const T& record) {
 }  // namespace
 
 KqueueDevice::KqueueDevice(Runtime* runtime, std::string device_path)
-    : runtime_(runtime), processes_(&runtime->reactor(), std::move(device_path)) {}
+    : runtime_(runtime), processes_(&runtime->reactor(), std::move(device_path), &runtime->limits()) {}
 
 KqueueDevice::~KqueueDevice() {
   std::map<uint64_t, Entry> entries;
@@ -168,6 +169,20 @@ void KqueueDevice::Release(uint64_t handle) {
   }
   e.kq->RemoveReadinessObserver(e.observer);
   e.kq->Close();
+  // Clients often go in bursts (a service stopped, a process group
+  // killed): 100 ms after a release, the heap freed by it and by whatever
+  // followed is given back to the kernel, at most ten times a second, so
+  // the daemon's resident memory returns to its baseline too.
+  if (!trim_pending_->exchange(true)) {
+    constexpr int64_t kTrimDelayNs = 100'000'000;
+    std::shared_ptr<std::atomic<bool>> pending = trim_pending_;
+    runtime_->reactor().AddTimer(Reactor::Clock::kMonotonic,
+                                 Reactor::Now(Reactor::Clock::kMonotonic) + kTrimDelayNs,
+                                 [pending] {
+                                   pending->store(false);
+                                   ReturnFreedMemory();
+                                 });
+  }
 }
 
 namespace {
@@ -279,7 +294,8 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   if (!context) return reply->ReplyError(err);
   // Which of the caller's descriptors is this kqueue: what lets another of
   // its kqueues watch this one (EVFILT_READ on a kqueue fd).
-  if (args.flags & KQ_KEVENT_KQFD) context->process()->RememberKqueueFd(args.kq_fd, kq);
+  if (args.flags & KQ_KEVENT_KQFD)
+    context->process()->RememberKqueueFd(args.kq_fd, kq, &runtime_->limits(), context->euid());
   std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
   uint64_t wait_id = kq->Kevent(
       std::make_unique<RemoteKeventCall>(std::move(context), args, shared_reply));
@@ -391,6 +407,11 @@ std::string KqueueDevice::StatReport(const Caller& caller, uint64_t self, pid_t 
   static_assert(static_cast<int>(Resource::kKqueues) == KQ_RES_KQUEUES, "res order");
   static_assert(static_cast<int>(Resource::kKnotes) == KQ_RES_KNOTES, "res order");
   static_assert(static_cast<int>(Resource::kTimers) == KQ_RES_TIMERS, "res order");
+  static_assert(static_cast<int>(Resource::kFastTimers) == KQ_RES_FAST_TIMERS, "res order");
+  static_assert(static_cast<int>(Resource::kDaemonFds) == KQ_RES_DAEMON_FDS, "res order");
+  static_assert(static_cast<int>(Resource::kKqueueNames) == KQ_RES_KQUEUE_NAMES, "res order");
+  static_assert(static_cast<int>(Resource::kWatchedFds) == KQ_RES_WATCHED_FDS, "res order");
+  static_assert(static_cast<int>(Resource::kCount) == KQ_RES_COUNT, "every resource named");
   static_assert(static_cast<int>(Resource::kCount) <= KQ_STAT_RESOURCES, "res slots");
   UserLimits& limits = runtime_->limits();
   std::string users;

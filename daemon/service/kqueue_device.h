@@ -5,6 +5,7 @@
 #ifndef KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_
 #define KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -73,6 +74,11 @@ class KqueueDevice : public DeviceHandler {
   Runtime* const runtime_;
   ProcessCache processes_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+
+  // Set while a heap trim is scheduled (see Release); shared with the
+  // reactor's timer callback, which may outlive the device.
+  const std::shared_ptr<std::atomic<bool>> trim_pending_ =
+      std::make_shared<std::atomic<bool>>(false);
 
   // The open kqueues by handle. Taken by serving threads with no other lock
   // held, and released before any kqueue is used or closed (a kqueue's

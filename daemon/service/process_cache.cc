@@ -8,8 +8,11 @@
 
 namespace kqd {
 
-ProcessCache::ProcessCache(Reactor* reactor, std::string device_path)
-    : reactor_(reactor), device_(std::move(device_path)), state_(std::make_shared<State>()) {}
+ProcessCache::ProcessCache(Reactor* reactor, std::string device_path, UserLimits* limits)
+    : reactor_(reactor),
+      device_(std::move(device_path)),
+      limits_(limits),
+      state_(std::make_shared<State>()) {}
 
 ProcessCache::~ProcessCache() {
   MutexLock l(state_->mu);
@@ -72,9 +75,12 @@ std::shared_ptr<CallerContext> ProcessCache::Slow(pid_t tid, int* error) {
     return nullptr;
   }
   const pid_t tgid = info.tgid;
-  std::shared_ptr<RemoteProcess> process = ProcessFor(tgid, error);
+  std::shared_ptr<RemoteProcess> process = ProcessFor(tgid, info.euid, error);
   if (!process) return nullptr;
   auto caller = std::make_shared<CallerContext>(process, tid, info.ruid, info.euid);
+  // Kept only if the user's descriptor share allows it.
+  std::unique_ptr<UserLimits::Charge> charge = limits_->Take(info.euid, Resource::kDaemonFds);
+  if (!charge) return caller;
 
   MutexLock l(state_->mu);
   auto pit = state_->processes.find(tgid);
@@ -84,6 +90,7 @@ std::shared_ptr<CallerContext> ProcessCache::Slow(pid_t tid, int* error) {
     return caller;  // served without caching the thread
   }
   auto t = std::make_shared<Thread>();
+  t->charge = std::move(charge);
   t->pidfd = std::move(pidfd);
   t->process = process;
   std::weak_ptr<State> weak_state = state_;
@@ -110,12 +117,12 @@ std::shared_ptr<CallerContext> ProcessCache::FromProcStatus(pid_t tid, int* erro
     *error = ESRCH;
     return nullptr;
   }
-  std::shared_ptr<RemoteProcess> process = ProcessFor(status.tgid, error);
+  std::shared_ptr<RemoteProcess> process = ProcessFor(status.tgid, status.euid, error);
   if (!process) return nullptr;
   return std::make_shared<CallerContext>(process, tid, status.ruid, status.euid);
 }
 
-std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, int* error) {
+std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, uid_t euid, int* error) {
   {
     MutexLock l(state_->mu);
     auto it = state_->processes.find(tgid);
@@ -123,7 +130,7 @@ std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, int* error) 
     // before it has.
     if (it != state_->processes.end() && !it->second.process->exited()) return it->second.process;
   }
-  std::shared_ptr<RemoteProcess> process = RemoteProcess::Open(tgid, &device_, error);
+  std::shared_ptr<RemoteProcess> process = RemoteProcess::Open(tgid, &device_, limits_, euid, error);
   if (!process) return nullptr;
   MutexLock l(state_->mu);
   auto it = state_->processes.find(tgid);

@@ -18,6 +18,11 @@
 // Bounded: at most kMaxThreads thread pidfds in all and
 // kMaxThreadsPerProcess per process are kept; a thread beyond that is served
 // all the same, opening its pidfd for the call (two syscalls more).
+//
+// Charged: every pidfd kept is one Resource::kDaemonFds of the caller's
+// effective uid (the first call's): a thread's while it is cached (past the
+// user's share it is served uncached, as above), a process's while its
+// RemoteProcess lives (past the share its calls fail with ENOMEM).
 #ifndef KQUEUED_DAEMON_SERVICE_PROCESS_CACHE_H_
 #define KQUEUED_DAEMON_SERVICE_PROCESS_CACHE_H_
 
@@ -44,8 +49,8 @@ class ProcessCache {
   static constexpr size_t kMaxThreadsPerProcess = 64;
 
   // `reactor` tells of exits; it must outlive the cache. `device_path`: our
-  // device (see DeviceIdentity).
-  ProcessCache(Reactor* reactor, std::string device_path);
+  // device (see DeviceIdentity). `limits`: where pidfds are charged.
+  ProcessCache(Reactor* reactor, std::string device_path, UserLimits* limits);
   ~ProcessCache();
   ProcessCache(const ProcessCache&) = delete;
   ProcessCache& operator=(const ProcessCache&) = delete;
@@ -61,6 +66,7 @@ class ProcessCache {
 
  private:
   struct Thread {
+    std::unique_ptr<UserLimits::Charge> charge;  // for pidfd
     ScopedFd pidfd;
     std::shared_ptr<RemoteProcess> process;
     int64_t watch = 0;  // reactor token
@@ -84,13 +90,15 @@ class ProcessCache {
   std::shared_ptr<CallerContext> Slow(pid_t tid, int* error) EXCLUDES(state_->mu);
   // Without the kernel's help: /proc/<tid>/status, nothing cached.
   std::shared_ptr<CallerContext> FromProcStatus(pid_t tid, int* error);
-  std::shared_ptr<RemoteProcess> ProcessFor(pid_t tgid, int* error) EXCLUDES(state_->mu);
+  std::shared_ptr<RemoteProcess> ProcessFor(pid_t tgid, uid_t euid, int* error)
+      EXCLUDES(state_->mu);
   void ForgetThread(pid_t tid, const std::shared_ptr<Thread>& t) EXCLUDES(state_->mu);
   static void ForgetThreadLocked(State* s, Reactor* reactor, pid_t tid,
                                  const std::shared_ptr<Thread>& t) REQUIRES(s->mu);
 
   Reactor* const reactor_;
   const DeviceIdentity device_;
+  UserLimits* const limits_;
   // Set once a call found the kernel without thread pidfds or GET_INFO.
   std::atomic<bool> old_kernel_{false};
   const std::shared_ptr<State> state_;

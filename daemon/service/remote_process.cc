@@ -10,9 +10,14 @@
 namespace kqd {
 
 std::shared_ptr<RemoteProcess> RemoteProcess::Open(pid_t tgid, const DeviceIdentity* device,
-                                                   int* error) {
+                                                   UserLimits* limits, uid_t uid, int* error) {
   if (tgid <= 0) {
     *error = ESRCH;
+    return nullptr;
+  }
+  std::unique_ptr<UserLimits::Charge> charge = limits->Take(uid, Resource::kDaemonFds);
+  if (!charge) {
+    *error = ENOMEM;
     return nullptr;
   }
   ScopedFd pidfd = OpenPidfd(tgid);
@@ -23,33 +28,50 @@ std::shared_ptr<RemoteProcess> RemoteProcess::Open(pid_t tgid, const DeviceIdent
     *error = (errno == EMFILE || errno == ENFILE) ? ENFILE : ESRCH;
     return nullptr;
   }
-  return std::shared_ptr<RemoteProcess>(new RemoteProcess(tgid, std::move(pidfd), device));
+  return std::shared_ptr<RemoteProcess>(
+      new RemoteProcess(tgid, std::move(pidfd), device, std::move(charge)));
 }
 
 bool RemoteProcess::exited() const { return PidfdExited(pidfd_.get()); }
 
 bool RemoteProcess::IsOurDevice(int fd) const { return device_->IsDeviceOf(pid_, fd); }
 
-void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq) {
+void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq,
+                                     UserLimits* limits, uid_t uid) {
   {
     MutexLock l(mu_);
     auto it = kqueue_fds_.find(fd);
-    if (it != kqueue_fds_.end() && it->second.lock() == kq) return;  // the usual case
+    if (it != kqueue_fds_.end() && it->second.kq.lock() == kq) return;  // the usual case
   }
   // A new claim: believe it only for a descriptor that is our device. (Which
   // kqueue it is cannot be checked here, but a wrong claim only misleads the
   // claimant's own nesting.)
   if (!IsOurDevice(fd)) return;
+  std::unique_ptr<UserLimits::Charge> charge;  // given back unused if not needed
   MutexLock l(mu_);
   auto it = kqueue_fds_.find(fd);
-  if (it == kqueue_fds_.end() && kqueue_fds_.size() >= kMaxKqueueFds) {
+  if (it != kqueue_fds_.end()) {
+    it->second.kq = kq;  // the number names another kqueue now; same charge
+    return;
+  }
+  if (kqueue_fds_.size() >= kMaxKqueueFds) {
     // Full: forget kqueues that are gone, then give up if that freed nothing.
     for (auto e = kqueue_fds_.begin(); e != kqueue_fds_.end();) {
-      if (e->second.expired()) e = kqueue_fds_.erase(e); else ++e;
+      if (e->second.kq.expired()) e = kqueue_fds_.erase(e); else ++e;
     }
     if (kqueue_fds_.size() >= kMaxKqueueFds) return;
   }
-  kqueue_fds_[fd] = kq;
+  charge = limits->Take(uid, Resource::kKqueueNames);
+  if (!charge) {
+    // The user's share is spent (by all its processes): make room from
+    // this process's dead entries first, as above.
+    for (auto e = kqueue_fds_.begin(); e != kqueue_fds_.end();) {
+      if (e->second.kq.expired()) e = kqueue_fds_.erase(e); else ++e;
+    }
+    charge = limits->Take(uid, Resource::kKqueueNames);
+    if (!charge) return;
+  }
+  kqueue_fds_.emplace(fd, KqueueName{kq, std::move(charge)});
 }
 
 size_t RemoteProcess::remembered_kqueue_fds() const {
@@ -62,14 +84,15 @@ std::shared_ptr<Kqueue> RemoteProcess::KqueueForFd(int fd) const {
   MutexLock l(mu_);
   auto it = kqueue_fds_.find(fd);
   if (it != kqueue_fds_.end()) {
-    if (auto kq = it->second.lock()) return kq;
+    if (auto kq = it->second.kq.lock()) return kq;
   }
   // Another descriptor of a known kqueue (dup, dup2): same open file.
   // (No strong reference is taken to a kqueue that does not match: the
   // last one dropped here would run ~Kqueue under mu_.)
-  for (const auto& [known_fd, weak] : kqueue_fds_) {
-    if (weak.expired() || syscall(SYS_kcmp, pid_, pid_, KCMP_FILE, fd, known_fd) != 0) continue;
-    if (auto kq = weak.lock()) return kq;
+  for (const auto& [known_fd, name] : kqueue_fds_) {
+    if (name.kq.expired() || syscall(SYS_kcmp, pid_, pid_, KCMP_FILE, fd, known_fd) != 0)
+      continue;
+    if (auto kq = name.kq.lock()) return kq;
   }
   return nullptr;
 }

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 
+#include "daemon/core/user_limits.h"
 #include "daemon/service/device_identity.h"
 #include "daemon/util/mutex.h"
 #include "daemon/util/scoped_fd.h"
@@ -28,9 +29,12 @@ class RemoteProcess {
   static constexpr size_t kMaxKqueueFds = 256;
 
   // The live process `tgid`, held by a new pidfd; null with *error (ESRCH)
-  // if it is gone. `device` must outlive the object.
+  // if it is gone. `device` must outlive the object. The pidfd is charged
+  // to `uid` (the caller's effective uid) in `limits` as one
+  // Resource::kDaemonFds for as long as the object lives (knotes keep their
+  // owner's): null with ENOMEM when that user's share is spent.
   static std::shared_ptr<RemoteProcess> Open(pid_t tgid, const DeviceIdentity* device,
-                                             int* error);
+                                             UserLimits* limits, uid_t uid, int* error);
   RemoteProcess(const RemoteProcess&) = delete;
   RemoteProcess& operator=(const RemoteProcess&) = delete;
 
@@ -52,12 +56,15 @@ class RemoteProcess {
   std::shared_ptr<Kqueue> KqueueForFd(int fd) const EXCLUDES(mu_);
 
   // Records that the process's descriptor `fd` is `kq`. A new entry is only
-  // made for a descriptor that really is our device, and only while fewer
-  // than kMaxKqueueFds are remembered (dead kqueues are forgotten first);
+  // made for a descriptor that really is our device, only while fewer than
+  // kMaxKqueueFds are remembered (dead kqueues are forgotten first), and
+  // only if `uid` (the caller's effective uid) can be charged one
+  // Resource::kKqueueNames in `limits` (held until the entry goes);
   // otherwise nothing is recorded and the call carries on (nesting this
   // kqueue then fails as for any unnamed kqueue). Cheap when nothing
   // changes: one map lookup.
-  void RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq) EXCLUDES(mu_);
+  void RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq, UserLimits* limits,
+                        uid_t uid) EXCLUDES(mu_);
   // How many descriptors are remembered (tests, stats).
   size_t remembered_kqueue_fds() const EXCLUDES(mu_);
 
@@ -68,8 +75,9 @@ class RemoteProcess {
   bool exited() const;
 
  private:
-  RemoteProcess(pid_t pid, ScopedFd pidfd, const DeviceIdentity* device)
-      : pid_(pid), pidfd_(std::move(pidfd)), device_(device) {}
+  RemoteProcess(pid_t pid, ScopedFd pidfd, const DeviceIdentity* device,
+                std::unique_ptr<UserLimits::Charge> charge)
+      : pid_(pid), pidfd_(std::move(pidfd)), device_(device), charge_(std::move(charge)) {}
   // Whether the process's `fd` is (still) our device, by the identity of
   // the file it refers to.
   bool IsOurDevice(int fd) const;
@@ -77,12 +85,18 @@ class RemoteProcess {
   const pid_t pid_;
   const ScopedFd pidfd_;
   const DeviceIdentity* const device_;
+  const std::unique_ptr<UserLimits::Charge> charge_;  // for pidfd_
 
-  // The remembered kqueue descriptors. Taken under a kqueue's lock (a
-  // filter resolving a kqueue ident); only DeviceIdentity's lock is taken
-  // under it. It holds weak pointers only, so no kqueue dies under it.
+  // The remembered kqueue descriptors, each with its charge. Taken under a
+  // kqueue's lock (a filter resolving a kqueue ident); only DeviceIdentity's
+  // lock and UserLimits' (a leaf) are taken under it. It holds weak
+  // pointers only, so no kqueue dies under it.
+  struct KqueueName {
+    std::weak_ptr<Kqueue> kq;
+    std::unique_ptr<UserLimits::Charge> charge;
+  };
   mutable Mutex mu_;
-  std::map<int, std::weak_ptr<Kqueue>> kqueue_fds_ GUARDED_BY(mu_);
+  std::map<int, KqueueName> kqueue_fds_ GUARDED_BY(mu_);
 };
 
 }  // namespace kqd

@@ -487,7 +487,9 @@ TEST_F(Device, ManyRegistrationsDoNotCostTheDaemonAnFdEach) {
   int before = CountFds(daemon);
   ASSERT_EQ(Kevent(kq_, changes.data(), changes.size(), nullptr, 0, 0), 0) << strerror(errno);
   int after = CountFds(daemon);
-  EXPECT_LT(after - before, 16) << "before " << before << ", after " << after;
+  // The fd filters spread their epoll items over instances of at most 64
+  // (daemon/filters/fd/fd_watch.h, SHARDS): one descriptor per 64 files.
+  EXPECT_LT(after - before, 16 + kPipes / 64 + 1) << "before " << before << ", after " << after;
   // And they all work: write to the last pipe.
   ASSERT_EQ(write(fds.back(), "z", 1), 1);
   kq_kevent out;

@@ -20,13 +20,16 @@
 namespace kqd {
 namespace {
 
+// Whom the remembered names are charged to.
+constexpr uid_t kUid = 4242;
+
 class RemoteProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
     device_path_ = testing::SharedDaemon().device();
     identity_ = std::make_unique<DeviceIdentity>(device_path_);
     int err = 0;
-    self_ = RemoteProcess::Open(getpid(), identity_.get(), &err);
+    self_ = RemoteProcess::Open(getpid(), identity_.get(), &runtime_.limits(), kUid, &err);
     ASSERT_NE(self_, nullptr) << err;
     kq_ = Kqueue::Create(&runtime_, getuid(), &err);
     ASSERT_NE(kq_, nullptr) << err;
@@ -81,14 +84,14 @@ TEST_F(RemoteProcessTest, BogusKqueueDescriptorsAreNotRemembered) {
   ASSERT_EQ(pipe(p), 0);
   Keep(p[0]);
   Keep(p[1]);
-  for (int fd = 100000; fd < 110000; fd++) self_->RememberKqueueFd(fd, kq_);
-  self_->RememberKqueueFd(p[0], kq_);
+  for (int fd = 100000; fd < 110000; fd++) self_->RememberKqueueFd(fd, kq_, &runtime_.limits(), kUid);
+  self_->RememberKqueueFd(p[0], kq_, &runtime_.limits(), kUid);
   EXPECT_EQ(self_->remembered_kqueue_fds(), 0u);
   EXPECT_EQ(self_->KqueueForFd(p[0]), nullptr);
 
   int dev = Keep(open(device_path_.c_str(), O_RDWR | O_CLOEXEC));
   ASSERT_GE(dev, 0);
-  self_->RememberKqueueFd(dev, kq_);
+  self_->RememberKqueueFd(dev, kq_, &runtime_.limits(), kUid);
   EXPECT_EQ(self_->remembered_kqueue_fds(), 1u);
   EXPECT_EQ(self_->KqueueForFd(dev), kq_);
   // Another descriptor of the same open file is the same kqueue.
@@ -103,18 +106,50 @@ TEST_F(RemoteProcessTest, RememberedKqueueDescriptorsAreBounded) {
   for (size_t i = 0; i < n; i++) {
     int fd = Keep(dup(dev));
     ASSERT_GE(fd, 0);
-    self_->RememberKqueueFd(fd, kq_);
+    self_->RememberKqueueFd(fd, kq_, &runtime_.limits(), kUid);
   }
   EXPECT_EQ(self_->remembered_kqueue_fds(), RemoteProcess::kMaxKqueueFds);
+  EXPECT_EQ(runtime_.limits().InUse(kUid, Resource::kKqueueNames), RemoteProcess::kMaxKqueueFds);
   // Entries of kqueues that are gone make room again.
   kq_.reset();
   int err = 0;
   auto fresh = Kqueue::Create(&runtime_, getuid(), &err);
   ASSERT_NE(fresh, nullptr);
   int fd = Keep(dup(dev));
-  self_->RememberKqueueFd(fd, fresh);
+  self_->RememberKqueueFd(fd, fresh, &runtime_.limits(), kUid);
   EXPECT_EQ(self_->remembered_kqueue_fds(), 1u);
   EXPECT_EQ(self_->KqueueForFd(fd), fresh);
+  EXPECT_EQ(runtime_.limits().InUse(kUid, Resource::kKqueueNames), 1u);
+}
+
+TEST_F(RemoteProcessTest, RememberedKqueueDescriptorsAreChargedToTheUser) {
+  // Issue 12 item 5: every process of a user may remember up to 256 names;
+  // the user's ceiling bounds them all together (here two processes' worth
+  // of one, as seen by a ceiling of 10).
+  LimitConfig config;
+  config.kqueue_names = 10;
+  Runtime runtime(config);
+  int err = 0;
+  auto kq = Kqueue::Create(&runtime, getuid(), &err);
+  ASSERT_NE(kq, nullptr);
+  auto other = RemoteProcess::Open(getpid(), identity_.get(), &runtime_.limits(), kUid, &err);
+  ASSERT_NE(other, nullptr);
+  int dev = Keep(open(device_path_.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_GE(dev, 0);
+  for (int i = 0; i < 8; i++) self_->RememberKqueueFd(Keep(dup(dev)), kq, &runtime.limits(), kUid);
+  for (int i = 0; i < 8; i++) other->RememberKqueueFd(Keep(dup(dev)), kq, &runtime.limits(), kUid);
+  EXPECT_EQ(self_->remembered_kqueue_fds(), 8u);
+  EXPECT_EQ(other->remembered_kqueue_fds(), 2u);
+  EXPECT_EQ(runtime.limits().InUse(kUid, Resource::kKqueueNames), 10u);
+  // Another user is not affected.
+  other->RememberKqueueFd(Keep(dup(dev)), kq, &runtime.limits(), kUid + 1);
+  EXPECT_EQ(other->remembered_kqueue_fds(), 3u);
+  // A process's names are given back with it.
+  other.reset();
+  EXPECT_EQ(runtime.limits().InUse(kUid, Resource::kKqueueNames), 8u);
+  EXPECT_EQ(runtime.limits().InUse(kUid + 1, Resource::kKqueueNames), 0u);
+  self_.reset();
+  EXPECT_EQ(runtime.limits().InUse(kUid, Resource::kKqueueNames), 0u);
 }
 
 }  // namespace

@@ -143,6 +143,14 @@ class KqstatTest(unittest.TestCase):
         self.assertEqual(users[NOBODY]["knotes"]["used"], 3)
         self.assertEqual(users[NOBODY]["timers"]["used"], 1)
         self.assertGreater(users[NOBODY]["knotes"]["limit"], 0)
+        # Every resource the daemon charges has a name (stat_version 2): the
+        # child's process and thread pidfds, its named kqueue descriptors.
+        self.assertEqual(users[NOBODY]["fast_timers"]["used"], 0)
+        self.assertGreaterEqual(users[NOBODY]["daemon_fds"]["used"], 2)
+        self.assertGreater(users[NOBODY]["daemon_fds"]["limit"], 0)
+        self.assertGreaterEqual(users[NOBODY]["kqueue_names"]["used"], 1)
+        self.assertEqual(users[NOBODY]["kqueue_names"]["limit"], 4096)
+        self.assertFalse([k for k in users[NOBODY] if k.startswith("resource")], users[NOBODY])
         # kqstat's own kqueue is left out of the processes but charged to root.
         self.assertIn(0, users)
         self.assertGreaterEqual(doc["totals"]["kqueues"], 4)
@@ -202,7 +210,7 @@ class KqstatTest(unittest.TestCase):
             args = bytearray(struct.pack("<QQQiI", ctypes.addressof(buf), needed + 4096, 0, 0, 0))
             n = fcntl.ioctl(fd, KQ_IOC_STAT, args, True)
             version, hsize, qsize, usize, nq, nu = struct.unpack_from("<6I", buf.raw, 0)
-            self.assertEqual((version, hsize, qsize, usize), (1, 96, 96, 136))
+            self.assertEqual((version, hsize, qsize, usize), (2, 96, 96, 136))
             self.assertEqual(n, hsize + nq * qsize + nu * usize)
             # Flags must be zero; a pid must not be negative.
             for bad in (struct.pack("<QQQiI", 0, 0, 0, 0, 1), struct.pack("<QQQiI", 0, 0, 0, -1, 0)):

@@ -172,7 +172,9 @@ std::string JsonString(const std::string& s) {
   return out + "\"";
 }
 
-const char* const kResourceNames[KQ_RES_COUNT] = {"kqueues", "knotes", "timers"};
+const char* const kResourceNames[KQ_RES_COUNT] = {"kqueues",    "knotes",     "timers",
+                                                  "fast_timers", "daemon_fds", "kqueue_names",
+                                                  "watched_fds"};
 
 // A resource slot's name; slots a later daemon defines are shown by number.
 std::string ResourceName(int i) {

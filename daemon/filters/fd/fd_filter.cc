@@ -67,10 +67,11 @@ struct FdState : KnoteState {
   FdWatcher::Item item;          // epoll item, if any
   FdWatcher::InodeWatch inode;   // inotify subscription, if any
   EmptyWatch empty;              // EVFILT_EMPTY only
-  // Attach's copy, for the evaluation the core makes right after it in the
-  // same registration (under the same kqueue lock): spares a second copy
-  // and check. Consumed (closed) by that evaluation.
-  ScopedFd attach_copy;
+  // A copy of the client's fd already checked to be the registered file,
+  // made by a hook of the current change (Attach, StillValid) for the next
+  // one (the evaluation, Detach), under the same kqueue lock: spares a
+  // second copy and check. Consumed by that hook, or closed by ChangeDone.
+  ScopedFd copy;
 };
 
 int Fd(const Knote& kn) { return static_cast<int>(kn.kev.ident); }
@@ -135,7 +136,7 @@ int FdFilter::Attach(Knote& kn) {
       }
     }
   }
-  st->attach_copy = std::move(copy);
+  st->copy = std::move(copy);
   kn.state = std::move(st);
   // The registration's evaluation follows at once and closes the copy:
   // nothing of the client's file is kept after it.
@@ -149,19 +150,21 @@ void FdFilter::Detach(Knote& kn) {
   // The last subscriber of an item deletes it with a copy of the same open
   // file (the watcher checks it); without one, the item has vanished with
   // the file or is a harmless zombie (fd_watch.h).
-  watcher_->Unwatch(st->item, [&kn]() {
+  watcher_->Unwatch(st->item, [&kn, st]() {
     if (kn.status & Knote::kGone) return ScopedFd();
+    if (st->copy) return std::move(st->copy);  // StillValid's, this change
     int err = 0;
     return kn.owner->CopyFd(Fd(kn), &err);
   });
+  st->copy.reset();
   watcher_->UnwatchInode(st->inode);
 }
 
 ScopedFd FdFilter::CopyIfSame(Knote& kn, bool* gone) {
   auto* st = kn.state_as<FdState>();
-  if (st->attach_copy) {
+  if (st->copy) {
     *gone = false;
-    return std::move(st->attach_copy);  // the registered file itself
+    return std::move(st->copy);  // checked earlier in this change
   }
   int err = 0;
   ScopedFd copy = kn.owner->CopyFd(Fd(kn), &err);
@@ -267,7 +270,15 @@ void FdFilter::ScheduleRecheck(Knote& kn) {
 bool FdFilter::StillValid(Knote& kn) {
   bool gone = false;
   ScopedFd copy = CopyIfSame(kn, &gone);
-  return copy.valid() || !gone;
+  if (!copy) return !gone;
+  // For the evaluation or Detach this change makes next; ChangeDone
+  // closes it if neither does.
+  kn.state_as<FdState>()->copy = std::move(copy);
+  return true;
+}
+
+void FdFilter::ChangeDone(Knote& kn) {
+  if (auto* st = kn.state_as<FdState>()) st->copy.reset();
 }
 
 std::shared_ptr<FilterOps> MakeFdFilter(Runtime* runtime, uint32_t filter) {

@@ -30,6 +30,12 @@
 //   Detach   end the subscription; the last one of an item deletes it with
 //            a copy of the same open file if one can still be had.
 //
+// Within one change the hooks hand each other the checked copy (under the
+// kqueue's lock): Attach's to the registration's evaluation, StillValid's
+// to the evaluation of an EV_ADD or to the Detach of an EV_DELETE — so an
+// EV_DELETE copies the client's fd once, not twice. ChangeDone closes what
+// is left at the end of the change: no copy outlives it.
+//
 // Wake-ups call Knote::Notify from the reactor thread; every evaluation
 // recomputes from the file itself, so a spurious wake-up reports nothing
 // new, and EV_CLEAR knotes fire once per wake-up of the file (each write to
@@ -72,6 +78,7 @@ class FdFilter : public FilterOps {
   void Detach(Knote& kn) override;
   bool Event(Knote& kn, long hint) override;
   bool StillValid(Knote& kn) override;
+  void ChangeDone(Knote& kn) override;
 
   // The epoll/inotify multiplexer behind this filter's knotes (tests).
   FdWatcher& watcher() { return *watcher_; }

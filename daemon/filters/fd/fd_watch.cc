@@ -78,19 +78,19 @@ int FdKeyRange::WithFileAt(int number, int file, const std::function<int(int)>& 
 
 std::shared_ptr<FdWatcher> FdWatcher::Create(Reactor* reactor, bool with_inotify) {
   auto w = std::make_shared<FdWatcher>(Passkey(), reactor);
-  w->epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
-  if (!w->epoll_) return w;
-  std::weak_ptr<FdWatcher> weak = w;
-  int64_t token = reactor->AddFd(w->epoll_.get(), EPOLLIN, [weak](uint32_t) {
-    if (auto self = weak.lock()) self->OnEpoll();
-  });
-  if (token <= 0) return w;
-  w->reactor_token_ = token;
+  {
+    // The first epoll instance at once, kept for the watcher's life: a
+    // daemon whose clients watch few files never makes or closes one.
+    // Later ones are made as items need them (ShardWithRoomLocked).
+    MutexLock l(w->mu_);
+    int error = 0;
+    w->ShardWithRoomLocked(&error);
+  }
   if (with_inotify) {
     w->inotify_ = InotifyMux::Create();
     if (w->inotify_) {
       std::weak_ptr<InotifyMux> mux = w->inotify_;
-      token = reactor->AddFd(w->inotify_->inotify_fd(), EPOLLIN, [mux](uint32_t) {
+      int64_t token = reactor->AddFd(w->inotify_->inotify_fd(), EPOLLIN, [mux](uint32_t) {
         if (auto m = mux.lock()) m->OnReadable();
       });
       if (token > 0) w->inotify_token_ = token;
@@ -102,13 +102,16 @@ std::shared_ptr<FdWatcher> FdWatcher::Create(Reactor* reactor, bool with_inotify
 FdWatcher::FdWatcher(Passkey, Reactor* reactor) : reactor_(reactor) {}
 
 FdWatcher::~FdWatcher() {
-  if (reactor_token_ > 0) reactor_->RemoveFd(epoll_.get(), reactor_token_);
+  MutexLock l(mu_);
+  for (const auto& shard : shards_) {
+    if (shard) reactor_->RemoveFd(shard->epoll.get(), shard->reactor_token);
+  }
   if (inotify_token_ > 0) reactor_->RemoveFd(inotify_->inotify_fd(), inotify_token_);
 }
 
-int FdWatcher::Compare(int file, int number) const {
+int FdWatcher::Compare(int epoll, int file, int number) {
   kcmp_epoll_slot target{};
-  target.efd = static_cast<uint32_t>(epoll_.get());
+  target.efd = static_cast<uint32_t>(epoll);
   target.tfd = static_cast<uint32_t>(number);
   target.toff = 0;  // numbers are unique in the instance: the first is it
   const long r = syscall(SYS_kcmp, SelfPid(), SelfPid(), KCMP_EPOLL_TFD, file, &target);
@@ -118,14 +121,16 @@ int FdWatcher::Compare(int file, int number) const {
 }
 
 bool FdWatcher::IsSameFile(const Item& item, int file) const {
-  // No lock: a live subscription's number and the epoll fd are fixed.
-  return item.file != 0 && file >= 0 && Compare(file, item.number) == 0;
+  // No lock: a live subscription's number and its shard's epoll fd are
+  // fixed (shards live as long as the watcher).
+  return item.file != 0 && file >= 0 && Compare(item.epoll, file, item.number) == 0;
 }
 
-void FdWatcher::DrainLocked(uint64_t skip) {
+void FdWatcher::DrainLocked(size_t index, uint64_t skip) {
+  const int epoll = shards_[index]->epoll.get();
   epoll_event events[kEpollBatch];
   for (;;) {
-    const int n = epoll_wait(epoll_.get(), events, kEpollBatch, 0);
+    const int n = epoll_wait(epoll, events, kEpollBatch, 0);
     if (n <= 0) return;
     for (int i = 0; i < n; i++) {
       // A copy: epoll_event is packed, and find() takes a reference, which
@@ -141,6 +146,44 @@ void FdWatcher::DrainLocked(uint64_t skip) {
   }
 }
 
+long FdWatcher::ShardWithRoomLocked(int* error) {
+  if (fill_ < shards_.size() && shards_[fill_] && shards_[fill_]->items < kShardItems)
+    return static_cast<long>(fill_);
+  size_t free_slot = shards_.size();
+  for (size_t i = 0; i < shards_.size(); i++) {
+    if (shards_[i] && shards_[i]->items < kShardItems) {
+      fill_ = i;
+      return static_cast<long>(i);
+    }
+    if (!shards_[i] && free_slot == shards_.size()) free_slot = i;
+  }
+  auto shard = std::make_unique<Shard>();
+  shard->epoll.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!shard->epoll) {
+    *error = errno;
+    return -1;
+  }
+  // A slot of a closed shard is reused; a stale reactor callback for it
+  // only drains the new shard early, which any drain may do.
+  const size_t index = free_slot;
+  std::weak_ptr<FdWatcher> weak = weak_from_this();
+  const int64_t token = reactor_->AddFd(shard->epoll.get(), EPOLLIN, [weak, index](uint32_t) {
+    if (auto self = weak.lock()) self->OnEpoll(index);
+  });
+  if (token <= 0) {
+    *error = token < 0 ? static_cast<int>(-token) : EMFILE;
+    return -1;
+  }
+  shard->reactor_token = token;
+  if (index == shards_.size()) {
+    shards_.push_back(std::move(shard));
+  } else {
+    shards_[index] = std::move(shard);
+  }
+  fill_ = index;
+  return static_cast<long>(index);
+}
+
 void FdWatcher::ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it) {
   auto in = by_inode_.find(it->second.inode);
   if (in != by_inode_.end()) {
@@ -148,7 +191,15 @@ void FdWatcher::ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it
     if (in->second.empty()) by_inode_.erase(in);
   }
   free_numbers_.insert(it->second.number);
+  const size_t index = it->second.shard;
   files_.erase(it);
+  // An emptied shard other than the first is closed: the descriptors
+  // follow the files watched. No Item refers to it any more (every live
+  // subscription and every zombie counts as one of its items).
+  if (--shards_[index]->items == 0 && index != 0) {
+    reactor_->RemoveFd(shards_[index]->epoll.get(), shards_[index]->reactor_token);
+    shards_[index].reset();
+  }
 }
 
 int FdWatcher::TakeNumberLocked() {
@@ -165,14 +216,11 @@ int FdWatcher::TakeNumberLocked() {
 
 int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
                      Item* out) {
-  if (!FdKeyRange::Get().ok() || !ok()) return EMFILE;
+  if (!FdKeyRange::Get().ok()) return EMFILE;
   bool deliver = false;
   int error = 0;
   {
     MutexLock l(mu_);
-    // Reports that happened before this registration go to the
-    // subscribers they had; the new one evaluates the file after this.
-    DrainLocked(0);
     uint64_t token = 0;
     // An item of this very open file already (or a zombie of it)? Only
     // items of the same inode can be.
@@ -181,10 +229,13 @@ int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
       std::vector<uint64_t> vanished;
       for (uint64_t t : in->second) {
         const OpenFile& f = files_.at(t);
-        const int same = Compare(file, f.number);
+        const int same = Compare(shards_[f.shard]->epoll.get(), file, f.number);
         if (same == 0) {
           token = t;
           if (f.subs.empty()) zombies_--;  // a zombie adopted
+          // Reports the item had before this registration go to the
+          // subscribers it had; the new one evaluates the file after this.
+          DrainLocked(f.shard, 0);
           break;
         }
         if (same < 0 && f.subs.empty()) vanished.push_back(t);  // a dead zombie
@@ -195,42 +246,51 @@ int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
       }
     }
     if (token == 0) {
-      token = next_token_++;
-      epoll_event ev{};
-      ev.events = events | EPOLLET;
-      ev.data.u64 = token;
-      int result = -ENOMEM;  // no key number left
-      int number = -1;
-      std::vector<int> exists;
-      // A number held by an fd of ours (EBUSY) is dropped: it will likely
-      // stay held, and F_DUPFD told us the next free one, so a block of
-      // them is skipped at once. A number where an item of this very file
-      // that we lost track of sits (EEXIST) is fine for other files.
-      for (int attempt = 0; attempt < kMaxNumberAttempts; attempt++) {
-        number = TakeNumberLocked();
-        if (number < 0) break;
-        int free_above = -1;
-        result = FdKeyRange::WithFileAt(number, file, [&](int n) {
-          return epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, n, &ev) == 0 ? 0 : -errno;
-        }, &free_above);
-        if (result == -EBUSY) {
-          if (free_above > next_number_) next_number_ = free_above;
-          continue;
-        }
-        if (result != -EEXIST) break;
-        exists.push_back(number);
-      }
-      for (int n : exists) free_numbers_.insert(n);
-      if (result != 0) {
-        if (number >= 0 && result != -EEXIST && result != -EBUSY) free_numbers_.insert(number);
-        error = result == -EEXIST || result == -EBUSY ? ENOMEM : -result;
+      const long shard = ShardWithRoomLocked(&error);
+      if (shard < 0) {
+        error = error == EMFILE || error == ENFILE ? ENFILE : error;
       } else {
-        OpenFile& f = files_[token];
-        f.number = number;
-        f.inode = inode;
-        by_inode_[inode].insert(token);
-        // The report of the add itself, if the file is ready: no news.
-        DrainLocked(token);
+        token = next_token_++;
+        Shard& s = *shards_[static_cast<size_t>(shard)];
+        epoll_event ev{};
+        ev.events = events | EPOLLET;
+        ev.data.u64 = token;
+        int result = -ENOMEM;  // no key number left
+        int number = -1;
+        std::vector<int> exists;
+        // A number held by an fd of ours (EBUSY) is dropped: it will likely
+        // stay held, and F_DUPFD told us the next free one, so a block of
+        // them is skipped at once. A number where an item of this very file
+        // that we lost track of sits (EEXIST) is fine for other files.
+        for (int attempt = 0; attempt < kMaxNumberAttempts; attempt++) {
+          number = TakeNumberLocked();
+          if (number < 0) break;
+          int free_above = -1;
+          result = FdKeyRange::WithFileAt(number, file, [&](int n) {
+            return epoll_ctl(s.epoll.get(), EPOLL_CTL_ADD, n, &ev) == 0 ? 0 : -errno;
+          }, &free_above);
+          if (result == -EBUSY) {
+            if (free_above > next_number_) next_number_ = free_above;
+            continue;
+          }
+          if (result != -EEXIST) break;
+          exists.push_back(number);
+        }
+        for (int n : exists) free_numbers_.insert(n);
+        if (result != 0) {
+          if (number >= 0 && result != -EEXIST && result != -EBUSY) free_numbers_.insert(number);
+          error = result == -EEXIST || result == -EBUSY ? ENOMEM : -result;
+          token = 0;
+        } else {
+          OpenFile& f = files_[token];
+          f.number = number;
+          f.shard = static_cast<size_t>(shard);
+          f.inode = inode;
+          s.items++;
+          by_inode_[inode].insert(token);
+          // The report of the add itself, if the file is ready: no news.
+          DrainLocked(f.shard, token);
+        }
       }
     }
     if (error == 0) {
@@ -240,11 +300,12 @@ int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
       out->file = token;
       out->sub = sub;
       out->number = f.number;
+      out->epoll = shards_[f.shard]->epoll.get();
     }
     deliver = !pending_.empty();
   }
   // The drained reports must still reach their subscribers, and the
-  // reactor may no longer see our epoll readable.
+  // reactor may no longer see the shard's epoll readable.
   if (deliver) reactor_->Post(PendingTask());
   return error;
 }
@@ -252,7 +313,7 @@ int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
 Reactor::Task FdWatcher::PendingTask() {
   std::weak_ptr<FdWatcher> weak = weak_from_this();
   return [weak] {
-    if (auto self = weak.lock()) self->OnEpoll();
+    if (auto self = weak.lock()) self->DeliverPending();
   };
 }
 
@@ -265,14 +326,16 @@ void FdWatcher::Unwatch(const Item& item, const std::function<ScopedFd()>& copy)
   if (!it->second.subs.empty()) return;  // others still listen
   ScopedFd file = copy();
   const int number = it->second.number;
-  if (file && Compare(file.get(), number) == 0 &&
-      FdKeyRange::WithFileAt(number, file.get(), [&](int n) {
-        return epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, n, nullptr) == 0 ? 0 : -errno;
+  const int epoll = shards_[it->second.shard]->epoll.get();
+  // EPOLL_CTL_DEL names the item by (open file, number): it succeeds only
+  // with a copy of the very file the item watches, so it is its own check.
+  if (file && FdKeyRange::WithFileAt(number, file.get(), [&](int n) {
+        return epoll_ctl(epoll, EPOLL_CTL_DEL, n, nullptr) == 0 ? 0 : -errno;
       }) == 0) {
     ForgetLocked(it);
     return;
   }
-  if (file && Compare(file.get(), number) < 0) {
+  if (file && Compare(epoll, file.get(), number) < 0) {
     ForgetLocked(it);  // the item vanished with its file
     return;
   }
@@ -282,8 +345,9 @@ void FdWatcher::Unwatch(const Item& item, const std::function<ScopedFd()>& copy)
   if (zombies_ < zombie_sweep_at_) return;
   for (auto z = files_.begin(); z != files_.end();) {
     auto next = std::next(z);
+    const int zepoll = shards_[z->second.shard]->epoll.get();
     // Against a file that is surely not the item's: ENOENT if it vanished.
-    if (z->second.subs.empty() && Compare(epoll_.get(), z->second.number) < 0) {
+    if (z->second.subs.empty() && Compare(zepoll, zepoll, z->second.number) < 0) {
       ForgetLocked(z);
       zombies_--;
     }
@@ -311,14 +375,32 @@ size_t FdWatcher::item_count() const {
   return n;
 }
 
-void FdWatcher::OnEpoll() {
+std::vector<int> FdWatcher::epoll_fds() const {
+  MutexLock l(mu_);
+  std::vector<int> fds;
+  for (const auto& shard : shards_) {
+    if (shard) fds.push_back(shard->epoll.get());
+  }
+  return fds;
+}
+
+void FdWatcher::OnEpoll(size_t index) {
   std::vector<Callback> due;
   {
     MutexLock l(mu_);
-    DrainLocked(0);
+    if (index < shards_.size() && shards_[index]) DrainLocked(index, 0);
     due.swap(pending_);
   }
   for (auto& cb : due) cb();  // no lock held: they take kqueue locks
+}
+
+void FdWatcher::DeliverPending() {
+  std::vector<Callback> due;
+  {
+    MutexLock l(mu_);
+    due.swap(pending_);
+  }
+  for (auto& cb : due) cb();
 }
 
 }  // namespace kqd

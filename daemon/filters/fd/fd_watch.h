@@ -44,6 +44,16 @@
 //     the items of the same inode) and tells the filter, at each
 //     evaluation, that the client's fd still names the registered open
 //     file — not just the same inode and access mode.
+//   * SHARDS. The kernel answers that kcmp by walking the epoll instance's
+//     items one by one (ep_find_tfd: its tree is ordered by file, not by
+//     number), so with every item in one instance each evaluation cost time
+//     linear in the files watched (the harvest of 1 pipe beside 9000 idle
+//     ones: 2–16× the cost beside 100). Items are therefore spread over
+//     epoll instances of at most kShardItems items each (each one fd in
+//     the Reactor's set; the first made with the watcher and kept, the
+//     others made as needed and closed when emptied): a kcmp walks at most
+//     kShardItems items, whatever the total. An item stays in its shard
+//     for life; a new one goes to a shard with room.
 //
 // THE ADD REPORT. Adding an edge-triggered item on a ready file queues one
 // report at once. The registration evaluates the file itself, so that
@@ -51,16 +61,21 @@
 // been collected (two events, no new activity). Watch drains the epoll
 // under its lock right after the add, drops the new item's report and keeps
 // the others (for the subscribers they had then) for the reactor thread.
+// Only the shard concerned is drained: the new item's, or, for a knote
+// joining an existing item, that item's (its earlier reports go to its
+// earlier subscribers) — one epoll_wait, whatever the number of shards.
 //
-// WHY AN EPOLL INSTANCE OF OUR OWN (one per filter, itself one fd in the
-// Reactor's set) rather than Reactor::AddFd: key numbers must be unique in
+// WHY EPOLL INSTANCES OF OUR OWN (per filter, each one fd in the Reactor's
+// set) rather than Reactor::AddFd: key numbers must be unique in
 // the instance and chosen by us, DEL and kcmp need them, and the add, the
 // drain of its report and the subscriber bookkeeping happen together under
 // the watcher's mutex.
 //
-// FD BUDGET: per FdWatcher 1 epoll instance (+1 inotify instance for
-// EVFILT_READ); nothing per item. Each watcher's epoll fd is one fd in the
-// Reactor's epoll set. The key range bounds the items of one watcher
+// FD BUDGET: per FdWatcher one epoll instance per kShardItems items (at
+// least one; +1 inotify instance for EVFILT_READ); nothing per item. At
+// most (top - base) / kShardItems instances (235 with a hard limit of
+// 20000): the key range bounds the items. Each
+// shard's epoll fd is one fd in the Reactor's epoll set. The key range bounds the items of one watcher
 // (top - base: 15000 with a hard limit of 20000): ENOMEM past it.
 //
 // ZOMBIES. If the client closes its fd while the file lives on elsewhere (a
@@ -88,7 +103,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -129,11 +143,15 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   using Callback = std::function<void()>;
   using InodeKey = std::pair<dev_t, ino_t>;
 
+  // Items per epoll instance at most (SHARDS above): bounds a kcmp's walk.
+  static constexpr size_t kShardItems = 64;
+
   // One knote's subscription to the epoll item of its open file.
   struct Item {
     uint64_t file = 0;  // the open file's item (epoll data); 0: none
     uint64_t sub = 0;   // this subscriber
     int number = -1;    // its key number (for IsSameFile)
+    int epoll = -1;     // the epoll instance (shard) holding it
   };
   // One inotify subscription of a knote.
   using InodeWatch = InotifyMux::Subscription;
@@ -151,8 +169,6 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   FdWatcher(const FdWatcher&) = delete;
   FdWatcher& operator=(const FdWatcher&) = delete;
 
-  bool ok() const { return epoll_.valid() && reactor_token_ > 0; }
-
   // Subscribes `cb` to the wake-ups of the open file `file` (a transient
   // copy; the caller closes it after) of inode `inode`, reporting `events`
   // (EPOLLET is added; a watcher is used with one `events` only). Every
@@ -161,56 +177,74 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   // file) are not delivered to the new subscriber: its registration
   // evaluates the file after this. `cb` runs on the reactor thread.
   // Returns 0 or an errno: EPERM if the file cannot be polled, ENOMEM if
-  // every key number is in use.
+  // every key number is in use, ENFILE if no epoll instance can be made.
   int Watch(int file, InodeKey inode, uint32_t events, Callback cb, Item* out)
       EXCLUDES(mu_);
   // Ends the subscription. When it was the item's last, the item is deleted
   // with a copy from `copy` (called only then; it may return an invalid fd
   // if no copy can be had: the item is left to vanish with its file).
   void Unwatch(const Item& item, const std::function<ScopedFd()>& copy) EXCLUDES(mu_);
-  // Whether `file` is the very open file the item watches: one kcmp, no
-  // lock. False if it is another file, or the item vanished with its file.
+  // Whether `file` is the very open file the item watches: one kcmp over at
+  // most kShardItems items, no lock. False if it is another file, or the
+  // item vanished with its file.
   bool IsSameFile(const Item& item, int file) const;
 
   // IN_MODIFY on the inode of `file`; 0 or an errno.
   int WatchInode(int file, Callback cb, InodeWatch* out);
   void UnwatchInode(const InodeWatch& watch);
 
-  // Live epoll items we know of (zombies excluded), and the epoll instance
-  // itself (tests read the kernel's view in /proc/self/fdinfo/<epoll_fd>).
+  // Live epoll items we know of (zombies excluded), and the epoll
+  // instances (tests read the kernel's view in /proc/self/fdinfo/<fd>).
   size_t item_count() const EXCLUDES(mu_);
-  int epoll_fd() const { return epoll_.get(); }
+  std::vector<int> epoll_fds() const EXCLUDES(mu_);
 
  private:
+  // One epoll instance and how many items (zombies included) it holds.
+  struct Shard {
+    ScopedFd epoll;
+    int64_t reactor_token = 0;
+    size_t items = 0;
+  };
   // One epoll item: an open file and who listens to it.
   struct OpenFile {
     int number = -1;
+    size_t shard = 0;
     InodeKey inode{};
     std::map<uint64_t, Callback> subs;  // empty: a zombie (fd_watch.h)
   };
-  void OnEpoll() EXCLUDES(mu_);
-  // Reads every pending epoll report into pending_ (the subscribers of
-  // each at this moment), except those of `skip`. Under mu_.
-  void DrainLocked(uint64_t skip) REQUIRES(mu_);
-  // kcmp of `file` against the item at `number`: 0 same, 1 other file,
-  // -1 no such item (vanished with its file). Needs no lock.
-  int Compare(int file, int number) const;
-  // A free key number, or -1. Under mu_.
+  // The reactor saw shard `index` readable.
+  void OnEpoll(size_t index) EXCLUDES(mu_);
+  // Delivers pending_ (a posted task).
+  void DeliverPending() EXCLUDES(mu_);
+  // Reads every pending report of shard `index` into pending_ (the
+  // subscribers of each at this moment), except those of `skip`.
+  void DrainLocked(size_t index, uint64_t skip) REQUIRES(mu_);
+  // kcmp of `file` against the item at `number` of instance `epoll`: 0
+  // same, 1 other file, -1 no such item (vanished with its file). Needs no
+  // lock.
+  static int Compare(int epoll, int file, int number);
+  // A shard with room for one more item (made if need be), or -1 with
+  // *error set.
+  long ShardWithRoomLocked(int* error) REQUIRES(mu_);
+  // A free key number, or -1.
   int TakeNumberLocked() REQUIRES(mu_);
   void ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it) REQUIRES(mu_);
   // A reactor task that delivers pending_.
   Reactor::Task PendingTask();
 
   Reactor* const reactor_;
-  ScopedFd epoll_;
   std::shared_ptr<InotifyMux> inotify_;  // null: not asked for, or failed
-  int64_t reactor_token_ = 0;
   int64_t inotify_token_ = 0;
 
   // The watcher's items and the reports drained but not yet delivered.
   // Taken under a kqueue's lock (a knote's attach/detach); only the
-  // reactor's lock (Post) is taken under it. Callbacks run without it.
+  // reactor's lock (AddFd, Post) is taken under it. Callbacks run without it.
   mutable Mutex mu_;
+  // Indexed by OpenFile::shard; null: a closed shard (slot reused). A
+  // shard is closed only when it holds no item, so an Item's epoll fd stays
+  // valid while the subscription lives.
+  std::vector<std::unique_ptr<Shard>> shards_ GUARDED_BY(mu_);
+  size_t fill_ GUARDED_BY(mu_) = 0;  // the shard new items go to first
   uint64_t next_token_ GUARDED_BY(mu_) = 1;
   std::unordered_map<uint64_t, OpenFile> files_ GUARDED_BY(mu_);  // epoll data -> item
   std::map<InodeKey, std::set<uint64_t>> by_inode_ GUARDED_BY(mu_);  // items of each inode

@@ -131,8 +131,11 @@ class TimerState : public KnoteState {
       return true;
     }
     // A late loop counts the periods it missed, and the next deadline stays
-    // on the original grid, so lateness never accumulates into drift.
-    const int64_t expirations = 1 + (now - deadline_ns_) / period_ns_;
+    // on the original grid, so lateness never accumulates into drift. A
+    // one-shot knote expires once, however late (the seed does not re-arm
+    // its callout): data 1, as with an idle loop.
+    const int64_t expirations =
+        (kn.kev.flags & EV_ONESHOT) ? 1 : 1 + (now - deadline_ns_) / period_ns_;
     kn.kev.data = SaturatingAdd(kn.kev.data, expirations);
     deadline_ns_ += expirations * period_ns_;  // in (now, now + period]
     // A one-shot knote is deleted when retrieved; it needs no more ticks.

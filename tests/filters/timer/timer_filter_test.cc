@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -229,6 +230,17 @@ TEST_F(TimerFilterTest, OneshotFiresOnceThenIsGone) {
   EXPECT_EQ(q_->Change(Timer(3, 0, 0, EV_DELETE)), ENOENT);
   EXPECT_TRUE(q_->Collect(8, 60).empty());
   EXPECT_EQ(TimersInUse(), 0u);
+}
+
+TEST_F(TimerFilterTest, LateOneshotStillCountsOne) {
+  // The loop runs the expiry 60 ms late (six periods): a periodic knote
+  // counts the periods it missed, a one-shot one expired once (the seed
+  // does not re-arm its callout).
+  ASSERT_EQ(q_->Change(Timer(4, 10, 0, EV_ADD | EV_ONESHOT)), 0);
+  rt_.get()->reactor().Post([] { usleep(70 * 1000); });
+  auto evs = q_->Collect(8, 2000);
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].data, 1);
 }
 
 TEST_F(TimerFilterTest, SecondsDoNotFireEarly) {
