@@ -2,10 +2,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
 namespace kqd {
+
+bool IsAnonymousPipe(int fd) {
+  struct statfs sfs;
+  return fstatfs(fd, &sfs) == 0 && sfs.f_type == PIPEFS_MAGIC;
+}
 
 int ReadIdentity(int fd, FileIdentity* out) {
   // AT_STATX_DONT_SYNC: a FUSE file (our own device among them) answers

@@ -27,6 +27,12 @@ struct FileIdentity {
   bool operator!=(const FileIdentity& o) const { return !(*this == o); }
 };
 
+// Whether `fd` is an anonymous pipe made by pipe(2) (it lives on pipefs),
+// not a FIFO on a file system: NetBSD builds the two differently (pipes
+// in sys_pipe.c, FIFOs on sockets in fifofs) and their kqueue filters
+// answer differently.
+bool IsAnonymousPipe(int fd);
+
 // Fills *out for open descriptor `fd` (statx without syncing, so never a
 // request to a FUSE server, + F_GETFL). Returns 0 or an errno.
 int ReadIdentity(int fd, FileIdentity* out);

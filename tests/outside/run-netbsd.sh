@@ -9,11 +9,13 @@
 #   tests/outside/run-netbsd.sh [options] NETBSD_TESTS
 #
 # NETBSD_TESTS is a NetBSD source tree you fetched (its root, or its tests/
-# directory): it must hold tests/h_macros.h and tests/kernel/kqueue/. Get it
-# from https://github.com/NetBSD/src (or the CVS tree at cvs.NetBSD.org);
-# only those two paths are needed, e.g.
+# directory): it must hold tests/h_macros.h and tests/kernel/kqueue/, and
+# t_timer.c needs tests/lib/libc/gen/isqemu.h. Get it from
+# https://github.com/NetBSD/src (or the CVS tree at cvs.NetBSD.org); only
+# those paths are needed, e.g.
 #   git clone --depth 1 --filter=blob:none --sparse https://github.com/NetBSD/src
-#   git -C src sparse-checkout set tests/kernel/kqueue && git -C src checkout
+#   git -C src sparse-checkout set tests/kernel/kqueue tests/lib/libc/gen
+#   git -C src checkout
 # (h_macros.h sits in tests/, which sparse-checkout includes as a parent).
 # Nothing is downloaded by this script.
 #
@@ -53,6 +55,7 @@ timeout=${outside_timeout:-120}
 # Cases that cannot apply on Linux, as "program:case|reason". None is
 # skipped for being hard: only for lacking a Linux counterpart.
 NOT_ON_LINUX=(
+  "t_vnode:rename_over_self_hardlink|rename(2) of a name onto another hard link of the same file does nothing on Linux (POSIX allows it; NetBSD removes the source name), so there is no change for NOTE_WRITE/NOTE_LINK to report"
 )
 
 not_on_linux() {
@@ -73,6 +76,9 @@ cc=${CC:-cc}
 cflags=(-O2 -g -std=gnu11 -w -include "$outside_here/netbsd/compat.h"
   -I "$outside_here/netbsd/include" -I "$outside_here/atf" -I "$tests"
   -I "$outside_prefix/include")
+# t_timer.c includes "isqemu.h", which NetBSD's build finds in
+# tests/lib/libc/gen; include it in the tree you fetched.
+[ -d "$tests/lib/libc/gen" ] && cflags+=(-I "$tests/lib/libc/gen")
 ldflags=(-L "$outside_prefix/lib" -Wl,-rpath,"$outside_prefix/lib" -lkqueue -lpthread -lutil)
 
 "$cc" -O2 -g -std=gnu11 -Wall -Wextra -c "$outside_here/atf/atf-c.c" -o "$bin/atf-c.o" ||

@@ -8,6 +8,7 @@
 
 #include "daemon/core/process_context.h"
 #include "daemon/filters/fd/fd_readiness.h"
+#include "daemon/os/file_identity.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -102,6 +103,14 @@ int FdFilter::Attach(Knote& kn) {
   // Only sockets implement EVFILT_EMPTY on FreeBSD and NetBSD; the
   // kqfilter of pipes, vnodes, ttys... answers EINVAL to it.
   if (empty() && st->info.kind != FileKind::kSocket) return EINVAL;
+  // NetBSD's pipe_kqfilter hangs EVFILT_WRITE on the pipe's peer and
+  // refuses it with EBADF when that side is already closed (no reader for
+  // a write end, no writer for a read end). FIFOs are fifofs sockets there
+  // and attach, reporting EV_EOF; a peer that goes later is EV_EOF too.
+  if (!read() && !empty() && st->info.kind == FileKind::kPipe &&
+      IsAnonymousPipe(copy.get()) && PipePeerGone(copy.get(), st->info)) {
+    return EBADF;
+  }
 
   std::weak_ptr<Knote> weak = kn.weak_from_this();
   auto wake = [weak] { Knote::Notify(weak, kHintWake); };

@@ -318,6 +318,11 @@ Readiness GenericWrite(int fd) {
 
 }  // namespace
 
+bool PipePeerGone(int fd, const FileInfo& info) {
+  if (info.id.accmode == O_RDONLY) return (Poll(fd, POLLIN) & POLLHUP) != 0;
+  return (Poll(fd, POLLOUT) & POLLERR) != 0;
+}
+
 int DescribeFile(int fd, FileInfo* out) {
   if (int err = ReadIdentity(fd, &out->id)) return err;
   switch (out->id.type) {

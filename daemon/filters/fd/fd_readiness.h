@@ -89,6 +89,10 @@ struct FileInfo {
 // is never returned: the caller learns it from epoll (EPERM).
 int DescribeFile(int fd, FileInfo* out);
 
+// For a pipe (kPipe): whether the other side of `fd` is gone — no reader
+// left for a write end, no writer left for a read end.
+bool PipePeerGone(int fd, const FileInfo& info);
+
 // What one evaluation found.
 struct Readiness {
   bool fire = false;

@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -151,6 +152,48 @@ TEST_F(FdWriteTest, WriteOnReadEndReportsEofWhenTheLastWriterCloses) {
   ASSERT_TRUE(ev);
   EXPECT_TRUE(ev->flags & EV_EOF);
   EXPECT_EQ(ev->data, 0);
+}
+
+TEST_F(FdWriteTest, WriteOnAPipeWhosePeerIsAlreadyClosedIsEbadf) {
+  // NetBSD's pipe_kqfilter attaches EVFILT_WRITE to the peer and answers
+  // EBADF when it is gone (its tests/kernel/kqueue/write/t_pipe.c, pipe1).
+  {
+    Pipe p(O_NONBLOCK);
+    p.r.reset();  // no reader left
+    EXPECT_EQ(Add(p.w.get()), EBADF);
+    EXPECT_TRUE(q_->Collect(8, 0).empty());
+  }
+  {
+    Pipe p(O_NONBLOCK);
+    p.w.reset();  // no writer left
+    EXPECT_EQ(Add(p.r.get()), EBADF);
+  }
+  // The other filters attach: READ on the write end reports EV_EOF.
+  Pipe p(O_NONBLOCK);
+  p.r.reset();
+  ASSERT_EQ(q_->Change(Ev(p.w.get(), EVFILT_READ, EV_ADD)), 0);
+  auto ev = WaitEvent(*q_, p.w.get(), EVFILT_READ);
+  ASSERT_TRUE(ev);
+  EXPECT_TRUE(ev->flags & EV_EOF);
+}
+
+TEST_F(FdWriteTest, WriteOnAFifoWithoutReaderAttachesAndReportsEof) {
+  // A FIFO is a fifofs socket on NetBSD: the filter attaches and reports
+  // EV_EOF (filt_fifowrite), not EBADF as for a pipe.
+  const char* dir = getenv("TEST_TMPDIR");
+  ASSERT_NE(dir, nullptr);
+  const std::string path = std::string(dir) + "/write_fifo_no_reader";
+  unlink(path.c_str());
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  ScopedFd r(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(r);
+  ScopedFd w(open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(w);
+  r.reset();
+  ASSERT_EQ(Add(w.get()), 0);
+  auto ev = WaitEof(*q_, w.get(), EVFILT_WRITE);
+  ASSERT_TRUE(ev);
+  unlink(path.c_str());
 }
 
 // ---- sockets -----------------------------------------------------------------
