@@ -79,53 +79,75 @@ TEST(TimerFairness, FastTimersOfOneUserCostBoundedLoopTimeAndOthersStayOnTime) {
   ASSERT_TRUE(daemon) << error;
   if (getenv("KQUEUED_EXTERNAL_DEVICE")) GTEST_SKIP() << "needs a daemon of its own";
 
+  // The victim (this process, root): a 20 ms periodic timer. It runs twice:
+  // alone (how late this machine delivers it right now, under whatever
+  // else it runs), then for 1 s beside the attacker.
+  struct VictimRun {
+    int64_t count = 0;
+    std::vector<double> late_ms;
+    double last_delivery_ms = 0;
+    double median_late = 1e9;
+  };
+  auto run_victim = [&daemon](int ident, int ms, VictimRun* r) {
+    int kq = daemon->OpenKqueue();
+    ASSERT_GE(kq, 0);
+    const auto start = Clock::now();
+    kq_kevent t = Ev(ident, EVFILT_TIMER, EV_ADD, 0, 20);
+    ASSERT_EQ(Change(kq, t), 0);
+    while (Clock::now() - start < std::chrono::milliseconds(ms)) {
+      kq_kevent ev{};
+      int n = KeventRetryingEintr(kq, nullptr, 0, &ev, 1, 200);
+      ASSERT_GE(n, 0) << strerror(errno);
+      if (n == 0) continue;
+      r->count += ev.data;
+      // The count-th expiration was due at start + count * 20 ms.
+      const double due = 20.0 * r->count;
+      const double now = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      r->late_ms.push_back(now - due);
+      r->last_delivery_ms = now;
+    }
+    close(kq);
+    std::sort(r->late_ms.begin(), r->late_ms.end());
+    if (!r->late_ms.empty()) r->median_late = r->late_ms[r->late_ms.size() / 2];
+  };
+  VictimRun alone;
+  run_victim(1, 600, &alone);
+
   constexpr int kTimers = 1000;
   int added = 0;
   pid_t attacker = StartAttacker(daemon->device(), kTimers, &added);
   ASSERT_GT(attacker, 0);
   EXPECT_EQ(added, kTimers);
 
-  // The victim (this process, root): a 20 ms periodic timer for 1 s.
-  int kq = daemon->OpenKqueue();
-  ASSERT_GE(kq, 0);
   const long ticks_before = CpuTicks(daemon->pid());
   const auto start = Clock::now();
-  kq_kevent t = Ev(1, EVFILT_TIMER, EV_ADD, 0, 20);
-  ASSERT_EQ(Change(kq, t), 0);
-  int64_t count = 0;
-  std::vector<double> late_ms;
-  while (Clock::now() - start < std::chrono::milliseconds(1000)) {
-    kq_kevent ev{};
-    int n = KeventRetryingEintr(kq, nullptr, 0, &ev, 1, 200);
-    ASSERT_GE(n, 0) << strerror(errno);
-    if (n == 0) continue;
-    count += ev.data;
-    // The count-th expiration was due at start + count * 20 ms.
-    const double due = 20.0 * count;
-    const double now = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-    late_ms.push_back(now - due);
-  }
+  VictimRun beside;
+  run_victim(2, 1000, &beside);
+  const int64_t count = beside.count;
+  const double median_late = beside.median_late;
   const double elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
   const long ticks = CpuTicks(daemon->pid()) - ticks_before;
   kill(attacker, SIGKILL);
   waitpid(attacker, nullptr, 0);
-  close(kq);
 
   const double cpu_share = ticks / (elapsed_s * sysconf(_SC_CLK_TCK));
-  std::sort(late_ms.begin(), late_ms.end());
-  const double median_late = late_ms.empty() ? 1e9 : late_ms[late_ms.size() / 2];
   std::printf("attacker: %d timers of 1 ns; daemon CPU %.1f %% of a core; victim: %lld of ~%d "
-              "expirations, %zu wake-ups, median lateness %.2f ms\n",
+              "expirations, %zu wake-ups, median lateness %.2f ms (alone just before: %.2f ms)\n",
               added, cpu_share * 100, static_cast<long long>(count),
-              static_cast<int>(elapsed_s * 50), late_ms.size(), median_late);
+              static_cast<int>(elapsed_s * 50), beside.late_ms.size(), median_late,
+              alone.median_late);
   // One user's fast timers wake the loop at most 4000 times a second in
   // all (timer_filter.h): a bounded share of a core, not all of it.
   // Measured with the bound: 13-18 % in the plain build on a loaded
   // machine, 15 % under ASan; without it 30-100 % (issue 12, item 4).
   EXPECT_LT(cpu_share, 0.25);
-  // The victim's timer counted every period and was delivered on time.
-  EXPECT_GE(count, static_cast<int64_t>(elapsed_s * 50) - 3);
-  EXPECT_LT(median_late, 5.0);
+  // The victim's timer counted every period that had passed by its last
+  // delivery (a count, exact however late the delivery), and was delivered
+  // on time: its median lateness beside the attacker stays within 4 ms of
+  // its lateness alone (the attacker unbounded: 10 ms; bounded: +0-0.3 ms).
+  EXPECT_GE(count, static_cast<int64_t>(beside.last_delivery_ms / 20.0) - 1);
+  EXPECT_GE(beside.late_ms.size(), 25u) << "the victim's timer was rarely delivered";
+  EXPECT_LT(median_late, alone.median_late + 4.0);
 }
 
 }  // namespace
