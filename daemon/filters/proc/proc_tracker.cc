@@ -250,8 +250,13 @@ void ProcTracker::OnIdChange(const ProcEvent& ev) {
   MutexLock l(mu_);
   IdMark& m = id_marks_[ev.tgid];
   if (ev.kind == ProcEvent::Kind::kUid) {
-    m.euid_known = true;
+    m.uids_known = true;
+    m.ruid = static_cast<uid_t>(ev.real_id);
     m.euid = static_cast<uid_t>(ev.effective_id);
+  } else {
+    m.gids_known = true;
+    m.rgid = static_cast<gid_t>(ev.real_id);
+    m.egid = static_cast<gid_t>(ev.effective_id);
   }
 }
 
@@ -260,10 +265,18 @@ void ProcTracker::OnExecMarkLocked(pid_t tgid) {
   if (it == id_marks_.end()) return;
   // NetBSD's exec keeps PK_SUGID for a set-id image, and otherwise clears
   // it when the effective ids equal the real ones. (A set-id image's UID or
-  // GID event came before this exec event.)
-  ProcStatus st;
-  if (ReadProcStatus(tgid, &st) && st.tgid == tgid && st.euid == st.ruid && st.egid == st.rgid)
-    id_marks_.erase(it);
+  // GID event came before this exec event.) The ids the events reported
+  // are those as of this exec; ids never reported come from /proc, which
+  // may be later than the exec (or gone: the mark then stays).
+  const IdMark& m = it->second;
+  bool uids_equal = m.ruid == m.euid, gids_equal = m.rgid == m.egid;
+  if (!m.uids_known || !m.gids_known) {
+    ProcStatus st;
+    if (!ReadProcStatus(tgid, &st) || st.tgid != tgid) return;
+    if (!m.uids_known) uids_equal = st.ruid == st.euid;
+    if (!m.gids_known) gids_equal = st.rgid == st.egid;
+  }
+  if (uids_equal && gids_equal) id_marks_.erase(it);
 }
 
 void ProcTracker::OnExitMarkLocked(pid_t tgid) {
@@ -298,7 +311,7 @@ ForkJob ProcTracker::MakeJobLocked(const Watcher& w, pid_t parent, pid_t child) 
     auto m = id_marks_.find(child);
     if (m != id_marks_.end()) {
       job.child_set_id = true;
-      job.forker_euid_known = m->second.euid_known;
+      job.forker_euid_known = m->second.uids_known;
       job.forker_euid = m->second.euid;
     }
   }

@@ -166,8 +166,15 @@ struct ForkJob {
 // event sets or clears its pid's mark, so a stale mark never outlives the
 // next fork to reuse the pid.
 struct IdMark {
-  bool euid_known = false;  // from a UID event; a GID event alone knows none
-  uid_t euid = 0;           // the process's effective uid as last reported
+  // The ids as the last UID / GID event reported them (the kernel's events
+  // are in order, so these are the process's ids at the point the stream
+  // has reached); unknown until such an event.
+  bool uids_known = false;
+  uid_t ruid = 0;
+  uid_t euid = 0;
+  bool gids_known = false;
+  gid_t rgid = 0;
+  gid_t egid = 0;
 };
 
 // ---- ProcTracker ----------------------------------------------------------------

@@ -683,10 +683,10 @@ TEST_F(ProcFilter, TrackErrAfterTheForkerChangedIds) {
 
 // A process that changed ids and then exec'd a plain program with equal
 // real and effective ids is no longer set-id (NetBSD's exec clears
-// PK_SUGID): its child is tracked again... by a root forker anyway; here the
-// forker is nobody watched by root, and the child is tracked.
+// PK_SUGID): the child that program forks (as nobody) is tracked.
 TEST_F(ProcFilter, ExecWithEqualIdsClearsTheChangedIdsMark) {
   Proc child([] {
+    if (setgid(kNobody) != 0) return 49;
     if (setuid(kNobody) != 0) return 50;
     execl("/bin/sh", "sh", "-c", "/bin/true & wait", static_cast<char*>(nullptr));
     return 52;
