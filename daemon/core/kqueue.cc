@@ -189,19 +189,18 @@ uint64_t Kqueue::Scan(std::unique_ptr<KeventCall> call, size_t room) {
       return wait_id;
     }
   }
-  Deliver(std::move(call), 0, std::move(events));
+  Deliver(*call, 0, std::move(events));
   return 0;
 }
 
-void Kqueue::Deliver(std::unique_ptr<KeventCall> call, size_t base,
-                     std::vector<kq_kevent> events) {
+void Kqueue::Deliver(KeventCall& call, size_t base, std::vector<kq_kevent> events) {
   if (!events.empty()) {
-    if (int err = call->PutEvents(base, events.data(), events.size())) {
-      call->Complete(0, err);
+    if (int err = call.PutEvents(base, events.data(), events.size())) {
+      call.Complete(0, err);
       return;
     }
   }
-  call->Complete(static_cast<int>(events.size()), 0);
+  call.Complete(static_cast<int>(events.size()), 0);
 }
 
 Kqueue::Key Kqueue::KeyOf(const Knote& kn) {
@@ -428,10 +427,15 @@ void Kqueue::ServeWaitersLocked(Deferred* deferred) {
     CollectLocked(std::min(w.call->nevents(), kMaxCollect), w.since, &events, deferred);
     if (events.empty()) return;  // everything queued turned out stale
     if (w.timer_id != 0) runtime_->reactor().CancelTimer(w.timer_id);
-    KeventCall* call = w.call.release();
+    std::shared_ptr<KeventCall> call(std::move(w.call));
     waiters_.pop_front();
+    // Whoever runs this is not the caller's serving thread: the copy into
+    // the caller's eventlist goes where the call says it may wait.
     deferred->RunAfterUnlock([call, ev = std::move(events)]() mutable {
-      Deliver(std::unique_ptr<KeventCall>(call), 0, std::move(ev));
+      KeventCall* c = call.get();
+      c->RunParkedAnswer([call = std::move(call), ev = std::move(ev)]() mutable {
+        Deliver(*call, 0, std::move(ev));
+      });
     });
   }
 }

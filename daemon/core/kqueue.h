@@ -102,6 +102,14 @@ class KeventCall {
   virtual int PutEvents(size_t first, const kq_kevent* events, size_t n) = 0;
   // The answer: result >= 0 when error == 0. Called exactly once.
   virtual void Complete(int result, int error) = 0;
+  // Runs `answer` (PutEvents of the events taken for this parked call, then
+  // Complete) on a thread that may wait for the caller's memory. Called on
+  // the thread that made the call's event happen — the reactor's, usually,
+  // or another caller's — which must never wait for this caller's pages (a
+  // slow filesystem would hold every kqueue's events). `answer` owns the
+  // call: this object may be gone once it has run. The default runs it
+  // here, for calls whose PutEvents cannot block.
+  virtual void RunParkedAnswer(std::function<void()> answer) { answer(); }
   // Whether the caller has closed the descriptor it made this call through
   // (then the call ends with EBADF, as NetBSD's close() does to a thread
   // waiting in kevent). Asked, under the kqueue's lock, only while the call
@@ -241,8 +249,7 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   void NotifyObserversLater(Deferred* deferred) REQUIRES(mu_) EXCLUDES(observers_mu_);
   void ExpireWaiter(uint64_t wait_id) EXCLUDES(mu_);
   // Answers `call` with the collected events (after the lock is released).
-  static void Deliver(std::unique_ptr<KeventCall> call, size_t base,
-                      std::vector<kq_kevent> events);
+  static void Deliver(KeventCall& call, size_t base, std::vector<kq_kevent> events);
 
   // Knote::Notify's body.
   friend class Knote;

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "daemon/os/memory.h"
@@ -22,9 +23,9 @@ namespace {
 class RemoteKeventCall : public KeventCall {
  public:
   RemoteKeventCall(std::shared_ptr<CallerContext> caller, const kq_kevent_args& args,
-                   std::shared_ptr<IoctlReply> reply)
+                   std::shared_ptr<IoctlReply> reply, AnswerLanes* lanes, uid_t lane_uid)
       : context_(std::move(caller)), caller_(context_), tid_(context_->tid()), args_(args),
-        reply_(std::move(reply)) {
+        reply_(std::move(reply)), lanes_(lanes), lane_uid_(lane_uid) {
     timeout_.tv_sec = static_cast<time_t>(args.timeout_sec);
     timeout_.tv_nsec = static_cast<long>(args.timeout_nsec);
   }
@@ -46,6 +47,12 @@ class RemoteKeventCall : public KeventCall {
   int PutEvents(size_t first, const kq_kevent* events, size_t n) override {
     return WriteCallerMemory(tid_, args_.eventlist + first * sizeof(kq_kevent), events,
                              n * sizeof(kq_kevent));
+  }
+  // Answered while parked: the thread at hand (the reactor's, or another
+  // caller's) does not write into this caller's memory, which may wait for
+  // a page on a slow filesystem; the caller's uid's answer lane does.
+  void RunParkedAnswer(std::function<void()> answer) override {
+    lanes_->Post(lane_uid_, std::move(answer));
   }
   // The caller named its descriptor (KQ_KEVENT_KQFD, as the C and Python
   // clients always do) and that number no longer leads to our device in its
@@ -76,6 +83,8 @@ class RemoteKeventCall : public KeventCall {
   kq_kevent_args args_;
   timespec timeout_{};
   std::shared_ptr<IoctlReply> reply_;
+  AnswerLanes* const lanes_;  // the device's; outlives every call
+  const uid_t lane_uid_;      // the uid whose transport lane the call came by
 };
 
 // Counts that would overflow an address computation are as bad as a bad
@@ -298,7 +307,8 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
     context->process()->RememberKqueueFd(args.kq_fd, kq, &runtime_->limits(), context->euid());
   std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
   uint64_t wait_id = kq->Kevent(
-      std::make_unique<RemoteKeventCall>(std::move(context), args, shared_reply));
+      std::make_unique<RemoteKeventCall>(std::move(context), args, shared_reply,
+                                         &answer_lanes_, caller.uid));
   // A close() whose FLUSH was handled before this call parked found nothing
   // to end. That includes a FLUSH handled before this request was even read:
   // the caller's thread holds the file from its ioctl's entry, but another

@@ -14,6 +14,7 @@
 
 #include "daemon/core/kqueue.h"
 #include "daemon/core/runtime.h"
+#include "daemon/service/answer_lanes.h"
 #include "daemon/service/process_cache.h"
 #include "daemon/transport/device_handler.h"
 #include "daemon/util/mutex.h"
@@ -86,6 +87,11 @@ class KqueueDevice : public DeviceHandler {
   mutable Mutex mu_;
   std::map<uint64_t, Entry> entries_ GUARDED_BY(mu_);
   uint64_t next_handle_ GUARDED_BY(mu_) = 1;
+
+  // Where answers to parked kevent calls are written into the callers'
+  // memory (see answer_lanes.h). Last, so it is destroyed first: its
+  // threads finish before anything they use goes.
+  AnswerLanes answer_lanes_;
 };
 
 }  // namespace kqd

@@ -336,6 +336,120 @@ TEST_F(Serving, ChangelistOnASlowPageBlocksOnlyItsCaller) { SlowPageCase(device_
 
 TEST_F(Serving, ManySlowCallersOfOneUserHoldFewThreads) { SlowPageCase(device_, 80); }
 
+// In a child of the test's own uid (root): waits for a 100 ms timer, then
+// for a pipe that a second thread writes 100 ms into the wait — two events
+// that the daemon's reactor thread delivers. Returns the longer of the two
+// waits in µs, or -1 if either was not answered within `limit_ms`: the
+// child is then killed, and if it cannot go yet (its request waits for a
+// daemon thread that waits for the page) *unreaped is its pid, for the
+// caller to reap once the page is released.
+int64_t ReactorVictimWorstWaitUs(const std::string& device, int limit_ms, pid_t* unreaped) {
+  *unreaped = -1;
+  int p[2];
+  if (pipe(p) != 0) return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(p[0]);
+    int kq = open(device.c_str(), O_RDWR | O_CLOEXEC);
+    int data[2];
+    if (kq < 0 || pipe(data) != 0) _exit(2);
+    kq_kevent out;
+    kq_kevent timer = Ev(1, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, 100);
+    int64_t t = NowUs();
+    if (Kevent(kq, &timer, 1, &out, 1, -1) != 1 || out.filter != EVFILT_TIMER) _exit(3);
+    int64_t worst = NowUs() - t;
+    kq_kevent read = Ev(static_cast<uint64_t>(data[0]), EVFILT_READ, EV_ADD);
+    if (Kevent(kq, &read, 1, nullptr, 0, 0) != 0) _exit(4);
+    std::thread writer([fd = data[1]] {
+      usleep(100000);
+      if (write(fd, "x", 1) != 1) _exit(5);
+    });
+    t = NowUs();
+    if (Kevent(kq, nullptr, 0, &out, 1, -1) != 1 || out.filter != EVFILT_READ) _exit(6);
+    worst = std::max(worst, NowUs() - t);
+    writer.join();
+    if (write(p[1], &worst, sizeof worst) != sizeof worst) _exit(7);
+    _exit(0);
+  }
+  close(p[1]);
+  int64_t worst = -1;
+  pollfd pfd = {p[0], POLLIN, 0};
+  if (poll(&pfd, 1, limit_ms) != 1 || read(p[0], &worst, sizeof worst) != sizeof worst) {
+    worst = -1;
+    kill(pid, SIGKILL);
+  }
+  close(p[0]);
+  if (!ReapWithin(pid, 2000)) *unreaped = pid;
+  return worst;
+}
+
+// A parked kevent whose eventlist lies on a page of a filesystem that does
+// not answer (a MAP_PRIVATE writable mapping of the slow file, not faulted
+// in): its timer fires on the reactor thread, and writing the event in
+// must not hold that thread — other users' timers and fd events go on.
+// (Before answers to parked calls went to the caller uid's answer lane, the
+// reactor waited for the page and the victim's waits for as long.)
+TEST_F(Serving, ParkedEventlistOnASlowPageStallsNoOtherUser) {
+  char dir[] = "/tmp/kqueued-slow-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  chmod(dir, 0755);
+  std::string error;
+  auto slow = SlowFile::Mount(std::string(dir) + "/file", &error);
+  ASSERT_TRUE(slow) << error;
+
+  int report[2];
+  ASSERT_EQ(pipe(report), 0);
+  pid_t attacker = fork();
+  ASSERT_GE(attacker, 0);
+  if (attacker == 0) {
+    close(report[0]);
+    if (!BecomeNobody()) _exit(2);
+    int kq = open(device_.c_str(), O_RDWR | O_CLOEXEC);
+    int fd = open(slow->path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (kq < 0 || fd < 0) _exit(3);
+    void* page = mmap(nullptr, SlowFile::kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (page == MAP_FAILED) _exit(4);
+    // The timer is added from ordinary memory; the call then parks with
+    // its eventlist on the slow page until the timer fires.
+    kq_kevent timer = Ev(7, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, 200);
+    if (Kevent(kq, &timer, 1, nullptr, 0, 0) != 0) _exit(5);
+    kq_kevent* events = static_cast<kq_kevent*>(page);
+    int n = Kevent(kq, nullptr, 0, events, 1, -1);
+    // What the page held once it arrived: the timer's event.
+    int ok = n == 1 && events[0].ident == 7 && events[0].filter == EVFILT_TIMER;
+    if (write(report[1], &ok, sizeof ok) != sizeof ok) _exit(6);
+    _exit(0);
+  }
+  close(report[1]);
+  const bool read_held = slow->WaitForRead(5000);
+  pid_t victim = -1;
+  if (read_held) {
+    // The daemon is writing the attacker's event in and waits for the
+    // page; another user's reactor-delivered events must still come.
+    const int64_t limit_us = 1000000 * kSlowdown;
+    const int64_t worst = ReactorVictimWorstWaitUs(device_, 10000, &victim);
+    EXPECT_GE(worst, 0) << "the victim's timer or pipe event never came while the page was held";
+    EXPECT_LT(worst, limit_us);
+  }
+  slow->ReleaseReads();
+  if (victim > 0) EXPECT_TRUE(ReapWithin(victim, 5000)) << "the victim stayed stuck";
+  int ok = 0;
+  pollfd pfd = {report[0], POLLIN, 0};
+  const bool answered =
+      poll(&pfd, 1, 5000) == 1 && read(report[0], &ok, sizeof ok) == sizeof ok;
+  close(report[0]);
+  EXPECT_TRUE(read_held) << "the daemon never touched the parked call's eventlist";
+  EXPECT_TRUE(answered) << "the parked call was not answered once the page arrived";
+  EXPECT_EQ(ok, 1) << "the parked call's answer is wrong";
+  if (!ReapWithin(attacker, 5000)) {
+    kill(attacker, SIGKILL);
+    ReapWithin(attacker, 1000);
+  }
+  slow.reset();
+  unlink((std::string(dir) + "/file").c_str());
+  rmdir(dir);
+}
+
 TEST_F(Serving, SigtermIsPromptDuringAHugeChangelist) {
   std::string error;
   auto daemon = DaemonFixture::Start(&error);

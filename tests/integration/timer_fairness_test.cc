@@ -119,8 +119,10 @@ TEST(TimerFairness, FastTimersOfOneUserCostBoundedLoopTimeAndOthersStayOnTime) {
               added, cpu_share * 100, static_cast<long long>(count),
               static_cast<int>(elapsed_s * 50), late_ms.size(), median_late);
   // One user's fast timers wake the loop at most 4000 times a second in
-  // all (timer_filter.h): a few per cent of a core, not all of it.
-  EXPECT_LT(cpu_share, 0.15);
+  // all (timer_filter.h): a bounded share of a core, not all of it.
+  // Measured with the bound: 13-18 % in the plain build on a loaded
+  // machine, 15 % under ASan; without it 30-100 % (issue 12, item 4).
+  EXPECT_LT(cpu_share, 0.25);
   // The victim's timer counted every period and was delivered on time.
   EXPECT_GE(count, static_cast<int64_t>(elapsed_s * 50) - 3);
   EXPECT_LT(median_late, 5.0);
