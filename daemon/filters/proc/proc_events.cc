@@ -316,8 +316,18 @@ void ProcEvents::Parse(const char* buf, size_t n) {
         // number with 0x80 for a core dump).
         ev.exit_status = static_cast<int>(pe.event_data.exit.exit_code);
         break;
+      case proc_event::PROC_EVENT_UID:
+      case proc_event::PROC_EVENT_GID:
+        if (size < head + sizeof pe.event_data.id) continue;
+        ev.kind = pe.what == proc_event::PROC_EVENT_UID ? ProcEvent::Kind::kUid
+                                                        : ProcEvent::Kind::kGid;
+        ev.pid = pe.event_data.id.process_pid;
+        ev.tgid = pe.event_data.id.process_tgid;
+        ev.real_id = pe.event_data.id.r.ruid;       // rgid for kGid (a union)
+        ev.effective_id = pe.event_data.id.e.euid;  // egid for kGid
+        break;
       default:
-        continue;  // acks, uid/gid/sid/ptrace/comm/coredump: not ours
+        continue;  // acks, sid/ptrace/comm/coredump: not ours
     }
     Dispatch(ev);
   }

@@ -1,4 +1,5 @@
-// ProcEvents: the kernel's process events (fork, exec, exit) from the proc
+// ProcEvents: the kernel's process events (fork, exec, exit, and changes of
+// a thread's real or effective user or group id) from the proc
 // connector (NETLINK_CONNECTOR, CN_IDX_PROC), read on the reactor thread and
 // fanned out to subscribers. One netlink socket serves every filter that
 // needs them (EVFILT_PROC, and EVFILT_SIGNAL to follow new threads).
@@ -33,7 +34,7 @@
 namespace kqd {
 
 struct ProcEvent {
-  enum class Kind { kFork, kExec, kExit };
+  enum class Kind { kFork, kExec, kExit, kUid, kGid };
   Kind kind;
   // kFork: the parent (thread pid/tgid) and the child (child_pid is a thread
   // id; child_pid == child_tgid for a new process, != for a new thread).
@@ -44,6 +45,11 @@ struct ProcEvent {
   pid_t child_tgid = 0;
   // kExit: the wait(2)-style status (exit_code as the kernel reports it).
   int exit_status = 0;
+  // kUid / kGid: the thread's (pid, tgid) real or effective user / group id
+  // changed (the kernel's commit_creds: set*id calls, an exec of a set-id
+  // program); these are its new real and effective ids.
+  uint32_t real_id = 0;
+  uint32_t effective_id = 0;
   // When it happened, on CLOCK_MONOTONIC (the kernel's ktime_get_ns()): lets
   // a subscriber ignore what happened before it started watching but was
   // read only after.

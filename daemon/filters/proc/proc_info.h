@@ -15,9 +15,11 @@ namespace kqd {
 // a set-id target of the same user; docs/filters.md lists the difference.)
 bool MaySignal(const ProcessContext& watcher, const ProcStatus& target);
 
-// Whether the process is "set-id" — Linux's nearest to NetBSD's PK_SUGID:
-// its effective or saved user or group id differs from the real one (it ran
-// a set-id program, or changed ids without dropping them all).
+// Whether /proc shows the process "set-id": its effective or saved user or
+// group id differs from the real one (it ran a set-id program, or changed
+// ids without dropping them all). NetBSD's PK_SUGID is wider — any id
+// change, inherited by fork — which the tracker follows from the proc
+// connector's id events (IdMark in proc_tracker.h).
 bool IsSetId(const ProcStatus& creds);
 
 // NetBSD's KAUTH_PROCESS_KEVENT_FILTER, which authorises the knote NOTE_TRACK

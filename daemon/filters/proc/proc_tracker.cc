@@ -222,7 +222,16 @@ void ProcTracker::RememberChildLocked(Watcher* w, pid_t parent, pid_t child) {
   w->prune_at = std::max<size_t>(64, 2 * w->known_children.size());
 }
 
-bool ProcTracker::ForkMayBeTracked(pid_t parent, pid_t child) {
+bool ProcTracker::ForkMayBeTracked(const ForkJob& job) {
+  const pid_t parent = job.parent_pid, child = job.child;
+  // A child marked for changed ids is set-id (NetBSD's PK_SUGID): only a
+  // root forker may have it tracked. The mark holds the forker's effective
+  // uid as of the fork, in the stream's order; else /proc tells it now.
+  if (job.child_set_id) {
+    if (job.forker_euid_known) return job.forker_euid == 0;
+    ProcStatus forker;
+    return ReadProcStatus(parent, &forker) && forker.tgid == parent && forker.euid == 0;
+  }
   // NetBSD decides in fork1(), with the parent's credentials and the new
   // child's, which are then the parent's. We decide when the fork event is
   // read: from what /proc says now. A process already gone stands in for
@@ -237,6 +246,58 @@ bool ProcTracker::ForkMayBeTracked(pid_t parent, pid_t child) {
   return MayTrack(forker, target);
 }
 
+void ProcTracker::OnIdChange(const ProcEvent& ev) {
+  MutexLock l(mu_);
+  IdMark& m = id_marks_[ev.tgid];
+  if (ev.kind == ProcEvent::Kind::kUid) {
+    m.uids_known = true;
+    m.ruid = static_cast<uid_t>(ev.real_id);
+    m.euid = static_cast<uid_t>(ev.effective_id);
+  } else {
+    m.gids_known = true;
+    m.rgid = static_cast<gid_t>(ev.real_id);
+    m.egid = static_cast<gid_t>(ev.effective_id);
+  }
+}
+
+void ProcTracker::OnExecMarkLocked(pid_t tgid) {
+  auto it = id_marks_.find(tgid);
+  if (it == id_marks_.end()) return;
+  // NetBSD's exec keeps PK_SUGID for a set-id image, and otherwise clears
+  // it when the effective ids equal the real ones. (A set-id image's UID or
+  // GID event came before this exec event.) The ids the events reported
+  // are those as of this exec; ids never reported come from /proc, which
+  // may be later than the exec (or gone: the mark then stays).
+  const IdMark& m = it->second;
+  bool uids_equal = m.ruid == m.euid, gids_equal = m.rgid == m.egid;
+  if (!m.uids_known || !m.gids_known) {
+    ProcStatus st;
+    if (!ReadProcStatus(tgid, &st) || st.tgid != tgid) return;
+    if (!m.uids_known) uids_equal = st.ruid == st.euid;
+    if (!m.gids_known) gids_equal = st.rgid == st.egid;
+  }
+  if (uids_equal && gids_equal) id_marks_.erase(it);
+}
+
+void ProcTracker::OnExitMarkLocked(pid_t tgid) {
+  auto it = id_marks_.find(tgid);
+  if (it == id_marks_.end()) return;
+  // One thread's exit (or an exec's old leader's) leaves the process: the
+  // mark goes once the process is a zombie or gone.
+  ProcStat stat;
+  if (!ReadProcStat(tgid, &stat) || stat.state == 'Z' || stat.state == 'X') id_marks_.erase(it);
+}
+
+void ProcTracker::PruneMarksLocked() {
+  // After an overflow exits may have been lost: drop the marks of processes
+  // no longer running.
+  for (auto it = id_marks_.begin(); it != id_marks_.end();) {
+    ProcStat stat;
+    const bool running = ReadProcStat(it->first, &stat) && stat.state != 'Z' && stat.state != 'X';
+    it = running ? std::next(it) : id_marks_.erase(it);
+  }
+}
+
 ForkJob ProcTracker::MakeJobLocked(const Watcher& w, pid_t parent, pid_t child) {
   ForkJob job;
   job.parent = w.kn;
@@ -247,6 +308,12 @@ ForkJob ProcTracker::MakeJobLocked(const Watcher& w, pid_t parent, pid_t child) 
     job.kq = w.kq.lock();
     job.owner = w.owner;
     job.child_kev = ChildKevent(w, parent, child);
+    auto m = id_marks_.find(child);
+    if (m != id_marks_.end()) {
+      job.child_set_id = true;
+      job.forker_euid_known = m->second.uids_known;
+      job.forker_euid = m->second.euid;
+    }
   }
   return job;
 }
@@ -260,7 +327,7 @@ std::vector<pid_t> ProcTracker::RunForkJobs(std::vector<ForkJob>* jobs) {
       // the child's NOTE_CHILD is queued first. It authorises it with the
       // forking process's credentials (see MayTrack), not the watcher's.
       int err = EACCES;
-      if (ForkMayBeTracked(job.parent_pid, job.child))
+      if (ForkMayBeTracked(job))
         err = job.kq ? job.kq->AttachChild(job.child_kev, job.owner) : EBADF;
       if (err != 0) {
         flags |= kTrackErr;
@@ -296,10 +363,22 @@ void ProcTracker::OnEvent(const ProcEvent& ev) {
     case ProcEvent::Kind::kExec:
       // After a non-leader thread's exec the process keeps the leader's pid:
       // the tgid names it either way.
+      {
+        MutexLock l(mu_);
+        OnExecMarkLocked(ev.tgid);
+      }
       Broadcast(ev.tgid, ev.timestamp_ns, MakeHint(HintKind::kExec));
       break;
     case ProcEvent::Kind::kExit:
+      {
+        MutexLock l(mu_);
+        OnExitMarkLocked(ev.tgid);
+      }
       OnExit(ev);
+      break;
+    case ProcEvent::Kind::kUid:
+    case ProcEvent::Kind::kGid:
+      OnIdChange(ev);
       break;
   }
 }
@@ -308,6 +387,13 @@ void ProcTracker::OnFork(pid_t parent, pid_t child, uint64_t when) {
   std::vector<ForkJob> jobs;
   {
     MutexLock l(mu_);
+    // The child inherits the forker's changed-ids mark, or has none (a
+    // stale one of a former holder of its pid goes).
+    auto m = id_marks_.find(parent);
+    if (m != id_marks_.end())
+      id_marks_[child] = m->second;
+    else
+      id_marks_.erase(child);
     for (const auto& p : LiveLocked(parent)) {
       for (auto& [k, w] : p->watchers) {
         // A fork from before the registration (then the child is among
@@ -440,6 +526,10 @@ int ProcTracker::ExitStatusLocked(const Process& p) {
 }
 
 void ProcTracker::Resync() {
+  {
+    MutexLock l(mu_);
+    PruneMarksLocked();
+  }
   // Exits: a process with a pidfd reports its own (the pidfd stays
   // readable); only pidless ones need looking at.
   ResyncExitsWithoutPidfd();

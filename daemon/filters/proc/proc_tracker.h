@@ -148,6 +148,33 @@ struct ForkJob {
   std::shared_ptr<Kqueue> kq;
   std::shared_ptr<ProcessContext> owner;
   kq_kevent child_kev{};
+  // The child carries a changed-ids mark (see IdMark): it is set-id for
+  // NOTE_TRACK, and the mark may know the forker's effective uid.
+  bool child_set_id = false;
+  bool forker_euid_known = false;
+  uid_t forker_euid = 0;
+};
+
+// NetBSD marks a process set-id (PK_SUGID) whenever it changes a user or
+// group id, and fork passes the mark on; /proc shows no trace of it once
+// every id is equal again (root's setuid(nobody)). The tracker follows the
+// proc connector's UID/GID events instead: a live process that changed its
+// real or effective ids, or descends through forks from one that did, holds
+// a mark until it execs with equal real and effective ids (as NetBSD's exec
+// clears PK_SUGID) or is gone. Keyed by tgid: the stream reports a
+// process's exit before any reuse of its pid, and every new process's fork
+// event sets or clears its pid's mark, so a stale mark never outlives the
+// next fork to reuse the pid.
+struct IdMark {
+  // The ids as the last UID / GID event reported them (the kernel's events
+  // are in order, so these are the process's ids at the point the stream
+  // has reached); unknown until such an event.
+  bool uids_known = false;
+  uid_t ruid = 0;
+  uid_t euid = 0;
+  bool gids_known = false;
+  gid_t rgid = 0;
+  gid_t egid = 0;
 };
 
 // ---- ProcTracker ----------------------------------------------------------------
@@ -233,7 +260,12 @@ class ProcTracker : public std::enable_shared_from_this<ProcTracker> {
   // NOTE_TRACK's authorisation of a child's knote (NetBSD's
   // KAUTH_PROCESS_KEVENT_FILTER with the forking process's credentials).
   // Reads /proc: call without mu_.
-  static bool ForkMayBeTracked(pid_t parent, pid_t child);
+  static bool ForkMayBeTracked(const ForkJob& job);
+  // The changed-ids marks (see IdMark).
+  void OnIdChange(const ProcEvent& ev) EXCLUDES(mu_);
+  void OnExecMarkLocked(pid_t tgid) REQUIRES(mu_);
+  void OnExitMarkLocked(pid_t tgid) REQUIRES(mu_);
+  void PruneMarksLocked() REQUIRES(mu_);
 
   Runtime* const runtime_;
   const std::shared_ptr<ProcEvents> events_;
@@ -246,6 +278,9 @@ class ProcTracker : public std::enable_shared_from_this<ProcTracker> {
   // knotes are notified after it is released.
   Mutex mu_;
   std::unordered_map<pid_t, std::vector<std::shared_ptr<Process>>> procs_ GUARDED_BY(mu_);
+  // One per live process that changed ids (or descends from one that did):
+  // bounded by the live processes; see IdMark.
+  std::unordered_map<pid_t, IdMark> id_marks_ GUARDED_BY(mu_);
 };
 
 }  // namespace proc

@@ -440,6 +440,9 @@ class SignalWatchers : public std::enable_shared_from_this<SignalWatchers> {
         RescanLocked(e.tgid, p->second);
         break;
       }
+      case ProcEvent::Kind::kUid:
+      case ProcEvent::Kind::kGid:
+        return;  // credentials: not ours
     }
     ScheduleRebuildLocked();
   }

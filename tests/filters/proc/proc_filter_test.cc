@@ -654,6 +654,54 @@ TEST(ProcFilterCreds, TrackErrWhenTheForkerIsSetId) {
   for (const auto& e : evs) EXPECT_EQ(e.ident, static_cast<uint64_t>(parent.pid()));
 }
 
+// NetBSD's t_proc2: root watches a child with NOTE_FORK|NOTE_TRACK; the
+// child does setuid(nobody) — after which every uid is equal and /proc shows
+// nothing set-id — then forks, and both exit at once. NetBSD marks any id
+// change (PK_SUGID, inherited by fork), and the forker is not root: the
+// grandchild is not tracked (NOTE_TRACKERR, no NOTE_CHILD).
+TEST_F(ProcFilter, TrackErrAfterTheForkerChangedIds) {
+  Proc child([] {
+    if (setuid(kNobody) != 0) return 50;
+    pid_t c = fork();
+    if (c < 0) return 51;
+    if (c == 0) _exit(0);
+    return 0;
+  });
+  ASSERT_EQ(q_->Change(Watch(child.pid(), NOTE_FORK | NOTE_TRACK)), 0);
+  child.Release();
+  auto evs = CollectUntil(*q_, [&](const std::vector<kq_kevent>& all) {
+    return (FflagsOf(all, child.pid()) & NOTE_FORK) != 0;
+  });
+  // A NOTE_CHILD would have come first; give a late one time all the same.
+  for (const kq_kevent& ev : q_->Collect(256, 500)) evs.push_back(ev);
+  EXPECT_EQ(FflagsOf(evs, child.pid()) & (NOTE_FORK | NOTE_TRACKERR), NOTE_FORK | NOTE_TRACKERR);
+  for (const auto& e : evs) {
+    EXPECT_FALSE(e.fflags & NOTE_CHILD) << e.ident;
+    EXPECT_EQ(e.ident, static_cast<uint64_t>(child.pid()));
+  }
+}
+
+// A process that changed ids and then exec'd a plain program with equal
+// real and effective ids is no longer set-id (NetBSD's exec clears
+// PK_SUGID): the child that program forks (as nobody) is tracked.
+TEST_F(ProcFilter, ExecWithEqualIdsClearsTheChangedIdsMark) {
+  Proc child([] {
+    if (setgid(kNobody) != 0) return 49;
+    if (setuid(kNobody) != 0) return 50;
+    execl("/bin/sh", "sh", "-c", "/bin/true & wait", static_cast<char*>(nullptr));
+    return 52;
+  });
+  ASSERT_EQ(q_->Change(Watch(child.pid(), NOTE_FORK | NOTE_TRACK)), 0);
+  child.Release();
+  auto evs = CollectUntil(*q_, [&](const std::vector<kq_kevent>& all) {
+    return (FflagsOf(all, child.pid()) & NOTE_FORK) != 0;
+  });
+  EXPECT_EQ(FflagsOf(evs, child.pid()) & (NOTE_FORK | NOTE_TRACKERR), NOTE_FORK);
+  bool tracked = false;
+  for (const auto& e : evs) tracked |= (e.fflags & NOTE_CHILD) != 0;
+  EXPECT_TRUE(tracked);
+}
+
 // ---- With a ProcEvents of the test's own, to pause it and overflow it ----
 
 class ProcFilterConnector : public ::testing::Test {
