@@ -266,16 +266,49 @@ TEST_F(Serving, SignalInterruptsAHugeChangelistBetweenSlices) {
   close(hog.report_fd);
 }
 
+// A SlowFile mounted in a fresh directory under /tmp that other users may
+// enter; the directory goes with it.
+class SlowFileInTempDir {
+ public:
+  static std::unique_ptr<SlowFileInTempDir> Mount(std::string* error) {
+    char dir[] = "/tmp/kqueued-slow-XXXXXX";
+    if (!mkdtemp(dir)) {
+      *error = std::string("mkdtemp: ") + strerror(errno);
+      return nullptr;
+    }
+    chmod(dir, 0755);
+    auto file = SlowFile::Mount(std::string(dir) + "/file", error);
+    if (!file) {
+      rmdir(dir);
+      return nullptr;
+    }
+    return std::make_unique<SlowFileInTempDir>(dir, std::move(file));
+  }
+  ~SlowFileInTempDir() {
+    file_.reset();
+    unlink((dir_ + "/file").c_str());
+    rmdir(dir_.c_str());
+  }
+  SlowFileInTempDir(const SlowFileInTempDir&) = delete;
+  SlowFileInTempDir& operator=(const SlowFileInTempDir&) = delete;
+  SlowFile& file() const { return *file_; }
+
+  // Use Mount().
+  SlowFileInTempDir(std::string dir, std::unique_ptr<SlowFile> file)
+      : dir_(std::move(dir)), file_(std::move(file)) {}
+
+ private:
+  std::string dir_;
+  std::unique_ptr<SlowFile> file_;
+};
+
 // A changelist in a page whose filesystem does not answer: the thread that
 // reads it waits for the page; every other client is still served. With
 // `threads` attacker threads all doing it, the daemon spends at most a few
 // threads on them (per-uid lanes), not one each.
 void SlowPageCase(const std::string& device, int threads) {
-  char dir[] = "/tmp/kqueued-slow-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  chmod(dir, 0755);
   std::string error;
-  auto slow = SlowFile::Mount(std::string(dir) + "/file", &error);
+  auto slow = SlowFileInTempDir::Mount(&error);
   ASSERT_TRUE(slow) << error;
   const int daemon_threads_before = CountThreads(SharedDaemon().pid());
 
@@ -284,7 +317,7 @@ void SlowPageCase(const std::string& device, int threads) {
   if (attacker == 0) {
     if (!BecomeNobody()) _exit(2);
     int kq = open(device.c_str(), O_RDWR | O_CLOEXEC);
-    int fd = open(slow->path().c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = open(slow->file().path().c_str(), O_RDONLY | O_CLOEXEC);
     if (kq < 0 || fd < 0) _exit(3);
     void* page = mmap(nullptr, SlowFile::kSize, PROT_READ, MAP_SHARED, fd, 0);
     if (page == MAP_FAILED) _exit(4);
@@ -306,7 +339,7 @@ void SlowPageCase(const std::string& device, int threads) {
     for (auto& t : ts) pthread_join(t, nullptr);
     _exit(0);
   }
-  if (!slow->WaitForRead(5000)) {
+  if (!slow->file().WaitForRead(5000)) {
     int status = 0;
     pid_t done = waitpid(attacker, &status, WNOHANG);
     kill(attacker, SIGKILL);
@@ -320,7 +353,7 @@ void SlowPageCase(const std::string& device, int threads) {
   const int daemon_threads = CountThreads(SharedDaemon().pid());
   EXPECT_LE(daemon_threads - daemon_threads_before, 4)
       << "before " << daemon_threads_before << ", now " << daemon_threads;
-  slow->ReleaseReads();
+  slow->file().ReleaseReads();
   const bool finished = ReapWithin(attacker, 5000);
   EXPECT_TRUE(finished) << "the attacker's calls did not finish";
   if (!finished) {
@@ -328,8 +361,6 @@ void SlowPageCase(const std::string& device, int threads) {
     ReapWithin(attacker, 1000);
   }
   slow.reset();
-  unlink((std::string(dir) + "/file").c_str());
-  rmdir(dir);
 }
 
 TEST_F(Serving, ChangelistOnASlowPageBlocksOnlyItsCaller) { SlowPageCase(device_, 1); }
@@ -390,11 +421,8 @@ int64_t ReactorVictimWorstWaitUs(const std::string& device, int limit_ms, pid_t*
 // (Before answers to parked calls went to the caller uid's answer lane, the
 // reactor waited for the page and the victim's waits for as long.)
 TEST_F(Serving, ParkedEventlistOnASlowPageStallsNoOtherUser) {
-  char dir[] = "/tmp/kqueued-slow-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  chmod(dir, 0755);
   std::string error;
-  auto slow = SlowFile::Mount(std::string(dir) + "/file", &error);
+  auto slow = SlowFileInTempDir::Mount(&error);
   ASSERT_TRUE(slow) << error;
 
   int report[2];
@@ -405,7 +433,7 @@ TEST_F(Serving, ParkedEventlistOnASlowPageStallsNoOtherUser) {
     close(report[0]);
     if (!BecomeNobody()) _exit(2);
     int kq = open(device_.c_str(), O_RDWR | O_CLOEXEC);
-    int fd = open(slow->path().c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = open(slow->file().path().c_str(), O_RDONLY | O_CLOEXEC);
     if (kq < 0 || fd < 0) _exit(3);
     void* page = mmap(nullptr, SlowFile::kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     if (page == MAP_FAILED) _exit(4);
@@ -421,7 +449,7 @@ TEST_F(Serving, ParkedEventlistOnASlowPageStallsNoOtherUser) {
     _exit(0);
   }
   close(report[1]);
-  const bool read_held = slow->WaitForRead(5000);
+  const bool read_held = slow->file().WaitForRead(5000);
   pid_t victim = -1;
   if (read_held) {
     // The daemon is writing the attacker's event in and waits for the
@@ -431,7 +459,7 @@ TEST_F(Serving, ParkedEventlistOnASlowPageStallsNoOtherUser) {
     EXPECT_GE(worst, 0) << "the victim's timer or pipe event never came while the page was held";
     EXPECT_LT(worst, limit_us);
   }
-  slow->ReleaseReads();
+  slow->file().ReleaseReads();
   if (victim > 0) EXPECT_TRUE(ReapWithin(victim, 5000)) << "the victim stayed stuck";
   int ok = 0;
   pollfd pfd = {report[0], POLLIN, 0};
@@ -446,8 +474,6 @@ TEST_F(Serving, ParkedEventlistOnASlowPageStallsNoOtherUser) {
     ReapWithin(attacker, 1000);
   }
   slow.reset();
-  unlink((std::string(dir) + "/file").c_str());
-  rmdir(dir);
 }
 
 TEST_F(Serving, SigtermIsPromptDuringAHugeChangelist) {
