@@ -817,14 +817,14 @@ TEST(FuseTransport, RefusesNonRegularFiles) {
   EXPECT_FALSE(error.empty());
 }
 
-TEST(FuseTransport, DeadMountOfCrashedDaemonIsReplaced) {
-  std::string path = TempPath("kqueue-stale");
+// A daemon that mounts `path` in a child process and then waits, to be
+// killed without cleaning up. Its pid once the mount is served, or -1.
+pid_t MountInAChild(const std::string& path) {
   int ready[2];
-  ASSERT_EQ(pipe(ready), 0);
+  if (pipe(ready) != 0) return -1;
   pid_t child = fork();
-  ASSERT_GE(child, 0);
+  if (child < 0) return -1;
   if (child == 0) {
-    // A daemon that mounts and then dies without cleaning up.
     close(ready[0]);
     FakeHandler handler;
     std::string error;
@@ -835,9 +835,20 @@ TEST(FuseTransport, DeadMountOfCrashedDaemonIsReplaced) {
   }
   close(ready[1]);
   char ok = 0;
-  ASSERT_EQ(read(ready[0], &ok, 1), 1);
+  const bool served = read(ready[0], &ok, 1) == 1 && ok == 'y';
   close(ready[0]);
-  ASSERT_EQ(ok, 'y');
+  if (!served) {
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    return -1;
+  }
+  return child;
+}
+
+TEST(FuseTransport, DeadMountOfCrashedDaemonIsReplaced) {
+  std::string path = TempPath("kqueue-stale");
+  const pid_t child = MountInAChild(path);
+  ASSERT_GT(child, 0);
   kill(child, SIGKILL);
   int status;
   ASSERT_EQ(waitpid(child, &status, 0), child);
@@ -865,24 +876,8 @@ TEST(FuseTransport, DeadMountOfCrashedDaemonIsReplaced) {
 // after the daemon is gone. The restart must still see the mount is dead.
 TEST(FuseTransport, DeadMountIsReplacedEvenWhileItsAttributesAreCached) {
   std::string path = TempPath("kqueue-stale-cached");
-  int ready[2];
-  ASSERT_EQ(pipe(ready), 0);
-  pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(ready[0]);
-    FakeHandler handler;
-    std::string error;
-    auto transport = FuseTransport::Start(path, &handler, &error);
-    char ok = transport ? 'y' : 'n';
-    if (write(ready[1], &ok, 1) != 1) _exit(1);
-    for (;;) pause();
-  }
-  close(ready[1]);
-  char ok = 0;
-  ASSERT_EQ(read(ready[0], &ok, 1), 1);
-  close(ready[0]);
-  ASSERT_EQ(ok, 'y');
+  const pid_t child = MountInAChild(path);
+  ASSERT_GT(child, 0);
   // Fill the attribute cache while the daemon lives.
   struct stat st;
   ASSERT_EQ(lstat(path.c_str(), &st), 0);
