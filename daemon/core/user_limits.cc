@@ -5,10 +5,10 @@ namespace kqd {
 LimitConfig LimitConfig::ForFdBudget(uint64_t fd_budget) {
   LimitConfig c;
   c.daemon_fds = fd_budget / 8 < 16 ? 16 : fd_budget / 8;
-  // FdKeyRange's arithmetic: numbers [top / 4, top), top = min(budget, 65536).
-  const uint64_t top = fd_budget < 65536 ? fd_budget : 65536;
-  const uint64_t keys = top - top / 4;
-  c.watched_fds = keys / 4 < 16 ? 16 : keys / 4;
+  // The fd filters spend one daemon descriptor per 64 watched open files
+  // (fd_watch.h, shards): twice the budget in knotes costs a user at most
+  // a thirty-second of the budget in descriptors, a quarter of its share.
+  c.watched_fds = fd_budget * 2 < 16 ? 16 : fd_budget * 2;
   return c;
 }
 

@@ -35,10 +35,11 @@ namespace kqd {
 // ceiling nothing is remembered and the call carries on.
 //
 // kWatchedFds: knotes of the descriptor filters (EVFILT_READ, WRITE,
-// EMPTY). They hold no descriptor, but each open file they watch takes a
-// number of the daemon's reserved key range (daemon/filters/fd/fd_watch.h:
-// three quarters of the descriptor budget, per filter); the ceiling is a
-// quarter of that range, so no one user can take all of it. ENOMEM past it.
+// EMPTY). They hold no descriptor, but every 64 open files they watch
+// cost the daemon one (an epoll instance, daemon/filters/fd/fd_watch.h);
+// the ceiling, twice the descriptor budget (40000 for 20000), keeps one
+// user's share of those below a quarter of its daemon-descriptor share.
+// ENOMEM past it.
 //
 // The order is the ABI's KQ_RES_* (kq_stat_user.used/limit).
 enum class Resource {
@@ -71,8 +72,7 @@ struct LimitConfig {
   // The defaults, with daemon_fds an eighth of `fd_budget` (the daemon's
   // RLIMIT_NOFILE): at least eight users must collude to run the daemon out
   // of descriptors, and each user still gets room for a few hundred; and
-  // watched_fds a quarter of the fd filters' key range (3750 of 15000 for
-  // a budget of 20000).
+  // watched_fds twice the budget (see Resource::kWatchedFds).
   static LimitConfig ForFdBudget(uint64_t fd_budget);
 };
 

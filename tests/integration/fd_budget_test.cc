@@ -214,18 +214,19 @@ TEST(FdBudget, ClientPidfdsAreChargedToTheirUser) {
   EXPECT_LE(AllFds(daemon->pid()), baseline + 2);
 }
 
-// The descriptor filters hold no descriptor per knote, but each open file
-// they watch takes one number of the daemon's reserved key range (600 of a
-// budget of 800 here). One user's READ knotes on 700 pipes took all of it:
-// everyone's next READ knote on a new file failed (ENOMEM). Now each user
-// may have a quarter of the range (Resource::kWatchedFds).
+// The descriptor filters hold no descriptor per knote, but every 64 open
+// files they watch cost the daemon one (an epoll instance). Each user may
+// watch twice the daemon's descriptor budget (1600 of a budget of 800
+// here, Resource::kWatchedFds), then ENOMEM; others still watch new files.
+// (Before the key numbers were drawn per epoll instance, one user's READ
+// knotes on 700 pipes took the filter's whole shared pool of 600.)
 TEST(FdBudget, WatchedDescriptorsAreChargedToTheirUser) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
   if (getenv("KQUEUED_EXTERNAL_DEVICE")) GTEST_SKIP() << "needs a daemon of its own";
   std::string error;
   auto daemon = DaemonFixture::Start(&error, {}, 800);
   ASSERT_TRUE(daemon) << error;
-  constexpr int kPipes = 700;
+  constexpr int kPipes = 900;  // READ on one end, WRITE on the other: 1800
   int report[2];
   ASSERT_EQ(pipe(report), 0);
   pid_t attacker = fork();
@@ -234,16 +235,22 @@ TEST(FdBudget, WatchedDescriptorsAreChargedToTheirUser) {
     close(report[0]);
     int out[2] = {-1, 0};  // knotes added, first error
     if (setgroups(0, nullptr) == 0 && setgid(65534) == 0 && setuid(65534) == 0) {
+      rlimit lim{};
+      getrlimit(RLIMIT_NOFILE, &lim);
+      lim.rlim_cur = lim.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &lim);
       int kq = open(daemon->device().c_str(), O_RDWR);
       out[0] = 0;
       for (int i = 0; kq >= 0 && i < kPipes; i++) {
         int p[2];
         if (pipe(p) != 0) break;
-        int err = Change(kq, Ev(p[0], EVFILT_READ, EV_ADD));
-        if (err == 0) {
-          out[0]++;
-        } else if (out[1] == 0) {
-          out[1] = err;
+        for (const kq_kevent& ev : {Ev(p[0], EVFILT_READ, EV_ADD), Ev(p[1], EVFILT_WRITE, EV_ADD)}) {
+          int err = Change(kq, ev);
+          if (err == 0) {
+            out[0]++;
+          } else if (out[1] == 0) {
+            out[1] = err;
+          }
         }
       }
     }
@@ -254,8 +261,9 @@ TEST(FdBudget, WatchedDescriptorsAreChargedToTheirUser) {
   int out[2] = {-1, -1};
   ASSERT_EQ(read(report[0], out, sizeof out), static_cast<ssize_t>(sizeof out));
   close(report[0]);
-  std::printf("uid 65534: %d READ knotes on %d pipes, then errno %d\n", out[0], kPipes, out[1]);
-  EXPECT_EQ(out[0], 150);  // (800 - 800 / 4) / 4
+  std::printf("uid 65534: %d READ/WRITE knotes on %d pipes, then errno %d\n", out[0], kPipes,
+              out[1]);
+  EXPECT_EQ(out[0], 1600);  // 800 * 2
   EXPECT_EQ(out[1], ENOMEM);
 
   // Root still watches new files.

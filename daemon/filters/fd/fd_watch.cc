@@ -190,8 +190,8 @@ void FdWatcher::ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it
     in->second.erase(it->first);
     if (in->second.empty()) by_inode_.erase(in);
   }
-  free_numbers_.insert(it->second.number);
   const size_t index = it->second.shard;
+  shards_[index]->free_numbers.insert(it->second.number);
   files_.erase(it);
   // An emptied shard other than the first is closed: the descriptors
   // follow the files watched. No Item refers to it any more (every live
@@ -202,16 +202,16 @@ void FdWatcher::ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it
   }
 }
 
-int FdWatcher::TakeNumberLocked() {
+int FdWatcher::TakeNumberLocked(Shard* shard) {
   const FdKeyRange& range = FdKeyRange::Get();
-  if (next_number_ < 0) next_number_ = range.base();
-  if (!free_numbers_.empty()) {
-    const int n = *free_numbers_.begin();
-    free_numbers_.erase(free_numbers_.begin());
+  if (shard->next_number < 0) shard->next_number = range.base();
+  if (!shard->free_numbers.empty()) {
+    const int n = *shard->free_numbers.begin();
+    shard->free_numbers.erase(shard->free_numbers.begin());
     return n;
   }
-  if (next_number_ >= range.top()) return -1;
-  return next_number_++;
+  if (shard->next_number >= range.top()) return -1;
+  return shard->next_number++;
 }
 
 int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
@@ -263,22 +263,22 @@ int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
         // them is skipped at once. A number where an item of this very file
         // that we lost track of sits (EEXIST) is fine for other files.
         for (int attempt = 0; attempt < kMaxNumberAttempts; attempt++) {
-          number = TakeNumberLocked();
+          number = TakeNumberLocked(&s);
           if (number < 0) break;
           int free_above = -1;
           result = FdKeyRange::WithFileAt(number, file, [&](int n) {
             return epoll_ctl(s.epoll.get(), EPOLL_CTL_ADD, n, &ev) == 0 ? 0 : -errno;
           }, &free_above);
           if (result == -EBUSY) {
-            if (free_above > next_number_) next_number_ = free_above;
+            if (free_above > s.next_number) s.next_number = free_above;
             continue;
           }
           if (result != -EEXIST) break;
           exists.push_back(number);
         }
-        for (int n : exists) free_numbers_.insert(n);
+        for (int n : exists) s.free_numbers.insert(n);
         if (result != 0) {
-          if (number >= 0 && result != -EEXIST && result != -EBUSY) free_numbers_.insert(number);
+          if (number >= 0 && result != -EEXIST && result != -EBUSY) s.free_numbers.insert(number);
           error = result == -EEXIST || result == -EBUSY ? ENOMEM : -result;
           token = 0;
         } else {

@@ -21,10 +21,11 @@
 //     RLIMIT_NOFILE is raised to the hard limit; top = min(that, 65536),
 //     base = top / 4. Linux hands out the lowest free number, so the
 //     daemon's ordinary fds stay below base.
-//   * Each FdWatcher gives every item a number of the range of its own,
-//     unique among the items of its epoll instance (numbers of deleted
-//     items are reused). Nothing is open at a key number at rest: a number
-//     is only a name inside the epoll instance.
+//   * Each FdWatcher gives every item a number of the range, unique among
+//     the items of its epoll instance (shard, below) and only there: each
+//     shard draws its own numbers from the bottom of the range, and
+//     numbers of deleted items are reused. Nothing is open at a key number
+//     at rest: a number is only a name inside the epoll instance.
 //   * To add or delete an item: F_DUPFD the copy to exactly the item's
 //     number (F_DUPFD takes the lowest free number >= the one asked for, so
 //     it never replaces anything; if the number is taken by an fd of the
@@ -72,11 +73,12 @@
 // the watcher's mutex.
 //
 // FD BUDGET: per FdWatcher one epoll instance per kShardItems items (at
-// least one; +1 inotify instance for EVFILT_READ); nothing per item. At
-// most (top - base) / kShardItems instances (235 with a hard limit of
-// 20000): the key range bounds the items. Each
-// shard's epoll fd is one fd in the Reactor's epoll set. The key range bounds the items of one watcher
-// (top - base: 15000 with a hard limit of 20000): ENOMEM past it.
+// least one; +1 inotify instance for EVFILT_READ); nothing per item. Each
+// shard's epoll fd is one fd in the Reactor's epoll set. Key numbers are
+// drawn per shard, so they bound nothing in total: the daemon's own
+// descriptors do (one per kShardItems items, ENFILE when none can be
+// made), and so does each user's watched-descriptor ceiling
+// (core/user_limits.h, Resource::kWatchedFds).
 //
 // ZOMBIES. If the client closes its fd while the file lives on elsewhere (a
 // dup, a child), the knote is dropped (BSD semantics) but the item cannot be
@@ -200,10 +202,17 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
 
  private:
   // One epoll instance and how many items (zombies included) it holds.
+  // Key numbers are unique within a shard only: epoll names an item by
+  // (open file, number) inside its own instance, and kcmp and DEL name the
+  // instance too. So a shard's at most kShardItems items use the range's
+  // lowest numbers, and no pool of numbers is shared across shards (or
+  // users).
   struct Shard {
     ScopedFd epoll;
     int64_t reactor_token = 0;
     size_t items = 0;
+    std::set<int> free_numbers;  // key numbers given back
+    int next_number = -1;        // lowest never used (-1: the range's base)
   };
   // One epoll item: an open file and who listens to it.
   struct OpenFile {
@@ -226,8 +235,8 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   // A shard with room for one more item (made if need be), or -1 with
   // *error set.
   long ShardWithRoomLocked(int* error) REQUIRES(mu_);
-  // A free key number, or -1.
-  int TakeNumberLocked() REQUIRES(mu_);
+  // A key number free in `shard`, or -1.
+  int TakeNumberLocked(Shard* shard) REQUIRES(mu_);
   void ForgetLocked(std::unordered_map<uint64_t, OpenFile>::iterator it) REQUIRES(mu_);
   // A reactor task that delivers pending_.
   Reactor::Task PendingTask();
@@ -248,8 +257,6 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   uint64_t next_token_ GUARDED_BY(mu_) = 1;
   std::unordered_map<uint64_t, OpenFile> files_ GUARDED_BY(mu_);  // epoll data -> item
   std::map<InodeKey, std::set<uint64_t>> by_inode_ GUARDED_BY(mu_);  // items of each inode
-  std::set<int> free_numbers_ GUARDED_BY(mu_);  // key numbers given back
-  int next_number_ GUARDED_BY(mu_) = -1;  // lowest never used (-1: the range's base)
   std::vector<Callback> pending_ GUARDED_BY(mu_);  // drained reports not yet delivered
   size_t zombies_ GUARDED_BY(mu_) = 0;  // items in files_ without subscribers
   size_t zombie_sweep_at_ GUARDED_BY(mu_) = 64;  // sweep the zombies at this many
