@@ -336,8 +336,14 @@ int Kqueue::RegisterLocked(const kq_kevent& change,
 }
 
 bool Kqueue::EvaluateLocked(Knote& kn, long hint) {
-  const bool fire = kn.ops->Event(kn, hint);
+  // Stamped when the evaluation begins, not when it ends: a call that read
+  // the clock before this stamp may have been preceded by something that
+  // changed the condition while the filter was looking (a reader draining
+  // the pipe between the filter's poll and the stamp), so only an
+  // evaluation that began after the call's clock reading counts as fresh
+  // for it (CollectLocked). Stamping at the end let a stale "fire" through.
   kn.evaluated_at_ = ++eval_clock_;
+  const bool fire = kn.ops->Event(kn, hint);
   kn.evaluated_fire_ = fire;
   return fire;
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <limits>
 #include <set>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "tests/support/core_test_support.h"
@@ -148,6 +149,36 @@ TEST_F(ScanTest, OneEvaluationPerWakeOfAParkedCall) {
     // A later call re-evaluates (the condition may have gone meanwhile, as
     // here): NetBSD's level-triggered re-check is kept.
     EXPECT_TRUE(q_->Collect(4, 0).empty());
+  }
+}
+
+TEST_F(ScanTest, EvaluationOverlappingTheCallsStartIsNotFreshForIt) {
+  // A level-triggered knote is taken without a re-check only if an
+  // evaluation that said "fire" began after the call did. Here an
+  // evaluation looks at the source (true), the consumer then drains it and
+  // calls kevent, and only then does the evaluation finish: its "fire" is
+  // older than the drain and must not be returned (seen as a wake-up for a
+  // pipe that read() then found empty, kqbench unpinned).
+  filter_->Set(1, 1);
+  ASSERT_EQ(q_->Change(Ev(1, m_, EV_ADD)), 0);
+  ASSERT_EQ(q_->Collect(4, 0).size(), 1u);  // still queued: level-triggered
+  for (int round = 0; round < 5; round++) {
+    filter_->level_without_notify(1, 1);
+    filter_->pause_after_read_us = 100000;
+    const int paused = filter_->in_pause.load();
+    std::thread notifier([&] { filter_->Set(1, 1); });
+    // Wait until the evaluation has read "true" and sleeps.
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (filter_->in_pause.load() == paused && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_GT(filter_->in_pause.load(), paused);
+    filter_->pause_after_read_us = 0;
+    filter_->level_without_notify(1, 0);  // the consumer drains the source
+    // This call begins while the evaluation still runs; it takes the
+    // kqueue's lock only after the evaluation returns "fire".
+    std::vector<kq_kevent> evs = q_->Collect(4, 0);
+    notifier.join();
+    EXPECT_TRUE(evs.empty()) << "round " << round << ": a stale event was returned";
   }
 }
 

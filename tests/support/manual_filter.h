@@ -37,8 +37,17 @@ class ManualFilter : public FilterOps {
   bool Event(Knote& kn, long hint) override {
     evaluations++;
     if (slow_event_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(slow_event_us));
-    std::lock_guard<std::mutex> l(mu_);
-    int64_t level = levels_[kn.kev.ident];
+    int64_t level;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      level = levels_[kn.kev.ident];
+    }
+    // A filter that is slow after looking at its source: the condition
+    // may change before the evaluation returns.
+    if (int us = pause_after_read_us.load(); us > 0) {
+      in_pause++;
+      std::this_thread::sleep_for(std::chrono::microseconds(us));
+    }
     kn.kev.data = level;
     kn.kev.fflags = kn.sfflags;
     return level != 0;
@@ -65,6 +74,10 @@ class ManualFilter : public FilterOps {
   std::atomic<int> detaches{0};
   std::atomic<int> evaluations{0};
   std::atomic<int> slow_event_us{0};
+  // Sleep between reading the condition and returning (see Event).
+  std::atomic<int> pause_after_read_us{0};
+  // Evaluations that reached that sleep.
+  std::atomic<int> in_pause{0};
 
  private:
   std::mutex mu_;  // guards levels_ and knotes_
