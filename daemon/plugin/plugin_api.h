@@ -36,7 +36,8 @@ class PluginHost {
   // (EEXIST: the name is taken).
   virtual int RegisterFilter(const std::string& name, std::shared_ptr<FilterOps> ops,
                              uint32_t* number) = 0;
-  // A line in the daemon's log.
+  // A line in the daemon's log (its level and sink: stderr, or syslog
+  // when detached), at notice level, prefixed with the plug-in's path.
   virtual void Log(const std::string& message) = 0;
 };
 

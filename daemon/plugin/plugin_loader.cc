@@ -3,7 +3,6 @@
 #include <dlfcn.h>
 #include <errno.h>
 
-#include <cstdio>
 #include <cstring>
 
 #include "daemon/plugin/plugin_api.h"
@@ -14,7 +13,8 @@ namespace {
 // What a plug-in sees of the daemon while its init runs.
 class Host : public PluginHost {
  public:
-  Host(Runtime* runtime, std::vector<std::string>* names) : runtime_(runtime), names_(names) {}
+  Host(Runtime* runtime, const std::string* path, std::vector<std::string>* names)
+      : runtime_(runtime), path_(path), names_(names) {}
   Runtime* runtime() override { return runtime_; }
   int RegisterFilter(const std::string& name, std::shared_ptr<FilterOps> ops,
                      uint32_t* number) override {
@@ -22,12 +22,15 @@ class Host : public PluginHost {
     if (err == 0) names_->push_back(name);
     return err;
   }
+  // Through the daemon's logger, like every other line the daemon writes
+  // (stderr or syslog, at the configured level).
   void Log(const std::string& message) override {
-    std::fprintf(stderr, "kqueued: plugin: %s\n", message.c_str());
+    runtime_->log().Log(LogLevel::kNotice, "plugin %s: %s", path_->c_str(), message.c_str());
   }
 
  private:
   Runtime* runtime_;
+  const std::string* path_;
   std::vector<std::string>* names_;
 };
 
@@ -78,7 +81,7 @@ bool PluginLoader::Load(const std::string& path, std::string* error) {
     Unload(&object);
     return false;
   }
-  Host host(runtime_, &object.filters);
+  Host host(runtime_, &object.path, &object.filters);
   if (int err = init(&host, KQUEUED_PLUGIN_ABI_VERSION)) {
     *error = path + ": plugin init failed: " + std::strerror(err);
     // What it registered before failing must not outlive its code.

@@ -57,6 +57,30 @@ TEST(PluginLoaderTest, UnusedPluginIsUnregisteredAndUnloaded) {
   EXPECT_FALSE(IsLoaded(path));
 }
 
+TEST(PluginLoaderTest, PluginLinesGoThroughTheDaemonsLogger) {
+  // A plug-in's Host::Log is a daemon log line: it obeys the level (and
+  // the sink: syslog for a detached daemon), and names the plug-in.
+  TestRuntime rt;
+  const std::string path = PluginPath();
+  {
+    rt.get()->log().set_level(LogLevel::kWarning);
+    ::testing::internal::CaptureStderr();
+    PluginLoader loader(rt.get());
+    std::string why;
+    ASSERT_TRUE(loader.Load(path, &why)) << why;
+    EXPECT_EQ(::testing::internal::GetCapturedStderr().find("says hello"), std::string::npos);
+  }
+  {
+    rt.get()->log().set_level(LogLevel::kNotice);
+    ::testing::internal::CaptureStderr();
+    PluginLoader loader(rt.get());
+    std::string why;
+    ASSERT_TRUE(loader.Load(path, &why)) << why;
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("plugin " + path + ": loadertest says hello"), std::string::npos) << err;
+  }
+}
+
 TEST(PluginLoaderTest, PluginStaysLoadedWhileItsFilterIsInUse) {
   TestRuntime rt;
   const std::string path = PluginPath();

@@ -26,6 +26,7 @@ extern "C" int kqueued_plugin_init(kqd::PluginHost* host, uint32_t abi_version) 
   host->RegisterFilter("loadertest_fail", std::make_shared<QuietFilter>(), &number);
   return ENODEV;
 #else
+  host->Log("loadertest says hello");
   return host->RegisterFilter("loadertest", std::make_shared<QuietFilter>(), &number);
 #endif
 }
