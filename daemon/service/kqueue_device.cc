@@ -123,6 +123,8 @@ class InlineKeventCall : public KeventCall {
     if (reply_->Cancelled()) return EINTR;
     if (first > changes_.size() || n > changes_.size() - first) return EINVAL;
     std::memcpy(out, changes_.data() + first, n * sizeof(kq_kevent));
+    // The core takes each slice once: a call that then parks keeps no copy.
+    if (first + n == changes_.size()) std::vector<kq_kevent>().swap(changes_);
     return 0;
   }
   int PutEvents(size_t first, const kq_kevent* events, size_t n) override {
