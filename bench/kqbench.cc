@@ -15,9 +15,13 @@
 // BestNs).
 //
 // Columns: epoll (the kernel's own readiness interface), lib (kevent() of
-// the C library: what programs call), raw (the KQ_IOC_KEVENT ioctl by hand),
-// floor (the libfuse3 probe, only for the empty call). "ratio" compares lib
-// (or raw for the empty call) with the baseline the target names.
+// the C library: what programs call; it takes the inline ioctls for calls
+// of up to 408 records when the daemon has them, ABI 3), raw (the
+// KQ_IOC_KEVENT ioctl by hand: arrays by address), inline (the
+// KQ_IOC_KEVENT_INLINE_* ioctls by hand: arrays in the argument; "—" with a
+// daemon older than ABI 3), floor (the libfuse3 probe, only for the empty
+// call). "ratio" compares lib (or raw for the empty call) with the baseline
+// the target names.
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -308,8 +312,46 @@ int RawKevent(int kq, const struct kevent* ch, size_t nch, struct kevent* ev, si
   return ioctl(kq, KQ_IOC_KEVENT, &a);
 }
 
+// KQ_IOC_KEVENT_INLINE_* by hand: the smallest capacity that holds the
+// call, changes copied in and events out of one buffer per thread.
+int InlineKevent(int kq, const struct kevent* ch, size_t nch, struct kevent* ev, size_t nev,
+                 const timespec* ts) {
+  struct Arg {
+    kq_kevent_inline head;
+    struct kevent ev[KQ_KEVENT_INLINE_MAX];
+  };
+  static thread_local Arg a;
+  const size_t n = std::max(nch, nev);
+  unsigned long cmd = n <= 1    ? KQ_IOC_KEVENT_INLINE_1
+                      : n <= 8  ? KQ_IOC_KEVENT_INLINE_8
+                      : n <= 64 ? KQ_IOC_KEVENT_INLINE_64
+                                : KQ_IOC_KEVENT_INLINE_408;
+  if (n > KQ_KEVENT_INLINE_MAX) {
+    errno = E2BIG;
+    return -1;
+  }
+  a.head = kq_kevent_inline{};
+  a.head.nchanges = static_cast<uint32_t>(nch);
+  a.head.nevents = static_cast<uint32_t>(nev);
+  if (ts) {
+    a.head.flags = KQ_KEVENT_TIMEOUT;
+    a.head.timeout_sec = ts->tv_sec;
+    a.head.timeout_nsec = ts->tv_nsec;
+  }
+  if (nch > 0) memcpy(a.ev, ch, nch * sizeof(struct kevent));
+  int rc = ioctl(kq, cmd, &a);
+  if (rc > 0 && ev != nullptr) memcpy(ev, a.ev, rc * sizeof(struct kevent));
+  return rc;
+}
+
+// Whether the daemon serves the inline commands (ABI 3); set at start.
+bool g_inline = false;
+
 using KeventFn = int (*)(int, const struct kevent*, size_t, struct kevent*, size_t,
                          const timespec*);
+
+// The kevent forms measured in the kqueued columns: lib, raw, inline.
+constexpr int kForms = 3;
 
 int LibKevent(int kq, const struct kevent* ch, size_t nch, struct kevent* ev, size_t nev,
               const timespec* ts) {
@@ -335,8 +377,17 @@ int NewKq() {
 // Zero-timeout harvest of 1 ready pipe, with `idle` more pipes registered
 // that are not ready. Nanoseconds per call.
 struct Harvest {
-  double epoll = 0, lib = 0, raw = 0;
+  double epoll = 0, lib = 0, raw = 0, inl = 0;
+  // The figure of form `which` (0 lib, 1 raw, 2 inline).
+  double& of(int which) { return which == 0 ? lib : which == 1 ? raw : inl; }
 };
+
+KeventFn FormFn(int which) {
+  return which == 0 ? LibKevent : which == 1 ? RawKevent : InlineKevent;
+}
+
+// Whether form `which` can be measured against this daemon.
+bool FormServed(int which) { return which != 2 || g_inline; }
 
 Harvest HarvestOne(const std::vector<Pipe>& idle_pool, size_t idle) {
   Harvest h;
@@ -354,8 +405,9 @@ Harvest HarvestOne(const std::vector<Pipe>& idle_pool, size_t idle) {
     });
     close(ep);
   }
-  for (int which = 0; which < 2; which++) {
-    KeventFn fn = which == 0 ? LibKevent : RawKevent;
+  for (int which = 0; which < kForms; which++) {
+    if (!FormServed(which)) continue;
+    KeventFn fn = FormFn(which);
     int kq = NewKq();
     for (auto& p : quiet) KqAdd(fn, kq, p.r);
     KqAdd(fn, kq, ready[0].r);
@@ -363,7 +415,7 @@ Harvest HarvestOne(const std::vector<Pipe>& idle_pool, size_t idle) {
       struct kevent out;
       if (fn(kq, nullptr, 0, &out, 1, &kZero) != 1) Die("kevent harvest");
     });
-    (which == 0 ? h.lib : h.raw) = ns;
+    h.of(which) = ns;
     close(kq);
   }
   ClosePipes(&ready);
@@ -390,15 +442,16 @@ Harvest Batch(const std::vector<Pipe>& pool) {
     h.epoll = 256e9 / ns;
     close(ep);
   }
-  for (int which = 0; which < 2; which++) {
-    KeventFn fn = which == 0 ? LibKevent : RawKevent;
+  for (int which = 0; which < kForms; which++) {
+    if (!FormServed(which)) continue;
+    KeventFn fn = FormFn(which);
     int kq = NewKq();
     for (auto& p : pipes) KqAdd(fn, kq, p.r);
     std::vector<struct kevent> out(256);
     double ns = BestNs([&] {
       if (fn(kq, nullptr, 0, out.data(), 256, &kZero) != 256) Die("kevent batch");
     });
-    (which == 0 ? h.lib : h.raw) = 256e9 / ns;
+    h.of(which) = 256e9 / ns;
     close(kq);
   }
   for (auto& p : pipes) {
@@ -412,7 +465,8 @@ Harvest Batch(const std::vector<Pipe>& pool) {
 // waits on pipe 1, reads it and writes pipe 2. Nanoseconds per round trip.
 Harvest WakeUp() {
   Harvest h;
-  for (int which = 0; which < 3; which++) {
+  for (int which = 0; which < 1 + kForms; which++) {
+    if (which > 0 && !FormServed(which - 1)) continue;
     std::vector<Pipe> p = MakePipes(2, false);
     std::atomic<bool> stop{false};
     // Each side: a blocking wait for its read end, then read the byte.
@@ -455,7 +509,7 @@ Harvest WakeUp() {
       close(ep[0]);
       close(ep[1]);
     } else {
-      KeventFn fn = which == 1 ? LibKevent : RawKevent;
+      KeventFn fn = FormFn(which - 1);
       int kq[2];
       for (int i = 0; i < 2; i++) {
         kq[i] = NewKq();
@@ -466,7 +520,7 @@ Harvest WakeUp() {
         while (fn(kq[who], nullptr, 0, &out, 1, nullptr) != 1) {
         }
       });
-      (which == 1 ? h.lib : h.raw) = ns;
+      h.of(which - 1) = ns;
       close(kq[0]);
       close(kq[1]);
     }
@@ -491,22 +545,23 @@ Harvest AddDelete(std::vector<Pipe>& pipes) {
     h.epoll = 1e9 / ns;
     close(ep);
   }
-  for (int which = 0; which < 2; which++) {
-    KeventFn fn = which == 0 ? LibKevent : RawKevent;
+  for (int which = 0; which < kForms; which++) {
+    if (!FormServed(which)) continue;
+    KeventFn fn = FormFn(which);
     int kq = NewKq();
     double ns = BestNs([&] {
       int fd = pipes[i++ % pipes.size()].r;
       KqAdd(fn, kq, fd, EV_ADD);
       KqAdd(fn, kq, fd, EV_DELETE);
     });
-    (which == 0 ? h.lib : h.raw) = 1e9 / ns;
+    h.of(which) = 1e9 / ns;
     close(kq);
   }
   return h;
 }
 
 struct Empty {
-  double raw = 0, floor = 0;
+  double raw = 0, inl = 0, floor = 0;
 };
 
 Empty EmptyCall(const std::string& floor_path) {
@@ -515,6 +570,11 @@ Empty EmptyCall(const std::string& floor_path) {
   e.raw = BestNs([&] {
     if (RawKevent(kq, nullptr, 0, nullptr, 0, &kZero) != 0) Die("empty kevent");
   });
+  if (g_inline) {
+    e.inl = BestNs([&] {
+      if (InlineKevent(kq, nullptr, 0, nullptr, 0, &kZero) != 0) Die("empty inline kevent");
+    });
+  }
   close(kq);
   int f = open(floor_path.c_str(), O_RDWR | O_CLOEXEC);
   if (f < 0) Die("open the floor probe");
@@ -529,62 +589,66 @@ Empty EmptyCall(const std::string& floor_path) {
 // ---- the report ------------------------------------------------------------------
 
 void Row(const char* name, const char* unit, double epoll, double lib, double raw,
-         double ratio, const char* target, bool met) {
+         double inl, double ratio, const char* target, bool met) {
   auto num = [](double v, char* buf, size_t n) {
     if (v <= 0) snprintf(buf, n, "—");
     else if (v >= 1e6) snprintf(buf, n, "%.2f M", v / 1e6);
     else if (v >= 1e4) snprintf(buf, n, "%.1f k", v / 1e3);
     else snprintf(buf, n, "%.2f", v);
   };
-  char a[32], b[32], c[32];
+  char a[32], b[32], c[32], d[32];
   num(epoll, a, sizeof a);
   num(lib, b, sizeof b);
   num(raw, c, sizeof c);
+  num(inl, d, sizeof d);
   char r[32];
   if (ratio > 0) snprintf(r, sizeof r, "%.3g", ratio);
   else snprintf(r, sizeof r, "—");
-  printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, unit, a, b, c, r, target,
+  printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name, unit, a, b, c, d, r, target,
          target[0] == '-' || strcmp(target, "—") == 0 ? "" : (met ? "met" : "MISSED"));
 }
 
 void RunAll(const char* placement, const std::string& floor_path, std::vector<Pipe>& many) {
   printf("\n### %s\n\n", placement);
-  printf("| figure | unit | epoll | lib | raw | ratio | target | |\n");
-  printf("|---|---|---|---|---|---|---|---|\n");
+  printf("| figure | unit | epoll | lib | raw | inline | ratio | target | |\n");
+  printf("|---|---|---|---|---|---|---|---|---|\n");
   fflush(stdout);
   Harvest h1 = HarvestOne(many, 0);
   Row("zero-timeout harvest of 1 ready pipe", "µs/call", h1.epoll / 1e3, h1.lib / 1e3,
-      h1.raw / 1e3, h1.lib / h1.epoll, "lib ≤ 2× epoll", h1.lib <= 2 * h1.epoll);
+      h1.raw / 1e3, h1.inl / 1e3, h1.lib / h1.epoll, "lib ≤ 2× epoll", h1.lib <= 2 * h1.epoll);
   fflush(stdout);
   Harvest b = Batch(many);
-  Row("batch: 1000 ready pipes, 256 per call", "events/s", b.epoll, b.lib, b.raw,
+  Row("batch: 1000 ready pipes, 256 per call", "events/s", b.epoll, b.lib, b.raw, b.inl,
       b.lib / b.epoll, "lib ≥ 1/8 epoll", b.lib * 8 >= b.epoll);
   fflush(stdout);
   Harvest w = WakeUp();
   Row("wake-up round trip, two threads parked on pipes", "µs", w.epoll / 1e3, w.lib / 1e3,
-      w.raw / 1e3, w.lib / w.epoll, "lib ≤ 2× epoll", w.lib <= 2 * w.epoll);
+      w.raw / 1e3, w.inl / 1e3, w.lib / w.epoll, "lib ≤ 2× epoll", w.lib <= 2 * w.epoll);
   fflush(stdout);
   Harvest ad = AddDelete(many);
   Row("EV_ADD+EV_DELETE of 9000 pipes, one change per call", "pairs/s", ad.epoll, ad.lib,
-      ad.raw, ad.lib / ad.epoll, "lib ≥ 1/10 epoll", ad.lib * 10 >= ad.epoll);
+      ad.raw, ad.inl, ad.lib / ad.epoll, "lib ≥ 1/10 epoll", ad.lib * 10 >= ad.epoll);
   fflush(stdout);
   // Idle knotes: harvest 1 ready pipe beside 9000 idle ones vs 100.
   Harvest i100 = HarvestOne(many, 100);
   Harvest i9000 = HarvestOne(many, many.size());
   auto ratio = [](double a, double b) { return b > 0 ? a / b : 0; };
   Row("harvest 1 ready beside 100 idle", "µs/call", i100.epoll / 1e3, i100.lib / 1e3,
-      i100.raw / 1e3, 0, "—", true);
+      i100.raw / 1e3, i100.inl / 1e3, 0, "—", true);
   Row("harvest 1 ready beside 9000 idle", "µs/call", i9000.epoll / 1e3, i9000.lib / 1e3,
-      i9000.raw / 1e3, ratio(i9000.lib, i100.lib), "lib 9000/100 ≤ 1.1",
+      i9000.raw / 1e3, i9000.inl / 1e3, ratio(i9000.lib, i100.lib), "lib 9000/100 ≤ 1.1",
       i9000.lib <= 1.1 * i100.lib);
-  printf("| (idle ratio 9000/100) | × | %.3g | %.3g | %.3g | | | |\n",
+  printf("| (idle ratio 9000/100) | × | %.3g | %.3g | %.3g | %.3g | | | |\n",
          ratio(i9000.epoll, i100.epoll), ratio(i9000.lib, i100.lib),
-         ratio(i9000.raw, i100.raw));
+         ratio(i9000.raw, i100.raw), ratio(i9000.inl, i100.inl));
   fflush(stdout);
   Empty e = EmptyCall(floor_path);
+  char inl[32] = "—";
+  if (e.inl > 0) snprintf(inl, sizeof inl, "%.2f", e.inl / 1e3);
   printf("| raw empty KQ_IOC_KEVENT vs the FUSE floor probe | µs/call | floor %.2f | — | %.2f "
-         "| %.3g | raw ≤ 1.3× floor | %s |\n",
-         e.floor / 1e3, e.raw / 1e3, e.raw / e.floor, e.raw <= 1.3 * e.floor ? "met" : "MISSED");
+         "| %s | %.3g | raw ≤ 1.3× floor | %s |\n",
+         e.floor / 1e3, e.raw / 1e3, inl, e.raw / e.floor,
+         e.raw <= 1.3 * e.floor ? "met" : "MISSED");
   fflush(stdout);
 }
 
@@ -658,8 +722,15 @@ int main(int argc, char** argv) {
   }
   std::vector<Pipe> many = MakePipes(many_n, false);
 
-  printf("# kqbench: %s, %ld CPUs, daemon %s\n", g_quick ? "quick" : "full",
-         sysconf(_SC_NPROCESSORS_ONLN), daemon_bin.c_str());
+  {
+    // Does this daemon serve the inline commands (ABI 3)?
+    int kq = NewKq();
+    g_inline = InlineKevent(kq, nullptr, 0, nullptr, 0, &kZero) == 0;
+    close(kq);
+  }
+  printf("# kqbench: %s, %ld CPUs, daemon %s (%s)\n", g_quick ? "quick" : "full",
+         sysconf(_SC_NPROCESSORS_ONLN), daemon_bin.c_str(),
+         g_inline ? "inline kevent served" : "no inline kevent: lib uses KQ_IOC_KEVENT");
   if (!unpinned_only) {
     cpu_set_t one = OneCpu();
     SetAffinity(0, one);

@@ -29,9 +29,10 @@
 /*
  * Bumped on any change to this file's interface; docs/abi.md lists what
  * each version added. 2: KQ_IOC_STAT (the control interface kqstat uses).
- * Version 1's ioctls keep their numbers and layouts.
+ * 3: KQ_IOC_KEVENT_INLINE_* (kevent with its arrays inside the argument).
+ * Earlier versions' ioctls keep their numbers and layouts.
  */
-#define KQ_ABI_VERSION 2u
+#define KQ_ABI_VERSION 3u
 
 /* Where clients look for the device unless $KQUEUE_DEVICE names another. */
 #define KQ_DEFAULT_DEVICE "/dev/kqueue"
@@ -210,6 +211,73 @@ KQ_STATIC_ASSERT(offsetof(struct kq_kevent_args, kq_fd) == 52, "kq_fd");
  * pass these through to the daemon.
  */
 #define KQ_IOC_KEVENT _IOWR('k', 0x40, struct kq_kevent_args) /* 0xC0386B40 */
+
+/* ---- kevent(2) with its arrays inside the argument (ABI 3) -------------- */
+
+/*
+ * The same call as KQ_IOC_KEVENT, but the changes and the events travel in
+ * the ioctl's argument itself: a kq_kevent_inline header, then room for
+ * `capacity` kq_kevent records. The kernel copies the argument in and the
+ * answer out in the caller's own context, so the daemon never touches the
+ * caller's memory (no process_vm_*, no wait on a caller's page).
+ *
+ * In:  ev[0, nchanges) are the changes; ev[nchanges, capacity) is ignored.
+ * Out: on success the ioctl returns the count n, and ev[0, n) holds the
+ *      events (or the EV_ERROR/EV_RECEIPT answers), written over the
+ *      changes: the daemon has taken every change before it writes any
+ *      event (kevent(2) with one array for both is the usual idiom). The
+ *      header comes back unchanged and ev[n, capacity) is not written (the
+ *      answer is header + n records long; the kernel copies only that). On
+ *      failure nothing is written.
+ * Errors: those of KQ_IOC_KEVENT (EINVAL for bad flags, kq_fd or timeout,
+ *      EINTR, EBADF, ECONNABORTED, a change's errno...), plus EINVAL when
+ *      nchanges or nevents exceeds the command's capacity. Never EFAULT from
+ *      the daemon (the kernel answers EFAULT itself for an argument it
+ *      cannot copy).
+ */
+struct kq_kevent_inline {
+  uint32_t nchanges;    /* @0  changes at ev[0, nchanges), <= capacity */
+  uint32_t nevents;     /* @4  room for events, <= capacity */
+  uint32_t flags;       /* @8  KQ_KEVENT_TIMEOUT | KQ_KEVENT_KQFD */
+  int32_t kq_fd;        /* @12 with KQ_KEVENT_KQFD, else zero */
+  int64_t timeout_sec;  /* @16 used with KQ_KEVENT_TIMEOUT */
+  int64_t timeout_nsec; /* @24 */
+  /* then struct kq_kevent ev[capacity] at @32 */
+};                      /* 32 bytes */
+
+KQ_STATIC_ASSERT(sizeof(struct kq_kevent_inline) == 32, "kq_kevent_inline size");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_inline, nchanges) == 0, "i.nchanges");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_inline, nevents) == 4, "i.nevents");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_inline, flags) == 8, "i.flags");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_inline, kq_fd) == 12, "i.kq_fd");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_inline, timeout_sec) == 16, "i.sec");
+KQ_STATIC_ASSERT(offsetof(struct kq_kevent_inline, timeout_nsec) == 24, "i.nsec");
+
+/* Bytes of the argument of an inline command of capacity `cap`. */
+#define KQ_KEVENT_INLINE_SIZE(cap) (32U + (cap) * 40U)
+
+/*
+ * One command per capacity (1, 8, 64, 408 records); 408 is the largest
+ * that fits the 14-bit size field and FUSE's limit on a restricted ioctl
+ * (32 + 408 * 40 = 16352 <= 16383). _IOC rather than _IOWR: the size is
+ * not that of one C type.
+ */
+#define KQ_KEVENT_INLINE_CAP_1 1U
+#define KQ_KEVENT_INLINE_CAP_8 8U
+#define KQ_KEVENT_INLINE_CAP_64 64U
+#define KQ_KEVENT_INLINE_CAP_408 408U
+#define KQ_KEVENT_INLINE_MAX KQ_KEVENT_INLINE_CAP_408
+
+#define KQ_IOC_KEVENT_INLINE_1 \
+  _IOC(_IOC_READ | _IOC_WRITE, 'k', 0x50, KQ_KEVENT_INLINE_SIZE(1U)) /* 0xC0486B50 */
+#define KQ_IOC_KEVENT_INLINE_8 \
+  _IOC(_IOC_READ | _IOC_WRITE, 'k', 0x51, KQ_KEVENT_INLINE_SIZE(8U)) /* 0xC1606B51 */
+#define KQ_IOC_KEVENT_INLINE_64 \
+  _IOC(_IOC_READ | _IOC_WRITE, 'k', 0x52, KQ_KEVENT_INLINE_SIZE(64U)) /* 0xCA206B52 */
+#define KQ_IOC_KEVENT_INLINE_408 \
+  _IOC(_IOC_READ | _IOC_WRITE, 'k', 0x53, KQ_KEVENT_INLINE_SIZE(408U)) /* 0xFFE06B53 */
+
+KQ_STATIC_ASSERT(KQ_KEVENT_INLINE_SIZE(KQ_KEVENT_INLINE_MAX) <= 16383, "fits FUSE");
 
 /* ---- Version handshake ---------------------------------------------------- */
 

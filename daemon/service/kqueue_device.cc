@@ -87,6 +87,96 @@ class RemoteKeventCall : public KeventCall {
   const uid_t lane_uid_;      // the uid whose transport lane the call came by
 };
 
+// A kevent ioctl with its arrays inside the argument (KQ_IOC_KEVENT_INLINE_*):
+// the changes are copied out of the request when the call is made, the
+// events are gathered in a reply buffer, and the answer is header + events.
+// Nothing touches the caller's memory, so nothing can wait for its pages: a
+// parked call is answered right on the thread that woke it (the default
+// RunParkedAnswer), without the answer lanes' hop.
+class InlineKeventCall : public KeventCall {
+ public:
+  // `request`: the whole argument, header and `capacity` records, already
+  // validated (counts within capacity, flags, kq_fd).
+  InlineKeventCall(std::shared_ptr<CallerContext> caller, const kq_kevent_inline& header,
+                   const unsigned char* records, std::shared_ptr<IoctlReply> reply)
+      : context_(std::move(caller)), caller_(context_), header_(header),
+        changes_(header.nchanges), reply_(std::move(reply)) {
+    // Copied before any event is written: the events overwrite the changes
+    // in the caller's array (the overlap rule of docs/abi.md).
+    if (!changes_.empty())
+      std::memcpy(changes_.data(), records, changes_.size() * sizeof(kq_kevent));
+    timeout_.tv_sec = static_cast<time_t>(header.timeout_sec);
+    timeout_.tv_nsec = static_cast<long>(header.timeout_nsec);
+    out_.resize(sizeof header_);
+    std::memcpy(out_.data(), &header_, sizeof header_);
+  }
+
+  const std::shared_ptr<ProcessContext>& caller() const override { return caller_; }
+  size_t nchanges() const override { return header_.nchanges; }
+  size_t nevents() const override { return header_.nevents; }
+  const timespec* timeout() const override {
+    return (header_.flags & KQ_KEVENT_TIMEOUT) ? &timeout_ : nullptr;
+  }
+  int FetchChanges(size_t first, kq_kevent* out, size_t n) override {
+    // As for the pointer call: an interrupted caller or a stopping daemon
+    // ends a changelist between slices.
+    if (reply_->Cancelled()) return EINTR;
+    if (first > changes_.size() || n > changes_.size() - first) return EINVAL;
+    std::memcpy(out, changes_.data() + first, n * sizeof(kq_kevent));
+    // The core takes each slice once: a call that then parks keeps no copy.
+    if (first + n == changes_.size()) std::vector<kq_kevent>().swap(changes_);
+    return 0;
+  }
+  int PutEvents(size_t first, const kq_kevent* events, size_t n) override {
+    // The core never writes past nevents (<= the capacity); refuse anyway.
+    if (first > header_.nevents || n > header_.nevents - first) return EINVAL;
+    const size_t end = sizeof header_ + (first + n) * sizeof(kq_kevent);
+    if (out_.size() < end) out_.resize(end);
+    std::memcpy(out_.data() + sizeof header_ + first * sizeof(kq_kevent), events,
+                n * sizeof(kq_kevent));
+    return 0;
+  }
+  bool DescriptorClosed() const override {
+    if (!(header_.flags & KQ_KEVENT_KQFD)) return false;
+    return !context_->process()->HasDeviceFd(header_.kq_fd);
+  }
+  void Complete(int result, int error) override {
+    context_->EndCall();
+    if (error != 0) return reply_->ReplyError(error);
+    // The header (unchanged) and the `result` records: the kernel copies
+    // back only what the reply holds, so ev[result, capacity) of the
+    // caller's array is left as it was (docs/abi.md).
+    const size_t size = sizeof header_ + static_cast<size_t>(result) * sizeof(kq_kevent);
+    if (out_.size() < size) return reply_->ReplyError(EIO);  // a core bug
+    reply_->ReplyOk(result, out_.data(), size);
+  }
+
+ private:
+  std::shared_ptr<CallerContext> context_;
+  std::shared_ptr<ProcessContext> caller_;  // context_, as the core sees it
+  const kq_kevent_inline header_;
+  timespec timeout_{};
+  std::vector<kq_kevent> changes_;
+  std::vector<unsigned char> out_;  // the answer: header, then events
+  std::shared_ptr<IoctlReply> reply_;
+};
+
+// The capacity of an inline kevent command; 0 for any other command.
+size_t InlineCapacity(uint32_t cmd) {
+  switch (cmd) {
+    case KQ_IOC_KEVENT_INLINE_1:
+      return KQ_KEVENT_INLINE_CAP_1;
+    case KQ_IOC_KEVENT_INLINE_8:
+      return KQ_KEVENT_INLINE_CAP_8;
+    case KQ_IOC_KEVENT_INLINE_64:
+      return KQ_KEVENT_INLINE_CAP_64;
+    case KQ_IOC_KEVENT_INLINE_408:
+      return KQ_KEVENT_INLINE_CAP_408;
+    default:
+      return 0;
+  }
+}
+
 // Counts that would overflow an address computation are as bad as a bad
 // pointer: the buffer cannot exist.
 bool SpanFits(uint64_t addr, uint64_t count) {
@@ -272,6 +362,11 @@ void KqueueDevice::Ioctl(uint64_t handle, const Caller& caller, uint32_t cmd,
       return FilterByNumber(caller, in, in_size, reply.get());
     case KQ_IOC_STAT:
       return Stat(handle, caller, in, in_size, reply.get());
+    case KQ_IOC_KEVENT_INLINE_1:
+    case KQ_IOC_KEVENT_INLINE_8:
+    case KQ_IOC_KEVENT_INLINE_64:
+    case KQ_IOC_KEVENT_INLINE_408:
+      return InlineKevent(kq, caller, InlineCapacity(cmd), in, in_size, std::move(reply));
     default:
       runtime_->log().ClientLog(LogLevel::kDebug, caller.uid,
                                 "thread %d: unknown ioctl 0x%08x (ENOTTY)",
@@ -280,20 +375,24 @@ void KqueueDevice::Ioctl(uint64_t handle, const Caller& caller, uint32_t cmd,
   }
 }
 
+bool KqueueDevice::ValidKeventFlags(const Caller& caller, uint32_t flags, int32_t kq_fd) {
+  if ((flags & ~(KQ_KEVENT_TIMEOUT | KQ_KEVENT_KQFD)) != 0 ||
+      (!(flags & KQ_KEVENT_KQFD) && kq_fd != 0) || ((flags & KQ_KEVENT_KQFD) && kq_fd < 0)) {
+    runtime_->log().ClientLog(LogLevel::kInfo, caller.uid,
+                              "thread %d: kevent with invalid flags 0x%x / kq_fd %d (EINVAL)",
+                              static_cast<int>(caller.tid), flags, kq_fd);
+    return false;
+  }
+  return true;
+}
+
 void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& caller,
                           const void* in, size_t in_size,
                           std::unique_ptr<IoctlReply> reply) {
   kq_kevent_args args;
   if (in_size != sizeof args) return reply->ReplyError(EINVAL);
   std::memcpy(&args, in, sizeof args);
-  if ((args.flags & ~(KQ_KEVENT_TIMEOUT | KQ_KEVENT_KQFD)) != 0 ||
-      (!(args.flags & KQ_KEVENT_KQFD) && args.kq_fd != 0) ||
-      ((args.flags & KQ_KEVENT_KQFD) && args.kq_fd < 0)) {
-    runtime_->log().ClientLog(LogLevel::kInfo, caller.uid,
-                              "thread %d: kevent with invalid flags 0x%x / kq_fd %d (EINVAL)",
-                              static_cast<int>(caller.tid), args.flags, args.kq_fd);
-    return reply->ReplyError(EINVAL);
-  }
+  if (!ValidKeventFlags(caller, args.flags, args.kq_fd)) return reply->ReplyError(EINVAL);
   if (!SpanFits(args.changelist, args.nchanges) || !SpanFits(args.eventlist, args.nevents))
     return reply->ReplyError(EFAULT);
   // The count is returned as the ioctl's int result.
@@ -301,14 +400,44 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   int err = 0;
   std::shared_ptr<CallerContext> context = processes_.Get(caller.tid, &err);
   if (!context) return reply->ReplyError(err);
+  std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
+  auto call = std::make_unique<RemoteKeventCall>(context, args, shared_reply,
+                                                 &answer_lanes_, caller.uid);
+  StartKevent(kq, *context, args.flags, args.kq_fd, std::move(call), shared_reply);
+}
+
+void KqueueDevice::InlineKevent(const std::shared_ptr<Kqueue>& kq, const Caller& caller,
+                                size_t capacity, const void* in, size_t in_size,
+                                std::unique_ptr<IoctlReply> reply) {
+  kq_kevent_inline header;
+  if (in_size != sizeof header + capacity * sizeof(kq_kevent)) return reply->ReplyError(EINVAL);
+  std::memcpy(&header, in, sizeof header);
+  if (!ValidKeventFlags(caller, header.flags, header.kq_fd)) return reply->ReplyError(EINVAL);
+  if (header.nchanges > capacity || header.nevents > capacity) {
+    runtime_->log().ClientLog(LogLevel::kInfo, caller.uid,
+                              "thread %d: inline kevent of %u changes / %u events with room "
+                              "for %zu (EINVAL)",
+                              static_cast<int>(caller.tid), header.nchanges, header.nevents,
+                              capacity);
+    return reply->ReplyError(EINVAL);
+  }
+  int err = 0;
+  std::shared_ptr<CallerContext> context = processes_.Get(caller.tid, &err);
+  if (!context) return reply->ReplyError(err);
+  std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
+  auto call = std::make_unique<InlineKeventCall>(
+      context, header, static_cast<const unsigned char*>(in) + sizeof header, shared_reply);
+  StartKevent(kq, *context, header.flags, header.kq_fd, std::move(call), shared_reply);
+}
+
+void KqueueDevice::StartKevent(const std::shared_ptr<Kqueue>& kq, CallerContext& context,
+                               uint32_t flags, int32_t kq_fd, std::unique_ptr<KeventCall> call,
+                               const std::shared_ptr<IoctlReply>& reply) {
   // Which of the caller's descriptors is this kqueue: what lets another of
   // its kqueues watch this one (EVFILT_READ on a kqueue fd).
-  if (args.flags & KQ_KEVENT_KQFD)
-    context->process()->RememberKqueueFd(args.kq_fd, kq, &runtime_->limits(), context->euid());
-  std::shared_ptr<IoctlReply> shared_reply(std::move(reply));
-  uint64_t wait_id = kq->Kevent(
-      std::make_unique<RemoteKeventCall>(std::move(context), args, shared_reply,
-                                         &answer_lanes_, caller.uid));
+  if (flags & KQ_KEVENT_KQFD)
+    context.process()->RememberKqueueFd(kq_fd, kq, &runtime_->limits(), context.euid());
+  uint64_t wait_id = kq->Kevent(std::move(call));
   // A close() whose FLUSH was handled before this call parked found nothing
   // to end. That includes a FLUSH handled before this request was even read:
   // the caller's thread holds the file from its ioctl's entry, but another
@@ -316,7 +445,7 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
   // queued, and a spare serving thread can take them in either order. So a
   // parking call looks again whenever this kqueue has ever seen a close (a
   // kqueue nobody closed a descriptor of pays nothing).
-  if (wait_id != 0 && (args.flags & KQ_KEVENT_KQFD) && kq->descriptor_closes() != 0) {
+  if (wait_id != 0 && (flags & KQ_KEVENT_KQFD) && kq->descriptor_closes() != 0) {
     std::weak_ptr<Kqueue> weak = kq;
     runtime_->reactor().Post([weak] {
       if (auto k = weak.lock()) k->DescriptorClosed();
@@ -327,7 +456,7 @@ void KqueueDevice::Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& calle
     // was answered meanwhile, Interrupt finds nothing and the transport
     // ignores the late callback.
     std::weak_ptr<Kqueue> weak = kq;
-    shared_reply->OnInterrupt([weak, wait_id] {
+    reply->OnInterrupt([weak, wait_id] {
       if (auto k = weak.lock()) k->Interrupt(wait_id);
     });
   }

@@ -1,7 +1,8 @@
 // KqueueDevice: the kqueue service behind /dev/kqueue. Each open is a
-// Kqueue; the ioctls of proto/kqueue_abi.h are served here, reading and
-// writing the caller's memory directly (process_vm_readv/writev), so there
-// is no size ceiling beyond the caller's own counts.
+// Kqueue; the ioctls of proto/kqueue_abi.h are served here. KQ_IOC_KEVENT
+// reads and writes the caller's memory directly (process_vm_readv/writev),
+// so there is no size ceiling beyond the caller's own counts; the
+// KQ_IOC_KEVENT_INLINE_* commands carry their arrays in the argument.
 #ifndef KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_
 #define KQUEUED_DAEMON_SERVICE_KQUEUE_DEVICE_H_
 
@@ -63,8 +64,21 @@ class KqueueDevice : public DeviceHandler {
   };
 
   std::shared_ptr<Kqueue> Find(uint64_t handle) const EXCLUDES(mu_);
+  // KQ_IOC_KEVENT: validates the argument block and starts the call.
   void Kevent(const std::shared_ptr<Kqueue>& kq, const Caller& caller,
               const void* in, size_t in_size, std::unique_ptr<IoctlReply> reply);
+  // KQ_IOC_KEVENT_INLINE_* of `capacity` records: validates the header and
+  // the counts (EINVAL beyond the capacity) and starts the call.
+  void InlineKevent(const std::shared_ptr<Kqueue>& kq, const Caller& caller, size_t capacity,
+                    const void* in, size_t in_size, std::unique_ptr<IoctlReply> reply);
+  // Whether a kevent's flags and kq_fd are acceptable (logs the refusal).
+  bool ValidKeventFlags(const Caller& caller, uint32_t flags, int32_t kq_fd);
+  // What both kevent forms share once validated: records the named
+  // descriptor, hands `call` to the kqueue and, if it parks, arranges for
+  // a close (EBADF) and a signal (EINTR) to end it.
+  void StartKevent(const std::shared_ptr<Kqueue>& kq, CallerContext& context, uint32_t flags,
+                   int32_t kq_fd, std::unique_ptr<KeventCall> call,
+                   const std::shared_ptr<IoctlReply>& reply);
   void FilterByName(const Caller& caller, const void* in, size_t in_size,
                     IoctlReply* reply);
   void FilterByNumber(const Caller& caller, const void* in, size_t in_size,

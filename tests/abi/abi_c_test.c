@@ -18,6 +18,11 @@ int main(void) {
   EXPECT_EQ_U(KFILTER_BYNAME, 0xC0186B01u);
   EXPECT_EQ_U(KQ_IOC_KEVENT, 0xC0386B40u);
   EXPECT_EQ_U(KQ_IOC_VERSION, 0x80406B41u);
-  printf("%d passed, %d failed\n", 5 - failures, failures);
+  EXPECT_EQ_U(sizeof(struct kq_kevent_inline), 32);
+  EXPECT_EQ_U(KQ_IOC_KEVENT_INLINE_1, 0xC0486B50u);
+  EXPECT_EQ_U(KQ_IOC_KEVENT_INLINE_8, 0xC1606B51u);
+  EXPECT_EQ_U(KQ_IOC_KEVENT_INLINE_64, 0xCA206B52u);
+  EXPECT_EQ_U(KQ_IOC_KEVENT_INLINE_408, 0xFFE06B53u);
+  printf("%d passed, %d failed\n", 10 - failures, failures);
   return failures != 0;
 }

@@ -69,6 +69,40 @@ TEST(AbiConstants, IoctlNumbers) {
   EXPECT_EQ(KQ_IOC_STAT, 0xC0206B42u);
   EXPECT_EQ(_IOC_SIZE(KQ_IOC_STAT), sizeof(kq_stat_args));
   EXPECT_EQ(_IOC_SIZE(KQ_IOC_KEVENT), sizeof(kq_kevent_args));
+  EXPECT_EQ(KQ_IOC_KEVENT_INLINE_1, 0xC0486B50u);
+  EXPECT_EQ(KQ_IOC_KEVENT_INLINE_8, 0xC1606B51u);
+  EXPECT_EQ(KQ_IOC_KEVENT_INLINE_64, 0xCA206B52u);
+  EXPECT_EQ(KQ_IOC_KEVENT_INLINE_408, 0xFFE06B53u);
+  EXPECT_EQ(KQ_ABI_VERSION, 3u);
+}
+
+TEST(AbiLayout, InlineKevent) {
+  EXPECT_EQ(sizeof(kq_kevent_inline), 32u);
+  EXPECT_EQ(alignof(kq_kevent_inline), 8u);  // the records after it stay aligned
+  EXPECT_EQ(offsetof(kq_kevent_inline, nchanges), 0u);
+  EXPECT_EQ(offsetof(kq_kevent_inline, nevents), 4u);
+  EXPECT_EQ(offsetof(kq_kevent_inline, flags), 8u);
+  EXPECT_EQ(offsetof(kq_kevent_inline, kq_fd), 12u);
+  EXPECT_EQ(offsetof(kq_kevent_inline, timeout_sec), 16u);
+  EXPECT_EQ(offsetof(kq_kevent_inline, timeout_nsec), 24u);
+  const struct {
+    unsigned long cmd;
+    unsigned nr, cap;
+  } cmds[] = {{KQ_IOC_KEVENT_INLINE_1, 0x50, KQ_KEVENT_INLINE_CAP_1},
+              {KQ_IOC_KEVENT_INLINE_8, 0x51, KQ_KEVENT_INLINE_CAP_8},
+              {KQ_IOC_KEVENT_INLINE_64, 0x52, KQ_KEVENT_INLINE_CAP_64},
+              {KQ_IOC_KEVENT_INLINE_408, 0x53, KQ_KEVENT_INLINE_CAP_408}};
+  for (const auto& c : cmds) {
+    EXPECT_EQ(_IOC_DIR(c.cmd), static_cast<unsigned>(_IOC_READ | _IOC_WRITE));
+    EXPECT_EQ(_IOC_TYPE(c.cmd), static_cast<unsigned>('k'));
+    EXPECT_EQ(_IOC_NR(c.cmd), c.nr);
+    EXPECT_EQ(_IOC_SIZE(c.cmd), sizeof(kq_kevent_inline) + c.cap * sizeof(kq_kevent));
+    EXPECT_EQ(_IOC_SIZE(c.cmd), KQ_KEVENT_INLINE_SIZE(c.cap));
+  }
+  // The largest fits the 14-bit size field and FUSE's restricted ioctl.
+  EXPECT_EQ(KQ_KEVENT_INLINE_MAX, 408u);
+  EXPECT_LE(KQ_KEVENT_INLINE_SIZE(KQ_KEVENT_INLINE_MAX), 16383u);
+  EXPECT_GT(KQ_KEVENT_INLINE_SIZE(KQ_KEVENT_INLINE_MAX + 1), 16383u);
 }
 
 TEST(AbiConstants, IoctlNumbersAvoidVfsInterceptedCommands) {
@@ -79,8 +113,11 @@ TEST(AbiConstants, IoctlNumbersAvoidVfsInterceptedCommands) {
                                FIGETBSZ,      FICLONE,           FICLONERANGE,
                                FIDEDUPERANGE, FS_IOC_GETFLAGS,   FS_IOC_SETFLAGS,
                                FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR};
-  const unsigned long ours[] = {KFILTER_BYFILTER, KFILTER_BYNAME, KQ_IOC_KEVENT,
-                                KQ_IOC_VERSION, KQ_IOC_STAT};
+  const unsigned long ours[] = {KFILTER_BYFILTER,       KFILTER_BYNAME,
+                                KQ_IOC_KEVENT,          KQ_IOC_VERSION,
+                                KQ_IOC_STAT,            KQ_IOC_KEVENT_INLINE_1,
+                                KQ_IOC_KEVENT_INLINE_8, KQ_IOC_KEVENT_INLINE_64,
+                                KQ_IOC_KEVENT_INLINE_408};
   for (unsigned long o : ours)
     for (unsigned long v : vfs) EXPECT_NE(o, v);
   for (unsigned long o : ours) EXPECT_EQ(_IOC_TYPE(o), 'k');

@@ -50,7 +50,7 @@ class NotifyTest(unittest.TestCase):
             self.assertIn("READY=1", fields)
             self.assertIn("STATUS=serving %s (fuse)" % d.device, fields)
             # Ready means served: the device answers right away.
-            self.assertEqual(kqdaemon.abi_version(d.device), 2)
+            self.assertGreaterEqual(kqdaemon.abi_version(d.device) or 0, 2)
             d.proc.send_signal(signal.SIGTERM)
             self.assertIn("STOPPING=1", sock.recv(4096).decode().split("\n"))
             self.assertEqual(d.proc.wait(10), 0)
@@ -77,7 +77,7 @@ class NotifyTest(unittest.TestCase):
             second = kqdaemon.Daemon(env=env, wait_ready=False, device=first.device)
             try:
                 self.assertIn("READY=1", sock.recv(4096).decode().split("\n"), second.log())
-                self.assertEqual(kqdaemon.abi_version(first.device), 2)
+                self.assertGreaterEqual(kqdaemon.abi_version(first.device) or 0, 2)
             finally:
                 self.assertEqual(second.stop(), 0)
                 sock.close()
@@ -142,7 +142,7 @@ class LogTest(unittest.TestCase):
             finally:
                 os.close(fd)
             # The daemon still serves, and told kqstat what it dropped.
-            self.assertEqual(kqdaemon.abi_version(d.device), 2)
+            self.assertGreaterEqual(kqdaemon.abi_version(d.device) or 0, 2)
         finally:
             d.stop()
         unknown = [l for l in d.log().splitlines() if "unknown ioctl" in l]

@@ -58,7 +58,7 @@ class SyslogTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         # Until detached, it wrote to stderr.
         self.assertIn(b"kqueued: notice: ", p.stderr)
-        self.assertEqual(kqdaemon.abi_version(device), 2)
+        self.assertGreaterEqual(kqdaemon.abi_version(device) or 0, 2)
         # A client-caused line (debug) now goes to syslog, with its priority.
         fd = os.open(device, os.O_RDWR)
         with self.assertRaises(OSError):

@@ -1,8 +1,9 @@
 // The daemon-level fuzzer of issue 12: several processes, root and uid
 // 65534, drive random raw ioctls at one private daemon for a bounded time —
 // random commands, argument sizes, counts, timeouts, flags, and changes
-// (filters mostly real ones) — with every pointer aimed into an arena of
-// the caller's that ends at an inaccessible guard page. Afterwards the daemon
+// (filters mostly real ones), also as inline kevents (ABI 3) — with every
+// pointer aimed into an arena of the caller's that ends at an inaccessible
+// guard page. Afterwards the daemon
 // is alive, serves, and holds no more descriptors than before (see
 // NonPidfdCount for the two kinds left out). The seed is printed: a failure
 // is replayed with STORM_SEED=<seed>.
@@ -137,6 +138,30 @@ void Ignore(int) {}
         }
         a.timeout_sec = pick(20) == 0 ? static_cast<int64_t>(rng()) : 0;
         a.timeout_nsec = pick(20) == 0 ? static_cast<int64_t>(rng()) : pick(3) * 5000000;
+        if (pick(3) == 0) {
+          // The same call with its arrays inside the argument (ABI 3), of a
+          // random capacity; counts may exceed it. Never waits forever:
+          // KQ_KEVENT_TIMEOUT is always among the flags here.
+          static const unsigned long kInline[] = {KQ_IOC_KEVENT_INLINE_1, KQ_IOC_KEVENT_INLINE_8,
+                                                  KQ_IOC_KEVENT_INLINE_64,
+                                                  KQ_IOC_KEVENT_INLINE_408};
+          static const size_t kCap[] = {1, 8, 64, 408};
+          const size_t which = pick(4);
+          kq_kevent_inline h{};
+          h.nchanges = static_cast<uint32_t>(a.nchanges);
+          h.nevents = static_cast<uint32_t>(a.nevents);
+          h.flags = a.flags | KQ_KEVENT_TIMEOUT;
+          h.kq_fd = a.kq_fd;
+          h.timeout_sec = a.timeout_sec;
+          h.timeout_nsec = a.timeout_nsec;
+          // in[] holds random changes; the argument is built in out[],
+          // which has room for the largest one.
+          const size_t size = KQ_KEVENT_INLINE_SIZE(kCap[which]);
+          memcpy(out + sizeof h, in + pick(kArena - size + sizeof h), size - sizeof h);
+          memcpy(out, &h, sizeof h);
+          rc = ioctl(kq, kInline[which], out);
+          break;
+        }
         rc = ioctl(kq, KQ_IOC_KEVENT, &a);
         break;
       }
@@ -161,7 +186,9 @@ void Ignore(int) {}
         const unsigned dir = pick(4);
         unsigned long cmd = _IOC(dir, 'k', pick(256), size);
         if (cmd == KQ_IOC_KEVENT || cmd == KQ_IOC_VERSION || cmd == KFILTER_BYNAME ||
-            cmd == KFILTER_BYFILTER)
+            cmd == KFILTER_BYFILTER || cmd == KQ_IOC_KEVENT_INLINE_1 ||
+            cmd == KQ_IOC_KEVENT_INLINE_8 || cmd == KQ_IOC_KEVENT_INLINE_64 ||
+            cmd == KQ_IOC_KEVENT_INLINE_408)
           continue;
         if (size > kArena) continue;
         rc = ioctl(kq, cmd, out);

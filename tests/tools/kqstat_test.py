@@ -224,7 +224,7 @@ class KqstatTest(unittest.TestCase):
         finally:
             os.close(fd)
         # The daemon carries on.
-        self.assertEqual(kqdaemon.abi_version(self.daemon.device), 2)
+        self.assertGreaterEqual(kqdaemon.abi_version(self.daemon.device) or 0, 2)
 
 
 if __name__ == "__main__":

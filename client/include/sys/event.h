@@ -23,8 +23,8 @@
  *    ENOSYS  No kqueue service: the device does not exist (ENOENT), is not
  *            served by a daemon any more (ENOTCONN, ENXIO, ENODEV), or is not
  *            a kqueue device at all (it rejects the version ioctl).
- *    EPROTO  The daemon speaks an older ABI version than this library was
- *            built for (KQ_ABI_VERSION). Upgrade the daemon.
+ *    EPROTO  The daemon speaks an ABI older than version 2, the oldest this
+ *            library works with. Upgrade the daemon.
  *    EINVAL  kqueue1() flags other than O_CLOEXEC and O_NONBLOCK.
  *    EACCES, EPERM, EMFILE, ENFILE, ENOMEM: from open(2), unchanged.
  *  kevent():
@@ -33,6 +33,10 @@
  *    ENOTCONN  The daemon serving this kqueue is gone (also for a call that
  *              was waiting when it went); the queue is lost.
  *    EINTR, EINVAL, EFAULT, ENOENT, ESRCH, ENOMEM...: as on the BSDs.
+ *              Calls of up to 408 records copy the arrays in the library
+ *              (the daemon's inline kevent), so an unreadable or unwritable
+ *              array other than a null one faults in the caller instead of
+ *              failing with EFAULT ($KQUEUE_INLINE=0 restores EFAULT).
  */
 #ifndef KQUEUED_CLIENT_SYS_EVENT_H_
 #define KQUEUED_CLIENT_SYS_EVENT_H_
