@@ -641,6 +641,46 @@ def _control_pointer(fd, items, maxevents, timeout_ns, deadline):
     return [kevent._from_record(events[i]) for i in range(got)]
 
 
+# fcntl.ioctl(fd, request, bytearray, True) copies an argument of up to 1024
+# bytes through a local buffer and releases the GIL for the call; a larger
+# bytearray it passes as is and keeps the GIL (so no other thread can resize
+# it), which would stop every thread while a call waits. Inline arguments
+# beyond this size (capacities 64 and 408) go through libc's ioctl by ctypes
+# instead, which releases the GIL.
+_FCNTL_LOCAL_BUFFER = 1024
+_libc_ioctl = None
+
+
+def _ioctl_releasing_gil(fd, request, buf):
+    """ioctl(fd, request, buf) for a bytearray of any size, with the GIL
+    released while it runs; errors as fcntl.ioctl raises them (OSError of
+    the errno's subclass, after the signal handlers ran on EINTR)."""
+    global _libc_ioctl
+    if _libc_ioctl is None:
+        f = ctypes.CDLL(None, use_errno=True).ioctl
+        f.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+        f.restype = ctypes.c_int
+        _libc_ioctl = f
+    arg = (ctypes.c_char * len(buf)).from_buffer(buf)
+    ret = _libc_ioctl(fd, request, ctypes.addressof(arg))
+    del arg
+    if ret < 0:
+        err = ctypes.get_errno()
+        if err == _errno.EINTR:
+            # What fcntl.ioctl does before it raises InterruptedError: run
+            # the Python signal handlers now; one that raises ends the call.
+            _check_signals()
+        raise OSError(err, _os.strerror(err))
+    return ret
+
+
+def _check_signals():
+    f = ctypes.pythonapi.PyErr_CheckSignals
+    f.argtypes = ()
+    f.restype = ctypes.c_int
+    f()  # a handler's exception propagates (a pythonapi function)
+
+
 _KEVENT_PACK_INTO = _abi.KEVENT_STRUCT.pack_into
 _KEVENT_ITER_UNPACK = _abi.KEVENT_STRUCT.iter_unpack
 _KEVENT_SIZE = _abi.KEVENT_STRUCT.size
@@ -651,7 +691,7 @@ _INLINE_HEADER_SIZE = _abi.KEVENT_INLINE_STRUCT.size
 def _control_inline(fd, chosen, items, maxevents, timeout_ns, deadline):
     """kqueue.control through KQ_IOC_KEVENT_INLINE_<capacity> (ABI 3): the
     header and the records travel inside the ioctl's argument, a bytearray
-    that fcntl.ioctl hands to the kernel and that comes back holding the
+    that the kernel copies in and that comes back holding the
     events at ev[0, result), over the changes (the daemon copies every change
     before it writes any event)."""
     capacity, request = chosen
@@ -672,9 +712,11 @@ def _control_inline(fd, chosen, items, maxevents, timeout_ns, deadline):
 
     while True:
         try:
-            # mutate_flag: the events are copied back into buf (through a
-            # local buffer up to 1024 bytes, in place beyond).
-            got = _fcntl.ioctl(fd, request, buf, True)
+            if len(buf) <= _FCNTL_LOCAL_BUFFER:
+                # mutate_flag: the answer is copied back into buf.
+                got = _fcntl.ioctl(fd, request, buf, True)
+            else:
+                got = _ioctl_releasing_gil(fd, request, buf)
             break
         except InterruptedError:
             # As in _control_pointer: the changes were applied before the
