@@ -157,6 +157,27 @@ def test_fcntl_ioctl_writes_back_into_a_bytearray(size):
         os.close(w)
 
 
+@pytest.mark.parametrize("size", [4, 1025, 2592, 16352])
+def test_the_ctypes_ioctl_writes_back_and_raises_like_fcntl(size):
+    # The route of capacities 64 and 408 (over 1024 bytes).
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x" * 7)
+        buf = bytearray(b"\xa5" * size)
+        assert kqueued._ioctl_releasing_gil(r, termios.FIONREAD, buf) == 0
+        assert struct.unpack_from("i", buf)[0] == 7
+        assert buf[4:] == b"\xa5" * (size - 4)
+        with pytest.raises(OSError) as info:  # not a terminal
+            kqueued._ioctl_releasing_gil(r, termios.TIOCGWINSZ, buf)
+        assert info.value.errno == errno.ENOTTY
+    finally:
+        os.close(r)
+        os.close(w)
+    with pytest.raises(OSError) as info:
+        kqueued._ioctl_releasing_gil(r, termios.FIONREAD, buf)
+    assert type(info.value) is OSError and info.value.errno == errno.EBADF
+
+
 # ---- Against the daemon --------------------------------------------------------
 
 
