@@ -675,10 +675,12 @@ def _ioctl_releasing_gil(fd, request, buf):
 
 
 def _check_signals():
+    # PyErr_CheckSignals runs the pending handlers; called through
+    # ctypes.pythonapi (GIL held), an exception it leaves set is raised here.
     f = ctypes.pythonapi.PyErr_CheckSignals
     f.argtypes = ()
     f.restype = ctypes.c_int
-    f()  # a handler's exception propagates (a pythonapi function)
+    f()
 
 
 _KEVENT_PACK_INTO = _abi.KEVENT_STRUCT.pack_into
