@@ -61,15 +61,17 @@ def _device_ready(device):
     try:
         v = _abi.KqVersion()
         fcntl.ioctl(fd, _abi.KQ_IOC_VERSION, v, True)
-        return v.abi_version == _abi.KQ_ABI_VERSION
+        # Any version answers: the daemon is up (kqueue() checks the rest).
+        return v.abi_version >= _abi.KQ_ABI_REQUIRED
     except OSError:
         return False
     finally:
         os.close(fd)
 
 
-@pytest.fixture(scope="session")
-def daemon():
+def start_daemon(prefix="kqueued-pytest-"):
+    """A private kqueued serving a FUSE device in a fresh /tmp directory,
+    ready (it answered KQ_IOC_VERSION); stop it with stop_daemon()."""
     binary = _daemon_binary()
     if not os.access(binary, os.X_OK):
         pytest.fail("kqueued binary not found at %s: build //daemon:kqueued or "
@@ -77,11 +79,11 @@ def daemon():
     if not os.path.exists("/dev/fuse"):
         pytest.fail("/dev/fuse is missing: the FUSE transport cannot run",
                     pytrace=False)
-    directory = tempfile.mkdtemp(prefix="kqueued-pytest-", dir="/tmp")
+    directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     os.chmod(directory, 0o755)
     device = os.path.join(directory, "kqueue")
     log_dir = os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR") or directory
-    log_path = os.path.join(log_dir, "kqueued-pytest.log")
+    log_path = os.path.join(log_dir, os.path.basename(directory) + ".log")
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [binary, "--device", device, "--transport", "fuse", "--foreground"],
@@ -100,8 +102,39 @@ def daemon():
             pytest.fail("kqueued did not become ready within 10 s:\n%s"
                         % d.log(), pytrace=False)
         time.sleep(0.02)
+    return d
+
+
+def stop_daemon(d):
+    """SIGTERM (the daemon unmounts), then removes what is left."""
+    proc = d.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if os.path.dirname(d.log_path) == d.directory:
+        try:
+            os.unlink(d.log_path)
+        except OSError:
+            pass
+    for _ in range(50):
+        try:
+            if os.path.lexists(d.device):
+                os.unlink(d.device)
+            os.rmdir(d.directory)
+            break
+        except OSError:
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def daemon():
+    d = start_daemon()
     old = os.environ.get(_abi.KQ_DEVICE_ENV)
-    os.environ[_abi.KQ_DEVICE_ENV] = device
+    os.environ[_abi.KQ_DEVICE_ENV] = d.device
     try:
         yield d
     finally:
@@ -109,27 +142,7 @@ def daemon():
             os.environ.pop(_abi.KQ_DEVICE_ENV, None)
         else:
             os.environ[_abi.KQ_DEVICE_ENV] = old
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        # The daemon unmounts on SIGTERM; clean up what is left.
-        if log_dir == directory:
-            try:
-                os.unlink(log_path)
-            except OSError:
-                pass
-        for _ in range(50):
-            try:
-                if os.path.lexists(device):
-                    os.unlink(device)
-                os.rmdir(directory)
-                break
-            except OSError:
-                time.sleep(0.1)
+        stop_daemon(d)
 
 
 @pytest.fixture
@@ -139,3 +152,19 @@ def kq(daemon):
         yield q
     finally:
         q.close()
+
+
+@pytest.fixture
+def private_daemon():
+    """start() gives a daemon of the test's own (to stop or kill in the
+    test); whatever is left is stopped afterwards."""
+    started = []
+
+    def start():
+        d = start_daemon(prefix="kqueued-pytest-own-")
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        stop_daemon(d)

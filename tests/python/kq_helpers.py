@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 
 import pytest
 
@@ -70,6 +71,36 @@ def require_filter(kq, filt):
     reason = filter_unsupported(kq, filt)
     if reason:
         pytest.skip(reason)
+
+
+def _header_path():
+    candidates = []
+    srcdir = os.environ.get("TEST_SRCDIR")
+    if srcdir:
+        ws = os.environ.get("TEST_WORKSPACE", "kqueued")
+        candidates.append(os.path.join(srcdir, ws, "proto", "kqueue_abi.h"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates.append(os.path.join(here, "..", "..", "proto", "kqueue_abi.h"))
+    for c in candidates:
+        if os.path.exists(c):
+            return c
+    pytest.skip("proto/kqueue_abi.h not reachable from here")
+
+
+def header_defines():
+    """{name: value} of proto/kqueue_abi.h's numeric #defines, the ioctl
+    requests included (from the number in their comment)."""
+    defines = {}
+    with open(_header_path()) as f:
+        text = f.read().replace("\\\n", " ")  # join continued lines
+    for line in text.splitlines():
+        m = re.match(r"#define\s+(\w+)\s+(0x[0-9A-Fa-f]+|\d+)[uU]?\b", line)
+        if m:
+            defines[m.group(1)] = int(m.group(2), 0)
+        m = re.match(r"#define\s+(\w+)\s+_IO.*/\*\s*(0x[0-9A-Fa-f]+)\s*\*/", line)
+        if m:
+            defines[m.group(1)] = int(m.group(2), 16)
+    return defines
 
 
 class Pipe(object):

@@ -1,13 +1,14 @@
 """kevent objects and constants: no daemon needed."""
 
 import os
-import re
 import socket
 
 import pytest
 
 import kqueued
 from kqueued import _abi, kevent
+
+from kq_helpers import header_defines
 
 U64 = 2**64 - 1
 
@@ -176,35 +177,8 @@ def test_cpython_and_extra_names_exist():
     assert kqueued.error is OSError
 
 
-def _header_path():
-    candidates = []
-    srcdir = os.environ.get("TEST_SRCDIR")
-    if srcdir:
-        ws = os.environ.get("TEST_WORKSPACE", "kqueued")
-        candidates.append(os.path.join(srcdir, ws, "proto", "kqueue_abi.h"))
-    here = os.path.dirname(os.path.abspath(__file__))
-    candidates.append(os.path.join(here, "..", "..", "proto", "kqueue_abi.h"))
-    for c in candidates:
-        if os.path.exists(c):
-            return c
-    pytest.skip("proto/kqueue_abi.h not reachable from here")
-
-
-def _header_defines():
-    defines = {}
-    with open(_header_path()) as f:
-        for line in f:
-            m = re.match(r"#define\s+(\w+)\s+(0x[0-9A-Fa-f]+|\d+)[uU]?\b", line)
-            if m:
-                defines[m.group(1)] = int(m.group(2), 0)
-            m = re.match(r"#define\s+(\w+)\s+_IO.*/\*\s*(0x[0-9A-Fa-f]+)\s*\*/", line)
-            if m:
-                defines[m.group(1)] = int(m.group(2), 16)
-    return defines
-
-
 def test_constants_match_the_abi_header():
-    defines = _header_defines()
+    defines = header_defines()
     checked = 0
     for name, value in defines.items():
         if hasattr(_abi, name):
@@ -217,7 +191,10 @@ def test_constants_match_the_abi_header():
                 assert getattr(kqueued, py) == value, py
                 checked += 1
     for name in ("KQ_IOC_KEVENT", "KQ_IOC_VERSION", "KFILTER_BYNAME",
-                 "KFILTER_BYFILTER", "KQ_ABI_VERSION", "KFILTER_MAXNAME"):
+                 "KFILTER_BYFILTER", "KQ_ABI_VERSION", "KFILTER_MAXNAME",
+                 "KQ_IOC_KEVENT_INLINE_1", "KQ_IOC_KEVENT_INLINE_8",
+                 "KQ_IOC_KEVENT_INLINE_64", "KQ_IOC_KEVENT_INLINE_408",
+                 "KQ_KEVENT_INLINE_CAP_408"):
         assert getattr(_abi, name) == defines[name], name
     assert checked > 60
 
@@ -226,5 +203,6 @@ def test_record_layouts():
     import ctypes
     assert ctypes.sizeof(_abi.KqKevent) == 40
     assert ctypes.sizeof(_abi.KqKeventArgs) == 56
+    assert ctypes.sizeof(_abi.KqKeventInline) == 32
     assert ctypes.sizeof(_abi.KfilterMapping) == 24
     assert ctypes.sizeof(_abi.KqVersion) == 64

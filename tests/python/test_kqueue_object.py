@@ -17,7 +17,7 @@ import pytest
 import kqueued
 from kqueued import kevent, kqueue
 
-from kq_helpers import require_filter
+from kq_helpers import header_defines, require_filter
 
 U64 = 2**64 - 1
 USER = kqueued.KQ_FILTER_USER
@@ -97,7 +97,9 @@ def test_fromfd_takes_ownership_and_shares_the_queue(daemon, kq):
 
 def test_version_handshake(daemon, kq):
     abi, version = kqueued.daemon_version(kq)
-    assert abi == 2  # KQ_IOC_STAT came with ABI 2
+    # The daemon built from this tree speaks the header's version (so in
+    # python_client_test the inline commands of ABI 3 are really used).
+    assert abi == header_defines()["KQ_ABI_VERSION"]
     assert version.startswith("kqueued ")
     assert kqueued.daemon_version(kq.fileno()) == (abi, version)
 
@@ -305,12 +307,18 @@ class _Alarm(object):
         signal.signal(signal.SIGALRM, self.old)
 
 
-def test_signal_retries_with_the_remaining_timeout(kq):
+# Room for 1, 64 and 409 events: the three ways control() makes its ioctl
+# (inline through fcntl.ioctl, inline through ctypes, KQ_IOC_KEVENT).
+ROOMS = [1, 64, 409]
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_signal_retries_with_the_remaining_timeout(kq, room):
     calls = []
     with _Alarm(lambda *a: calls.append(time.monotonic())) as alarm:
         start = time.monotonic()
         alarm.arm(0.2)
-        got = kq.control(None, 1, 1.0)
+        got = kq.control(None, room, 1.0)
         took = time.monotonic() - start
     assert got == []
     assert len(calls) == 1
@@ -318,7 +326,8 @@ def test_signal_retries_with_the_remaining_timeout(kq):
     assert 0.95 <= took < 3, took  # then the wait went on to the deadline
 
 
-def test_signal_handler_exception_propagates(kq):
+@pytest.mark.parametrize("room", ROOMS)
+def test_signal_handler_exception_propagates(kq, room):
     class Boom(Exception):
         pass
 
@@ -329,18 +338,19 @@ def test_signal_handler_exception_propagates(kq):
         start = time.monotonic()
         alarm.arm(0.2)
         with pytest.raises(Boom):
-            kq.control(None, 1)  # would wait forever
+            kq.control(None, room)  # would wait forever
         assert time.monotonic() - start < 3
 
 
-def test_changes_are_not_applied_twice_after_a_signal(kq):
+@pytest.mark.parametrize("room", ROOMS)
+def test_changes_are_not_applied_twice_after_a_signal(kq, room):
     # The retry after EINTR must not apply the changelist again: a second
     # EV_DELETE would fail with ENOENT and come back as an EV_ERROR entry.
     require_filter(kq, USER)
     kq.control([kevent(21, USER, kqueued.KQ_EV_ADD)], 0)
     with _Alarm(lambda *a: None) as alarm:
         alarm.arm(0.2)
-        got = kq.control([kevent(21, USER, kqueued.KQ_EV_DELETE)], 1, 0.8)
+        got = kq.control([kevent(21, USER, kqueued.KQ_EV_DELETE)], room, 0.8)
     assert got == []
     with pytest.raises(FileNotFoundError):
         kq.control([kevent(21, USER, kqueued.KQ_EV_DELETE)], 0)

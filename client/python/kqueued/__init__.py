@@ -9,13 +9,16 @@ with this module in their place::
         from kqueued import kqueue, kevent, KQ_FILTER_READ, KQ_EV_ADD
 
 Every ``kqueue()`` opens the device (``$KQUEUE_DEVICE`` or ``/dev/kqueue``)
-once: each open file is a new kqueue. ``kqueue.control`` is the KQ_IOC_KEVENT
-ioctl, and ``filter_by_name`` / ``filter_name`` are NetBSD's KFILTER_BYNAME
+once: each open file is a new kqueue. ``kqueue.control`` is one ioctl: an
+inline kevent (KQ_IOC_KEVENT_INLINE_*, the records inside the argument) when
+the daemon speaks ABI 3 and the records fit, else KQ_IOC_KEVENT (the records
+in this process's memory); ``KQUEUE_INLINE=0`` in the environment forces the
+latter. ``filter_by_name`` / ``filter_name`` are NetBSD's KFILTER_BYNAME
 and KFILTER_BYFILTER. The numbers are NetBSD's (proto/kqueue_abi.h).
 docs/python-select-kqueue.md compares the module point by point with
 CPython's select.kqueue.
 
-Standard library only: os, fcntl, ctypes, errno.
+Standard library only: os, fcntl, ctypes, struct, errno.
 """
 
 import ctypes
@@ -209,6 +212,18 @@ class kevent(object):
         self._udata = ud
 
     @classmethod
+    def _from_values(cls, ident, filter, flags, fflags, reserved, data, udata):
+        # One unpacked _abi.KEVENT_STRUCT record (reserved is ignored).
+        ev = cls.__new__(cls)
+        ev._ident = ident
+        ev._filter = filter
+        ev._flags = flags
+        ev._fflags = fflags
+        ev._data = data
+        ev._udata = udata
+        return ev
+
+    @classmethod
     def _from_record(cls, rec):
         ev = cls.__new__(cls)
         ev._ident = rec.ident
@@ -347,7 +362,28 @@ def _kevent_args(fd):
     return args
 
 
+# KQUEUE_INLINE=0 forces the pointer ioctl (KQ_IOC_KEVENT) for kqueues made
+# from then on, as it does for the C library: the suites run in both modes.
+_INLINE_ENV = "KQUEUE_INLINE"
+
+
+def _inline_allowed():
+    return _os.environ.get(_INLINE_ENV) != "0"
+
+
+def _inline_request(nchanges, nevents):
+    """(capacity, ioctl request) of the smallest inline kevent that holds
+    max(nchanges, nevents) records, or None when none does (more than 408:
+    KQ_IOC_KEVENT then)."""
+    need = nchanges if nchanges > nevents else nevents
+    for capacity, request in _abi.KQ_KEVENT_INLINE_REQUESTS:
+        if need <= capacity:
+            return capacity, request
+    return None
+
+
 def _open_kqueue_fd():
+    """A new kqueue descriptor and the daemon's ABI version."""
     path = _device_path()
     fd = _os.open(path, _os.O_RDWR | _os.O_CLOEXEC)
     try:
@@ -358,18 +394,19 @@ def _open_kqueue_fd():
                 raise OSError(e.errno, "not a kqueue device (%s)"
                               % _os.strerror(e.errno), path) from None
             raise
-        # A later daemon serves every earlier ABI version unchanged.
-        if abi < _abi.KQ_ABI_VERSION:
+        # A later daemon serves every earlier ABI version unchanged; ABI 2
+        # lacks only the inline kevent, which the module then does without.
+        if abi < _abi.KQ_ABI_REQUIRED:
             raise OSError(_errno.EPROTONOSUPPORT,
                           "kqueue device speaks ABI %d, this module needs ABI %d"
-                          % (abi, _abi.KQ_ABI_VERSION), path)
+                          % (abi, _abi.KQ_ABI_REQUIRED), path)
         # Tell the daemon which descriptor this queue is, so another kqueue
         # can watch it (KQ_FILTER_READ on a kqueue): an empty kevent call.
         _fcntl.ioctl(fd, _abi.KQ_IOC_KEVENT, _kevent_args(fd), True)
     except BaseException:
         _os.close(fd)
         raise
-    return fd
+    return fd, abi
 
 
 _NS_PER_SEC = 1000000000
@@ -408,7 +445,9 @@ class kqueue(object):
     queue is shared with children made by fork().
     """
 
-    __slots__ = ("_fd", "__weakref__")
+    # _inline: whether control() may use the inline kevent (the daemon speaks
+    # ABI 3 and KQUEUE_INLINE is not 0); None until known (fromfd).
+    __slots__ = ("_fd", "_inline", "__weakref__")
 
     def __new__(cls, *args, **kwargs):
         if args:
@@ -417,7 +456,9 @@ class kqueue(object):
             raise TypeError("kqueue() takes no keyword arguments")
         self = object.__new__(cls)
         self._fd = -1
-        self._fd = _open_kqueue_fd()
+        self._inline = False
+        self._fd, abi = _open_kqueue_fd()
+        self._inline = abi >= _abi.KQ_ABI_INLINE and _inline_allowed()
         return self
 
     def __init__(self, *args, **kwargs):
@@ -433,7 +474,23 @@ class kqueue(object):
                              "(%d)" % fd)
         self = object.__new__(cls)
         self._fd = fd
+        self._inline = None  # asked on the first control()
         return self
+
+    def _inline_known(self, fd):
+        """Whether control() may use the inline kevent; for a kqueue made by
+        fromfd(), asks the daemon's version once (any error: no)."""
+        inline = self._inline
+        if inline is None:
+            inline = False
+            if _inline_allowed():
+                try:
+                    abi, _ = _query_version(fd)
+                    inline = abi >= _abi.KQ_ABI_INLINE
+                except OSError:
+                    pass
+            self._inline = inline
+        return inline
 
     def _check_open(self):
         if self._fd < 0:
@@ -505,65 +562,185 @@ class kqueue(object):
             if timeout_ns < 0:
                 raise ValueError("timeout must be positive or None")
 
-        changes = None
-        nchanges = 0
+        items = ()
         if changelist is not None:
             try:
                 items = list(changelist)
             except TypeError:
                 raise TypeError("changelist is not iterable") from None
-            nchanges = len(items)
-            if nchanges > _INT_MAX:
+            if len(items) > _INT_MAX:
                 raise OverflowError("changelist is too long")
-            if nchanges:
-                changes = (_abi.KqKevent * nchanges)()
-                for i, ev in enumerate(items):
-                    if not isinstance(ev, kevent):
-                        raise TypeError("changelist must be an iterable of "
-                                        "kqueued.kevent objects")
-                    ev._to_record(changes[i])
+            for ev in items:
+                if not isinstance(ev, kevent):
+                    raise TypeError("changelist must be an iterable of "
+                                    "kqueued.kevent objects")
 
-        events = (_abi.KqKevent * maxevents)() if maxevents else None
-
-        args = _kevent_args(self._fd)
-        args.changelist = ctypes.addressof(changes) if changes is not None else 0
-        args.nchanges = nchanges
-        args.eventlist = ctypes.addressof(events) if events is not None else 0
-        args.nevents = maxevents
+        fd = self._fd
         deadline = None
         if timeout_ns is not None:
             deadline = _time.monotonic_ns() + timeout_ns
-            args.timeout_sec, args.timeout_nsec = divmod(timeout_ns,
-                                                         _NS_PER_SEC)
-            args.flags |= _abi.KQ_KEVENT_TIMEOUT
+        if self._inline_known(fd):
+            chosen = _inline_request(len(items), maxevents)
+            if chosen is not None:
+                return _control_inline(fd, chosen, items, maxevents,
+                                       timeout_ns, deadline)
+        return _control_pointer(fd, items, maxevents, timeout_ns, deadline)
 
-        fd = self._fd
-        while True:
-            try:
-                got = _fcntl.ioctl(fd, _abi.KQ_IOC_KEVENT, args, True)
-                break
-            except InterruptedError:
-                # A signal arrived while the call waited; its Python handler
-                # has run already (had it raised, we would not be here). The
-                # daemon applied the changes before it started waiting, so
-                # the retry only waits: applying them twice could fail (a
-                # second EV_DELETE is ENOENT).
-                args.changelist = 0
-                args.nchanges = 0
-                if deadline is not None:
-                    remaining = deadline - _time.monotonic_ns()
-                    if remaining < 0:
-                        got = 0
-                        break
-                    args.timeout_sec, args.timeout_nsec = divmod(
-                        remaining, _NS_PER_SEC)
-            except ConnectionAbortedError:
-                # The daemon went away while the call was parked (docs/abi.md):
-                # the same ENOTCONN as a call made after it left.
-                raise OSError(_errno.ENOTCONN,
-                              _os.strerror(_errno.ENOTCONN)) from None
 
-        return [kevent._from_record(events[i]) for i in range(got)]
+def _retry_timeout(deadline):
+    """After EINTR: the (sec, nsec) left until `deadline`, None if it passed."""
+    remaining = deadline - _time.monotonic_ns()
+    if remaining < 0:
+        return None
+    return divmod(remaining, _NS_PER_SEC)
+
+
+def _control_pointer(fd, items, maxevents, timeout_ns, deadline):
+    """kqueue.control through KQ_IOC_KEVENT: the daemon reads the changes
+    from, and writes the events into, ctypes arrays in this process."""
+    nchanges = len(items)
+    changes = None
+    if nchanges:
+        changes = (_abi.KqKevent * nchanges)()
+        for i, ev in enumerate(items):
+            ev._to_record(changes[i])
+    events = (_abi.KqKevent * maxevents)() if maxevents else None
+
+    args = _kevent_args(fd)
+    args.changelist = ctypes.addressof(changes) if changes is not None else 0
+    args.nchanges = nchanges
+    args.eventlist = ctypes.addressof(events) if events is not None else 0
+    args.nevents = maxevents
+    if timeout_ns is not None:
+        args.timeout_sec, args.timeout_nsec = divmod(timeout_ns, _NS_PER_SEC)
+        args.flags |= _abi.KQ_KEVENT_TIMEOUT
+
+    while True:
+        try:
+            got = _fcntl.ioctl(fd, _abi.KQ_IOC_KEVENT, args, True)
+            break
+        except InterruptedError:
+            # A signal arrived while the call waited; its Python handler
+            # has run already (had it raised, we would not be here). The
+            # daemon applied the changes before it started waiting, so the
+            # retry only waits: applying them twice could fail (a second
+            # EV_DELETE is ENOENT).
+            args.changelist = 0
+            args.nchanges = 0
+            if deadline is not None:
+                left = _retry_timeout(deadline)
+                if left is None:
+                    return []
+                args.timeout_sec, args.timeout_nsec = left
+        except ConnectionAbortedError:
+            # The daemon went away while the call was parked (docs/abi.md):
+            # the same ENOTCONN as a call made after it left.
+            raise OSError(_errno.ENOTCONN,
+                          _os.strerror(_errno.ENOTCONN)) from None
+
+    return [kevent._from_record(events[i]) for i in range(got)]
+
+
+# fcntl.ioctl(fd, request, bytearray, True) copies an argument of up to 1024
+# bytes through a local buffer and releases the GIL for the call; a larger
+# bytearray it passes as is and keeps the GIL (so no other thread can resize
+# it), which would stop every thread while a call waits. Inline arguments
+# beyond this size (capacities 64 and 408) go through libc's ioctl by ctypes
+# instead, which releases the GIL.
+_FCNTL_LOCAL_BUFFER = 1024
+_libc_ioctl = None
+
+
+def _ioctl_releasing_gil(fd, request, buf):
+    """ioctl(fd, request, buf) for a bytearray of any size, with the GIL
+    released while it runs; errors as fcntl.ioctl raises them (OSError of
+    the errno's subclass, after the signal handlers ran on EINTR)."""
+    global _libc_ioctl
+    if _libc_ioctl is None:
+        f = ctypes.CDLL(None, use_errno=True).ioctl
+        f.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+        f.restype = ctypes.c_int
+        _libc_ioctl = f
+    arg = (ctypes.c_char * len(buf)).from_buffer(buf)
+    ret = _libc_ioctl(fd, request, ctypes.addressof(arg))
+    del arg
+    if ret < 0:
+        err = ctypes.get_errno()
+        if err == _errno.EINTR:
+            # What fcntl.ioctl does before it raises InterruptedError: run
+            # the Python signal handlers now; one that raises ends the call.
+            _check_signals()
+        raise OSError(err, _os.strerror(err))
+    return ret
+
+
+def _check_signals():
+    # PyErr_CheckSignals runs the pending handlers; called through
+    # ctypes.pythonapi (GIL held), an exception it leaves set is raised here.
+    f = ctypes.pythonapi.PyErr_CheckSignals
+    f.argtypes = ()
+    f.restype = ctypes.c_int
+    f()
+
+
+_KEVENT_PACK_INTO = _abi.KEVENT_STRUCT.pack_into
+_KEVENT_ITER_UNPACK = _abi.KEVENT_STRUCT.iter_unpack
+_KEVENT_SIZE = _abi.KEVENT_STRUCT.size
+_INLINE_HEADER_PACK_INTO = _abi.KEVENT_INLINE_STRUCT.pack_into
+_INLINE_HEADER_SIZE = _abi.KEVENT_INLINE_STRUCT.size
+
+
+def _control_inline(fd, chosen, items, maxevents, timeout_ns, deadline):
+    """kqueue.control through KQ_IOC_KEVENT_INLINE_<capacity> (ABI 3): the
+    header and the records travel inside the ioctl's argument, a bytearray
+    that the kernel copies in and that comes back holding the
+    events at ev[0, result), over the changes (the daemon copies every change
+    before it writes any event)."""
+    capacity, request = chosen
+    buf = bytearray(_INLINE_HEADER_SIZE + capacity * _KEVENT_SIZE)
+    offset = _INLINE_HEADER_SIZE
+    for ev in items:
+        _KEVENT_PACK_INTO(buf, offset, ev._ident, ev._filter, ev._flags,
+                          ev._fflags, 0, ev._data, ev._udata)
+        offset += _KEVENT_SIZE
+
+    flags = _abi.KQ_KEVENT_KQFD
+    sec = nsec = 0
+    if timeout_ns is not None:
+        flags |= _abi.KQ_KEVENT_TIMEOUT
+        sec, nsec = divmod(timeout_ns, _NS_PER_SEC)
+    _INLINE_HEADER_PACK_INTO(buf, 0, len(items), maxevents, flags, fd,
+                             sec, nsec)
+
+    while True:
+        try:
+            if len(buf) <= _FCNTL_LOCAL_BUFFER:
+                # mutate_flag: the answer is copied back into buf.
+                got = _fcntl.ioctl(fd, request, buf, True)
+            else:
+                got = _ioctl_releasing_gil(fd, request, buf)
+            break
+        except InterruptedError:
+            # As in _control_pointer: the changes were applied before the
+            # call waited, so the retry only waits, for the time left.
+            if deadline is not None:
+                left = _retry_timeout(deadline)
+                if left is None:
+                    return []
+                sec, nsec = left
+            _INLINE_HEADER_PACK_INTO(buf, 0, 0, maxevents, flags, fd,
+                                     sec, nsec)
+        except ConnectionAbortedError:
+            raise OSError(_errno.ENOTCONN,
+                          _os.strerror(_errno.ENOTCONN)) from None
+
+    if not 0 <= got <= maxevents:
+        raise OSError(_errno.EPROTO, "the daemon answered %d events for "
+                      "room of %d" % (got, maxevents))
+    end = _INLINE_HEADER_SIZE + got * _KEVENT_SIZE
+    make = kevent._from_values
+    return [make(*rec) for rec in
+            _KEVENT_ITER_UNPACK(buf[_INLINE_HEADER_SIZE:end])]
 
 
 # ---- NetBSD's KFILTER ioctls and the version handshake ----------------------

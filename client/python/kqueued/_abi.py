@@ -8,10 +8,16 @@ names CPython's select module uses (KQ_FILTER_READ, KQ_EV_ADD, ...).
 """
 
 import ctypes
+import struct
 
 # ---- Version and device ----------------------------------------------------
 
-KQ_ABI_VERSION = 2
+# The header's version: what this module knows about.
+KQ_ABI_VERSION = 3
+# The oldest daemon the module works with (everything but the inline kevent).
+KQ_ABI_REQUIRED = 2
+# The first version with KQ_IOC_KEVENT_INLINE_*.
+KQ_ABI_INLINE = 3
 KQ_DEFAULT_DEVICE = "/dev/kqueue"
 KQ_DEVICE_ENV = "KQUEUE_DEVICE"
 
@@ -44,6 +50,21 @@ class KqKeventArgs(ctypes.Structure):
         ("timeout_nsec", ctypes.c_int64),  # @40
         ("flags", ctypes.c_uint32),        # @48 KQ_KEVENT_*
         ("kq_fd", ctypes.c_int32),         # @52 with KQ_KEVENT_KQFD, else 0
+    ]
+
+
+class KqKeventInline(ctypes.Structure):
+    """struct kq_kevent_inline (ABI 3), 32 bytes, followed in the ioctl
+    argument by `capacity` KqKevent records: changes at [0, nchanges) on
+    input, events at [0, result) on output."""
+
+    _fields_ = [
+        ("nchanges", ctypes.c_uint32),     # @0
+        ("nevents", ctypes.c_uint32),      # @4  room for events
+        ("flags", ctypes.c_uint32),        # @8  KQ_KEVENT_*
+        ("kq_fd", ctypes.c_int32),         # @12 with KQ_KEVENT_KQFD, else 0
+        ("timeout_sec", ctypes.c_int64),   # @16
+        ("timeout_nsec", ctypes.c_int64),  # @24
     ]
 
 
@@ -86,6 +107,9 @@ _check_layout(KqKeventArgs, 56, {"changelist": 0, "nchanges": 8,
                                  "eventlist": 16, "nevents": 24,
                                  "timeout_sec": 32, "timeout_nsec": 40,
                                  "flags": 48, "kq_fd": 52})
+_check_layout(KqKeventInline, 32, {"nchanges": 0, "nevents": 4, "flags": 8,
+                                   "kq_fd": 12, "timeout_sec": 16,
+                                   "timeout_nsec": 24})
 _check_layout(KfilterMapping, 24, {"name": 0, "len": 8, "filter": 16})
 _check_layout(KqVersion, 64, {"abi_version": 0, "daemon_version": 8})
 
@@ -107,13 +131,56 @@ KQ_IOC_KEVENT = _ioc(_IOC_READ | _IOC_WRITE, "k", 0x40,
                      ctypes.sizeof(KqKeventArgs))
 KQ_IOC_VERSION = _ioc(_IOC_READ, "k", 0x41, ctypes.sizeof(KqVersion))
 
+
+# The inline kevent (ABI 3): header and records travel inside the argument,
+# so a command's size says its capacity. One command per capacity; the
+# largest keeps _IOC_SIZE within FUSE's limit of 16383 bytes.
+KQ_KEVENT_INLINE_CAP_1 = 1
+KQ_KEVENT_INLINE_CAP_8 = 8
+KQ_KEVENT_INLINE_CAP_64 = 64
+KQ_KEVENT_INLINE_CAP_408 = 408
+KQ_KEVENT_INLINE_MAX = KQ_KEVENT_INLINE_CAP_408
+
+
+def _inline_ioc(nr, capacity):
+    return _ioc(_IOC_READ | _IOC_WRITE, "k", nr,
+                ctypes.sizeof(KqKeventInline)
+                + capacity * ctypes.sizeof(KqKevent))
+
+
+KQ_IOC_KEVENT_INLINE_1 = _inline_ioc(0x50, KQ_KEVENT_INLINE_CAP_1)
+KQ_IOC_KEVENT_INLINE_8 = _inline_ioc(0x51, KQ_KEVENT_INLINE_CAP_8)
+KQ_IOC_KEVENT_INLINE_64 = _inline_ioc(0x52, KQ_KEVENT_INLINE_CAP_64)
+KQ_IOC_KEVENT_INLINE_408 = _inline_ioc(0x53, KQ_KEVENT_INLINE_CAP_408)
+
+# (capacity, request), smallest first: control() takes the first that fits.
+KQ_KEVENT_INLINE_REQUESTS = (
+    (KQ_KEVENT_INLINE_CAP_1, KQ_IOC_KEVENT_INLINE_1),
+    (KQ_KEVENT_INLINE_CAP_8, KQ_IOC_KEVENT_INLINE_8),
+    (KQ_KEVENT_INLINE_CAP_64, KQ_IOC_KEVENT_INLINE_64),
+    (KQ_KEVENT_INLINE_CAP_408, KQ_IOC_KEVENT_INLINE_408),
+)
+
 # The header spells the numbers out; a mismatch means a layout mistake here.
 assert KFILTER_BYFILTER == 0xC0186B00
 assert KFILTER_BYNAME == 0xC0186B01
 assert KQ_IOC_KEVENT == 0xC0386B40
 assert KQ_IOC_VERSION == 0x80406B41
+assert KQ_IOC_KEVENT_INLINE_1 == 0xC0486B50
+assert KQ_IOC_KEVENT_INLINE_8 == 0xC1606B51
+assert KQ_IOC_KEVENT_INLINE_64 == 0xCA206B52
+assert KQ_IOC_KEVENT_INLINE_408 == 0xFFE06B53
 
-# kq_kevent_args.flags
+# The same two records as struct formats (native byte order, no padding),
+# to pack the inline argument without a ctypes object per record:
+# ident, filter, flags, fflags, reserved, data, udata.
+KEVENT_STRUCT = struct.Struct("=QIIIIqQ")
+# nchanges, nevents, flags, kq_fd, timeout_sec, timeout_nsec.
+KEVENT_INLINE_STRUCT = struct.Struct("=IIIiqq")
+assert KEVENT_STRUCT.size == ctypes.sizeof(KqKevent)
+assert KEVENT_INLINE_STRUCT.size == ctypes.sizeof(KqKeventInline)
+
+# kq_kevent_args.flags and kq_kevent_inline.flags
 KQ_KEVENT_TIMEOUT = 0x1
 KQ_KEVENT_KQFD = 0x2  # kq_fd names this kqueue's descriptor (nesting)
 
