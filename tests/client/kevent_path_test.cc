@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -124,6 +125,40 @@ TEST_F(KeventPath, NullArrayWithACountIsEfault) {
   ASSERT_EQ(sent.size(), 3u);
   EXPECT_EQ(sent[0], KQ_IOC_KEVENT);
   EXPECT_EQ(sent[2], KQ_IOC_KEVENT);
+}
+
+TEST_F(KeventPath, BadArrayIsEfaultByAddressAndFaultsInline) {
+  // A bad array other than a null one: by address the daemon's copy fails
+  // and kevent() answers EFAULT, as on the BSDs; inline, the library's own
+  // copy faults in the caller, as memcpy does (the documented difference:
+  // checking the copy costs a syscall per direction, more than the inline
+  // path saves — see client/README.md).
+  const long page = sysconf(_SC_PAGESIZE);
+  void* none = mmap(nullptr, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(none, MAP_FAILED);
+  void* ro = mmap(nullptr, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(ro, MAP_FAILED);
+  const struct timespec zero = {0, 0};
+  const auto* unreadable = static_cast<const struct kevent*>(none);
+  auto* unwritable = static_cast<struct kevent*>(ro);
+  struct kevent one = Ev(7, EVFILT_USER, EV_ADD | EV_ONESHOT, NOTE_TRIGGER);
+  ASSERT_EQ(kevent(kq_, &one, 1, nullptr, 0, &zero), 0);
+  if (InlineSwitchedOff()) {
+    EXPECT_EQ(kevent(kq_, unreadable, 1, nullptr, 0, &zero), -1);
+    EXPECT_EQ(errno, EFAULT);
+    EXPECT_EQ(kevent(kq_, nullptr, 0, unwritable, 1, &zero), -1);
+    EXPECT_EQ(errno, EFAULT);
+  } else {
+    ::testing::FLAGS_gtest_death_test_style = "fast";  // fork only: the child uses this kqueue
+    EXPECT_DEATH(kevent(kq_, unreadable, 1, nullptr, 0, &zero), "");
+    EXPECT_DEATH(kevent(kq_, nullptr, 0, unwritable, 1, &zero), "");
+  }
+  // The queue and the library carry on.
+  struct kevent two = Ev(8, EVFILT_USER, EV_ADD | EV_ONESHOT, NOTE_TRIGGER), out[2];
+  ASSERT_EQ(kevent(kq_, &two, 1, nullptr, 0, &zero), 0);
+  EXPECT_GE(kevent(kq_, nullptr, 0, out, 2, &zero), 1);
+  munmap(none, page);
+  munmap(ro, page);
 }
 
 TEST_F(KeventPath, SameArrayForChangesAndEvents) {
