@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <utility>
@@ -96,7 +97,9 @@ FdFilter::FdFilter(Runtime* runtime, uint32_t filter)
 int FdFilter::Attach(Knote& kn) {
   int err = 0;
   // DupFd refuses our own device (EOPNOTSUPP): only then can it be a kqueue.
-  ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
+  // The device check's statx is the file's identity too: one statx.
+  struct statx stx;
+  ScopedFd copy = kn.owner->DupFdStat(Fd(kn), &stx, &err);
   if (!copy && err == EOPNOTSUPP && kn.owner->KqueueForFd(Fd(kn))) {
     // A kqueue supports EVFILT_READ only (BSD's kqueue_kqfilter). The knote
     // is handed to the kqueue's own ops, once: the core calls kn.ops.
@@ -107,7 +110,7 @@ int FdFilter::Attach(Knote& kn) {
   }
   if (!copy) return err != 0 ? err : EBADF;
   auto st = std::make_unique<FdState>();
-  if (int e = DescribeFile(copy.get(), &st->info)) return e;
+  if (int e = DescribeFile(copy.get(), stx, &st->info)) return e;
   // Only sockets implement EVFILT_EMPTY on FreeBSD and NetBSD; the
   // kqfilter of pipes, vnodes, ttys... answers EINVAL to it.
   if (empty() && st->info.kind != FileKind::kSocket) return EINVAL;

@@ -336,6 +336,9 @@ Readiness GenericWrite(int fd) {
 
 }  // namespace
 
+// DescribeFile's second half: the kind of file out->id names.
+static int Classify(int fd, FileInfo* out);
+
 bool PipePeerGone(int fd, const FileInfo& info) {
   if (info.id.accmode == O_RDONLY) return (Poll(fd, POLLIN) & POLLHUP) != 0;
   return (Poll(fd, POLLOUT) & POLLERR) != 0;
@@ -343,6 +346,15 @@ bool PipePeerGone(int fd, const FileInfo& info) {
 
 int DescribeFile(int fd, FileInfo* out) {
   if (int err = ReadIdentity(fd, &out->id)) return err;
+  return Classify(fd, out);
+}
+
+int DescribeFile(int fd, const struct statx& stx, FileInfo* out) {
+  if (int err = IdentityFromStatx(fd, stx, &out->id)) return err;
+  return Classify(fd, out);
+}
+
+static int Classify(int fd, FileInfo* out) {
   switch (out->id.type) {
     case S_IFIFO:
       out->kind = FileKind::kPipe;

@@ -88,6 +88,8 @@ struct FileInfo {
 // Identity plus classification, once at Attach. 0 or an errno. kUnpollable
 // is never returned: the caller learns it from epoll (EPERM).
 int DescribeFile(int fd, FileInfo* out);
+// The same from a statx of `fd` already read (ProcessContext::DupFdStat).
+int DescribeFile(int fd, const struct statx& stx, FileInfo* out);
 
 // For a pipe (kPipe): whether the other side of `fd` is gone — no reader
 // left for a write end, no writer left for a read end.
