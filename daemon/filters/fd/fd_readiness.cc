@@ -181,7 +181,10 @@ Readiness SocketRead(int fd, const FileInfo& info, uint32_t sfflags,
                      int64_t sdata, const KnownPoll& known) {
   Readiness r;
   const short rev = PollOrKnown(fd, POLLIN | POLLRDHUP | POLLPRI, known);
-  if (SockOptInt(fd, SOL_SOCKET, SO_ACCEPTCONN, 0)) {
+  // Datagram and raw sockets cannot listen (listen(2): EOPNOTSUPP): no
+  // need to ask.
+  const bool may_listen = info.sock_type != SOCK_DGRAM && info.sock_type != SOCK_RAW;
+  if (may_listen && SockOptInt(fd, SOL_SOCKET, SO_ACCEPTCONN, 0)) {
     r.data = ListenBacklog(fd, info, rev);
     r.fire = r.data > 0 && r.data >= Lowat(sfflags, sdata, 1);
     return r;
@@ -195,9 +198,12 @@ Readiness SocketRead(int fd, const FileInfo& info, uint32_t sfflags,
   if (r.eof && error) r.fflags = GuessSocketError(fd, info);
   bool enough;
   if (info.sock_type == SOCK_STREAM) {
-    int64_t lowat = Lowat(sfflags, sdata,
-                          std::max(1, SockOptInt(fd, SOL_SOCKET, SO_RCVLOWAT, 1)));
-    enough = r.data > 0 && r.data >= lowat;
+    // SO_RCVLOWAT is asked only when it decides: bytes are there and the
+    // knote set no NOTE_LOWAT (an empty socket's re-check spares it).
+    enough = r.data > 0 &&
+             r.data >= ((sfflags & NOTE_LOWAT)
+                            ? sdata
+                            : std::max(1, SockOptInt(fd, SOL_SOCKET, SO_RCVLOWAT, 1)));
   } else {
     // Messages: a queued (even empty) message makes the socket readable.
     enough = (rev & POLLIN) && r.data >= Lowat(sfflags, sdata, 0);
