@@ -5,6 +5,9 @@
 #ifndef KQUEUED_DAEMON_CORE_PROCESS_CONTEXT_H_
 #define KQUEUED_DAEMON_CORE_PROCESS_CONTEXT_H_
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -34,6 +37,21 @@ class ProcessContext {
   // kqueues: those are never copied, and the fd filters then ask
   // KqueueForFd).
   virtual ScopedFd DupFd(int fd, int* error) const = 0;
+
+  // DupFd, also filling *st with the copy's statx (at least STATX_TYPE and
+  // STATX_INO, AT_STATX_DONT_SYNC: never a request to a FUSE server). An
+  // implementation whose DupFd reads that statx for its own check hands it
+  // on, so a caller that needs the copy's identity spares a second statx
+  // (the fd filters' EV_ADD). The default asks the kernel once more.
+  virtual ScopedFd DupFdStat(int fd, struct statx* st, int* error) const {
+    ScopedFd copy = DupFd(fd, error);
+    if (copy && statx(copy.get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC,
+                      STATX_TYPE | STATX_INO, st) != 0) {
+      *error = errno;
+      return ScopedFd();
+    }
+    return copy;
+  }
 
   // The same copy without DupFd's checks (e.g. that `fd` is not our own
   // device): the cheapest way to the file, for a filter that verifies at

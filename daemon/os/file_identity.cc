@@ -20,6 +20,10 @@ int ReadIdentity(int fd, FileIdentity* out) {
   struct statx stx;
   if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO, &stx) != 0)
     return errno;
+  return IdentityFromStatx(fd, stx, out);
+}
+
+int IdentityFromStatx(int fd, const struct statx& stx, FileIdentity* out) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0) return errno;
   out->dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);

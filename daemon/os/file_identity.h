@@ -8,6 +8,8 @@
 
 #include <sys/types.h>
 
+struct statx;
+
 namespace kqd {
 
 // Two opens of one inode with the same access mode cannot be told apart
@@ -36,6 +38,9 @@ bool IsAnonymousPipe(int fd);
 // Fills *out for open descriptor `fd` (statx without syncing, so never a
 // request to a FUSE server, + F_GETFL). Returns 0 or an errno.
 int ReadIdentity(int fd, FileIdentity* out);
+// The same from a statx of `fd` already read (STATX_TYPE | STATX_INO, as
+// ReadIdentity's): only F_GETFL is asked. Returns 0 or an errno.
+int IdentityFromStatx(int fd, const struct statx& stx, FileIdentity* out);
 
 }  // namespace kqd
 

@@ -38,6 +38,9 @@ class CallerContext : public ProcessContext {
   // capability now, if it still lives, else false.
   bool can_kill_any() const override;
   ScopedFd DupFd(int fd, int* error) const override { return process_->DupFd(fd, error); }
+  ScopedFd DupFdStat(int fd, struct statx* st, int* error) const override {
+    return process_->DupFdStat(fd, st, error);
+  }
   ScopedFd CopyFd(int fd, int* error) const override { return process_->CopyFd(fd, error); }
   std::shared_ptr<Kqueue> KqueueForFd(int fd) const override {
     return process_->KqueueForFd(fd);

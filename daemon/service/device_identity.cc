@@ -1,5 +1,6 @@
 #include "daemon/service/device_identity.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -42,6 +43,18 @@ bool DeviceIdentity::Matches(const struct statx& st) const {
     return S_ISCHR(st.stx_mode) && makedev(st.stx_rdev_major, st.stx_rdev_minor) == dev_;
   }
   return makedev(st.stx_dev_major, st.stx_dev_minor) == dev_;
+}
+
+bool DeviceIdentity::StatCopy(int fd, struct statx* st) {
+  if (fd < 0) {
+    errno = EBADF;
+    return false;
+  }
+  return statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, kMask, st) == 0;
+}
+
+bool DeviceIdentity::IsDeviceStat(const struct statx& st) const {
+  return (st.stx_mask & kMask) == kMask && Matches(st);
 }
 
 bool DeviceIdentity::IsDevice(int fd) const {

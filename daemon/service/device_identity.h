@@ -33,6 +33,11 @@ class DeviceIdentity {
   // Whether the daemon's own descriptor `fd` (a pidfd_getfd copy, say)
   // refers to the device.
   bool IsDevice(int fd) const;
+  // IsDevice in two steps, for a caller that wants the statx too: the
+  // statx IsDevice reads (StatCopy: false with errno on failure), and
+  // whether such a statx is the device's.
+  static bool StatCopy(int fd, struct statx* st);
+  bool IsDeviceStat(const struct statx& st) const;
   // Whether descriptor `fd` of process `pid` refers to the device (through
   // /proc/<pid>/fd, which leads to the file itself). False if there is no
   // such descriptor.

@@ -107,6 +107,21 @@ ScopedFd RemoteProcess::CopyFd(int fd, int* error) const {
   return copy;
 }
 
+ScopedFd RemoteProcess::DupFdStat(int fd, struct statx* st, int* error) const {
+  ScopedFd copy = CopyFd(fd, error);
+  if (!copy) return ScopedFd();
+  // One statx serves both the device check (as DupFd's) and the caller.
+  if (!DeviceIdentity::StatCopy(copy.get(), st)) {
+    *error = errno;
+    return ScopedFd();
+  }
+  if (device_->IsDeviceStat(*st)) {
+    *error = EOPNOTSUPP;  // as DupFd
+    return ScopedFd();
+  }
+  return copy;
+}
+
 ScopedFd RemoteProcess::DupFd(int fd, int* error) const {
   ScopedFd copy = CopyFd(fd, error);
   if (!copy) return ScopedFd();

@@ -45,6 +45,8 @@ class RemoteProcess {
   // ProcessContext::DupFd). Our own device is never handed out: EOPNOTSUPP,
   // decided by the copied file's identity, not by any path.
   ScopedFd DupFd(int fd, int* error) const;
+  // DupFd, with the statx its device check read (ProcessContext::DupFdStat).
+  ScopedFd DupFdStat(int fd, struct statx* st, int* error) const;
   // The copy alone (pidfd_getfd, one syscall), unchecked (see
   // ProcessContext::CopyFd): for a filter that verifies at once that it is
   // the open file it registered.

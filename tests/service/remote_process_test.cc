@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <memory>
@@ -75,6 +76,23 @@ TEST_F(RemoteProcessTest, TheDeviceIsKnownByItsFile) {
   EXPECT_TRUE(self_->DupFd(p[0], &err).valid());
   EXPECT_FALSE(self_->DupFd(dev, &err).valid());
   EXPECT_EQ(err, EOPNOTSUPP);
+
+  // DupFdStat decides the same, from the statx it hands on: the copy's.
+  struct statx st {};
+  ScopedFd copy = self_->DupFdStat(p[0], &st, &err);
+  ASSERT_TRUE(copy.valid());
+  struct stat own;
+  ASSERT_EQ(fstat(p[0], &own), 0);
+  EXPECT_EQ(st.stx_ino, own.st_ino);
+  EXPECT_TRUE(S_ISFIFO(st.stx_mode));
+  copy = self_->DupFdStat(file, &st, &err);
+  ASSERT_TRUE(copy.valid());
+  EXPECT_TRUE(S_ISREG(st.stx_mode));
+  err = 0;
+  EXPECT_FALSE(self_->DupFdStat(dev, &st, &err).valid());
+  EXPECT_EQ(err, EOPNOTSUPP);
+  EXPECT_FALSE(self_->DupFdStat(1 << 20, &st, &err).valid());
+  EXPECT_EQ(err, EBADF);
 }
 
 TEST_F(RemoteProcessTest, BogusKqueueDescriptorsAreNotRemembered) {

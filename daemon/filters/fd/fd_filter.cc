@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <utility>
@@ -72,6 +73,14 @@ struct FdState : KnoteState {
   // one (the evaluation, Detach), under the same kqueue lock: spares a
   // second copy and check. Consumed by that hook, or closed by ChangeDone.
   ScopedFd copy;
+  // The new epoll item's events as the drain of its add report found them
+  // (FdWatcher::Watch), for the registration's evaluation instead of a
+  // poll(); -1 once used, or when not known or not the evaluation's poll.
+  int add_revents = -1;
+  // Pipe EVFILT_READ: the hang-up state the last evaluation found
+  // (KnownPoll::hup), for a level re-check that then needs FIONREAD alone;
+  // -1: unknown (no evaluation yet, or one that could not look).
+  int hup = -1;
 };
 
 int Fd(const Knote& kn) { return static_cast<int>(kn.kev.ident); }
@@ -88,7 +97,9 @@ FdFilter::FdFilter(Runtime* runtime, uint32_t filter)
 int FdFilter::Attach(Knote& kn) {
   int err = 0;
   // DupFd refuses our own device (EOPNOTSUPP): only then can it be a kqueue.
-  ScopedFd copy = kn.owner->DupFd(Fd(kn), &err);
+  // The device check's statx is the file's identity too: one statx.
+  struct statx stx;
+  ScopedFd copy = kn.owner->DupFdStat(Fd(kn), &stx, &err);
   if (!copy && err == EOPNOTSUPP && kn.owner->KqueueForFd(Fd(kn))) {
     // A kqueue supports EVFILT_READ only (BSD's kqueue_kqfilter). The knote
     // is handed to the kqueue's own ops, once: the core calls kn.ops.
@@ -99,7 +110,7 @@ int FdFilter::Attach(Knote& kn) {
   }
   if (!copy) return err != 0 ? err : EBADF;
   auto st = std::make_unique<FdState>();
-  if (int e = DescribeFile(copy.get(), &st->info)) return e;
+  if (int e = DescribeFile(copy.get(), stx, &st->info)) return e;
   // Only sockets implement EVFILT_EMPTY on FreeBSD and NetBSD; the
   // kqfilter of pipes, vnodes, ttys... answers EINVAL to it.
   if (empty() && st->info.kind != FileKind::kSocket) return EINVAL;
@@ -128,7 +139,13 @@ int FdFilter::Attach(Knote& kn) {
       // too (a reset comes as EPOLLERR).
       const uint32_t events = read() ? (EPOLLIN | EPOLLRDHUP | EPOLLPRI) : EPOLLOUT;
       const FdWatcher::InodeKey inode{st->info.id.dev, st->info.id.ino};
-      int e = watcher_->Watch(copy.get(), inode, events, wake, &st->item);
+      int revents = -1;
+      int e = watcher_->Watch(copy.get(), inode, events, wake, &st->item, &revents);
+      // The item's events are what the evaluation would poll for: pipes'
+      // (either filter) and sockets' EVFILT_READ (fd_readiness.h).
+      if (e == 0 && !empty() &&
+          (st->info.kind == FileKind::kPipe || (read() && st->info.kind == FileKind::kSocket)))
+        st->add_revents = revents;
       if (e == EPERM) {
         st->info.kind = FileKind::kUnpollable;  // no poll: always ready
       } else if (e != 0) {
@@ -201,6 +218,8 @@ bool FdFilter::Event(Knote& kn, long hint) {
   bool gone = false;
   ScopedFd copy = CopyIfSame(kn, &gone);
   if (!copy) {
+    st->add_revents = -1;
+    st->hup = -1;  // a wake-up may go unevaluated: the next look polls
     if (gone) {
       kn.status |= Knote::kGone;  // closed: dropped silently, as on BSD
       return false;
@@ -211,8 +230,18 @@ bool FdFilter::Event(Knote& kn, long hint) {
     return (kn.status & Knote::kActive) != 0;
   }
   if (empty()) return EmptyEvent(kn, copy.get(), hint);
-  const Readiness r = read() ? ReadReadiness(copy.get(), st->info, kn.sfflags, kn.sdata)
-                             : WriteReadiness(copy.get(), st->info, kn.sfflags, kn.sdata);
+  KnownPoll known;
+  known.revents = st->add_revents;
+  st->add_revents = -1;
+  // A wake-up is looked at in full (it may be the hang-up); the core's own
+  // looks (EV_ADD, the level re-check at collection) come after every
+  // wake-up of the file recorded before them was evaluated (the catch-up
+  // before a scan), so the hang-up state found last still holds. Only
+  // with an epoll item: it is what hears of the wake-ups.
+  if (hint == kHintEvaluate && st->item.file != 0) known.hup = st->hup;
+  const Readiness r = read() ? ReadReadiness(copy.get(), st->info, kn.sfflags, kn.sdata, known)
+                             : WriteReadiness(copy.get(), st->info, kn.sfflags, kn.sdata, known);
+  st->hup = r.hup;
   kn.kev.data = r.data;
   kn.kev.fflags = r.fflags;
   if (r.eof) {

@@ -5,8 +5,9 @@
 // after Attach the daemon holds no reference to the client's file
 // (fd_watch.h explains how it is watched anyway).
 //
-//   Attach   copy the fd (ProcessContext::DupFd: EBADF if not open,
-//            EOPNOTSUPP for our own device); if it is one of our kqueues,
+//   Attach   copy the fd (ProcessContext::DupFdStat: EBADF if not open,
+//            EOPNOTSUPP for our own device; its statx is the file's
+//            identity too); if it is one of our kqueues,
 //            EVFILT_READ hands the knote to KqueueReadFilter for good
 //            (kn.ops is set to it: later hooks go there, nesting);
 //            EVFILT_WRITE and EVFILT_EMPTY on a kqueue are EINVAL, as on
@@ -24,7 +25,13 @@
 //            and report nothing — BSD drops knotes on close. Otherwise
 //            compute data / EV_EOF / fflags (fd_readiness.h). A pipe or
 //            socket knote costs pidfd_getfd, kcmp, its own queries (poll,
-//            FIONREAD...) and close.
+//            FIONREAD...) and close. Two of those queries are spared when
+//            the answer is known (fd_readiness.h KnownPoll): the
+//            registration's evaluation of a new epoll item takes the poll
+//            state from the item's add report (FdWatcher::Watch), and the
+//            core's own looks at a pipe's read end (the level re-check at
+//            collection, EV_ADD) take the hang-up state from the last
+//            evaluation of a wake-up, leaving FIONREAD alone: 4 syscalls.
 //   StillValid the same check, so EV_ADD on a reused fd number watches the
 //            new file.
 //   Detach   end the subscription; the last one of an item deletes it with

@@ -171,11 +171,20 @@ int64_t Lowat(uint32_t sfflags, int64_t sdata, int64_t fallback) {
   return (sfflags & NOTE_LOWAT) ? sdata : fallback;
 }
 
+// The revents the caller knows (KnownPoll::revents), else poll's answer.
+short PollOrKnown(int fd, short events, const KnownPoll& known) {
+  if (known.revents >= 0) return static_cast<short>(known.revents);
+  return Poll(fd, events);
+}
+
 Readiness SocketRead(int fd, const FileInfo& info, uint32_t sfflags,
-                     int64_t sdata) {
+                     int64_t sdata, const KnownPoll& known) {
   Readiness r;
-  const short rev = Poll(fd, POLLIN | POLLRDHUP | POLLPRI);
-  if (SockOptInt(fd, SOL_SOCKET, SO_ACCEPTCONN, 0)) {
+  const short rev = PollOrKnown(fd, POLLIN | POLLRDHUP | POLLPRI, known);
+  // Datagram and raw sockets cannot listen (listen(2): EOPNOTSUPP): no
+  // need to ask.
+  const bool may_listen = info.sock_type != SOCK_DGRAM && info.sock_type != SOCK_RAW;
+  if (may_listen && SockOptInt(fd, SOL_SOCKET, SO_ACCEPTCONN, 0)) {
     r.data = ListenBacklog(fd, info, rev);
     r.fire = r.data > 0 && r.data >= Lowat(sfflags, sdata, 1);
     return r;
@@ -189,9 +198,12 @@ Readiness SocketRead(int fd, const FileInfo& info, uint32_t sfflags,
   if (r.eof && error) r.fflags = GuessSocketError(fd, info);
   bool enough;
   if (info.sock_type == SOCK_STREAM) {
-    int64_t lowat = Lowat(sfflags, sdata,
-                          std::max(1, SockOptInt(fd, SOL_SOCKET, SO_RCVLOWAT, 1)));
-    enough = r.data > 0 && r.data >= lowat;
+    // SO_RCVLOWAT is asked only when it decides: bytes are there and the
+    // knote set no NOTE_LOWAT (an empty socket's re-check spares it).
+    enough = r.data > 0 &&
+             r.data >= ((sfflags & NOTE_LOWAT)
+                            ? sdata
+                            : std::max(1, SockOptInt(fd, SOL_SOCKET, SO_RCVLOWAT, 1)));
   } else {
     // Messages: a queued (even empty) message makes the socket readable.
     enough = (rev & POLLIN) && r.data >= Lowat(sfflags, sdata, 0);
@@ -221,9 +233,19 @@ Readiness SocketWrite(int fd, const FileInfo& info, uint32_t sfflags,
   return r;
 }
 
-Readiness PipeRead(int fd, const FileInfo& info, uint32_t sfflags, int64_t sdata) {
+Readiness PipeRead(int fd, const FileInfo& info, uint32_t sfflags, int64_t sdata,
+                   const KnownPoll& known) {
   Readiness r;
-  const short rev = Poll(fd, POLLIN);
+  if (info.id.accmode != O_WRONLY && known.revents < 0 && known.hup >= 0) {
+    // The hang-up state is known (KnownPoll::hup): FIONREAD alone tells the
+    // rest, as bytes buffered is exactly what makes a pipe poll POLLIN.
+    r.data = std::max<int64_t>(0, IoctlInt(fd, FIONREAD));
+    r.eof = known.hup != 0;
+    r.hup = known.hup;
+    r.fire = r.eof || (r.data > 0 && r.data >= Lowat(sfflags, sdata, 1));
+    return r;
+  }
+  const short rev = PollOrKnown(fd, POLLIN, known);
   if (info.id.accmode == O_WRONLY) {
     // The write end (NetBSD's filt_piperead finds no peer): nothing to read
     // ever, but EV_EOF once the last reader is gone (POLLERR), data 0.
@@ -235,13 +257,15 @@ Readiness PipeRead(int fd, const FileInfo& info, uint32_t sfflags, int64_t sdata
   // FIONREAD (the level re-check of a drained pipe costs one syscall less).
   r.data = (rev & POLLIN) ? std::max<int64_t>(0, IoctlInt(fd, FIONREAD)) : 0;
   r.eof = (rev & POLLHUP) != 0;
+  r.hup = r.eof ? 1 : 0;
   r.fire = r.eof || (r.data > 0 && r.data >= Lowat(sfflags, sdata, 1));
   return r;
 }
 
-Readiness PipeWrite(int fd, const FileInfo& info, uint32_t sfflags, int64_t sdata) {
+Readiness PipeWrite(int fd, const FileInfo& info, uint32_t sfflags, int64_t sdata,
+                    const KnownPoll& known) {
   Readiness r;
-  const short rev = Poll(fd, POLLOUT);
+  const short rev = PollOrKnown(fd, POLLOUT, known);
   if (info.id.accmode == O_RDONLY) {
     // The read end: never writable, but EV_EOF once the last writer is
     // gone (POLLHUP), data 0 — as NetBSD's filt_pipewrite, which finds no
@@ -318,6 +342,9 @@ Readiness GenericWrite(int fd) {
 
 }  // namespace
 
+// DescribeFile's second half: the kind of file out->id names.
+static int Classify(int fd, FileInfo* out);
+
 bool PipePeerGone(int fd, const FileInfo& info) {
   if (info.id.accmode == O_RDONLY) return (Poll(fd, POLLIN) & POLLHUP) != 0;
   return (Poll(fd, POLLOUT) & POLLERR) != 0;
@@ -325,6 +352,15 @@ bool PipePeerGone(int fd, const FileInfo& info) {
 
 int DescribeFile(int fd, FileInfo* out) {
   if (int err = ReadIdentity(fd, &out->id)) return err;
+  return Classify(fd, out);
+}
+
+int DescribeFile(int fd, const struct statx& stx, FileInfo* out) {
+  if (int err = IdentityFromStatx(fd, stx, &out->id)) return err;
+  return Classify(fd, out);
+}
+
+static int Classify(int fd, FileInfo* out) {
   switch (out->id.type) {
     case S_IFIFO:
       out->kind = FileKind::kPipe;
@@ -384,12 +420,12 @@ SendQueue ReadSendQueue(int fd, const FileInfo& info) {
 }
 
 Readiness ReadReadiness(int fd, const FileInfo& info, uint32_t sfflags,
-                        int64_t sdata) {
+                        int64_t sdata, const KnownPoll& known) {
   switch (info.kind) {
     case FileKind::kPipe:
-      return PipeRead(fd, info, sfflags, sdata);
+      return PipeRead(fd, info, sfflags, sdata, known);
     case FileKind::kSocket:
-      return SocketRead(fd, info, sfflags, sdata);
+      return SocketRead(fd, info, sfflags, sdata, known);
     case FileKind::kEventfd:
       return EventfdRead(fd, sfflags, sdata);
     case FileKind::kRegular:
@@ -407,10 +443,10 @@ Readiness ReadReadiness(int fd, const FileInfo& info, uint32_t sfflags,
 }
 
 Readiness WriteReadiness(int fd, const FileInfo& info, uint32_t sfflags,
-                         int64_t sdata) {
+                         int64_t sdata, const KnownPoll& known) {
   switch (info.kind) {
     case FileKind::kPipe:
-      return PipeWrite(fd, info, sfflags, sdata);
+      return PipeWrite(fd, info, sfflags, sdata, known);
     case FileKind::kSocket:
       return SocketWrite(fd, info, sfflags, sdata);
     case FileKind::kEventfd:

@@ -88,6 +88,8 @@ struct FileInfo {
 // Identity plus classification, once at Attach. 0 or an errno. kUnpollable
 // is never returned: the caller learns it from epoll (EPERM).
 int DescribeFile(int fd, FileInfo* out);
+// The same from a statx of `fd` already read (ProcessContext::DupFdStat).
+int DescribeFile(int fd, const struct statx& stx, FileInfo* out);
 
 // For a pipe (kPipe): whether the other side of `fd` is gone — no reader
 // left for a write end, no writer left for a read end.
@@ -99,14 +101,39 @@ struct Readiness {
   int64_t data = 0;
   bool eof = false;
   uint32_t fflags = 0;
+  // Pipe or FIFO EVFILT_READ on an end open for reading: the hang-up state
+  // found (by poll, or as KnownPoll::hup said), for the next evaluation's
+  // KnownPoll::hup. -1 for other files.
+  int hup = -1;
+};
+
+// What the caller already knows of the file's poll state, so that the
+// evaluation need not ask the kernel again. Each is used only where it
+// answers exactly what the evaluation's own poll() would.
+struct KnownPoll {
+  // The revents of the filter's epoll item taken just now, by the
+  // epoll_wait that drained the item's add report (FdWatcher::Watch): the
+  // kernel polls the file for the item's events at that epoll_wait, and an
+  // item it does not report is not ready. -1: unknown. Used by pipes
+  // (either filter) and sockets (EVFILT_READ), whose items ask for the
+  // events their poll() asks for.
+  int revents = -1;
+  // Pipe or FIFO EVFILT_READ on an end open for reading: whether the last
+  // full evaluation found it hung up (no writer left), when no wake-up of
+  // the file has happened since that the caller has not evaluated. -1:
+  // unknown. Every change of that state (the last writer's close, a FIFO
+  // writer's open) wakes the pipe's readers, so the caller's epoll item
+  // hears of it and the wake-up is evaluated (for a collection, by the
+  // catch-up before the scan): then the evaluation needs FIONREAD alone.
+  int hup = -1;
 };
 
 // sfflags / sdata: the knote's saved fflags (NOTE_LOWAT) and data (the
 // low-water mark).
 Readiness ReadReadiness(int fd, const FileInfo& info, uint32_t sfflags,
-                        int64_t sdata);
+                        int64_t sdata, const KnownPoll& known = KnownPoll());
 Readiness WriteReadiness(int fd, const FileInfo& info, uint32_t sfflags,
-                         int64_t sdata);
+                         int64_t sdata, const KnownPoll& known = KnownPoll());
 
 // What is left in a socket's send queue, for EVFILT_EMPTY.
 struct SendQueue {

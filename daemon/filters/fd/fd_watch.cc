@@ -126,7 +126,7 @@ bool FdWatcher::IsSameFile(const Item& item, int file) const {
   return item.file != 0 && file >= 0 && Compare(item.epoll, file, item.number) == 0;
 }
 
-void FdWatcher::DrainLocked(size_t index, uint64_t skip) {
+void FdWatcher::DrainLocked(size_t index, uint64_t skip, int* skipped) {
   const int epoll = shards_[index]->epoll.get();
   epoll_event events[kEpollBatch];
   for (;;) {
@@ -137,7 +137,10 @@ void FdWatcher::DrainLocked(size_t index, uint64_t skip) {
       // must not bind to the misaligned member (UBSan, found by
       // tests/fuzz/change_fuzzer; corpus/change/crash-fd-watch-packed).
       const uint64_t token = events[i].data.u64;
-      if (token == skip) continue;
+      if (token == skip) {
+        if (skipped != nullptr) *skipped = static_cast<int>(events[i].events & 0xffff);  // poll's bits
+        continue;
+      }
       auto it = files_.find(token);
       if (it == files_.end()) continue;
       for (auto& [sub, cb] : it->second.subs) pending_.push_back(cb);
@@ -215,7 +218,8 @@ int FdWatcher::TakeNumberLocked(Shard* shard) {
 }
 
 int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
-                     Item* out) {
+                     Item* out, int* revents) {
+  if (revents != nullptr) *revents = -1;
   if (!FdKeyRange::Get().ok()) return EMFILE;
   bool deliver = false;
   int error = 0;
@@ -288,8 +292,12 @@ int FdWatcher::Watch(int file, InodeKey inode, uint32_t events, Callback cb,
           f.inode = inode;
           s.items++;
           by_inode_[inode].insert(token);
-          // The report of the add itself, if the file is ready: no news.
-          DrainLocked(f.shard, token);
+          // The report of the add itself, if the file is ready: no news,
+          // but its events are the file's state now (not reported: not
+          // ready).
+          int reported = 0;
+          DrainLocked(f.shard, token, &reported);
+          if (revents != nullptr) *revents = reported;
         }
       }
     }

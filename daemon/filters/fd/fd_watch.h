@@ -65,6 +65,11 @@
 // Only the shard concerned is drained: the new item's, or, for a knote
 // joining an existing item, that item's (its earlier reports go to its
 // earlier subscribers) — one epoll_wait, whatever the number of shards.
+// That epoll_wait also tells the new item's readiness: epoll polls the file
+// for the item's events when it reports it (ep_send_events), and an item
+// it does not report is not ready (it was not at the add, and any wake-up
+// since would have queued it). The registration's evaluation uses that
+// instead of a poll() of its own (Watch's *revents).
 //
 // WHY EPOLL INSTANCES OF OUR OWN (per filter, each one fd in the Reactor's
 // set) rather than Reactor::AddFd: key numbers must be unique in
@@ -178,10 +183,15 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   // (including the report epoll makes when an item is added on a ready
   // file) are not delivered to the new subscriber: its registration
   // evaluates the file after this. `cb` runs on the reactor thread.
+  // *revents (if given): when a new item was added, the events epoll
+  // reported for it at the drain that dropped its add report — the file's
+  // poll state for `events` at that instant, 0 if not ready (THE ADD
+  // REPORT above); -1 when the subscription joined an existing item, whose
+  // state the drain does not tell.
   // Returns 0 or an errno: EPERM if the file cannot be polled, ENOMEM if
   // every key number is in use, ENFILE if no epoll instance can be made.
-  int Watch(int file, InodeKey inode, uint32_t events, Callback cb, Item* out)
-      EXCLUDES(mu_);
+  int Watch(int file, InodeKey inode, uint32_t events, Callback cb, Item* out,
+            int* revents = nullptr) EXCLUDES(mu_);
   // Ends the subscription. When it was the item's last, the item is deleted
   // with a copy from `copy` (called only then; it may return an invalid fd
   // if no copy can be had: the item is left to vanish with its file).
@@ -226,8 +236,9 @@ class FdWatcher : public std::enable_shared_from_this<FdWatcher> {
   // Delivers pending_ (a posted task).
   void DeliverPending() EXCLUDES(mu_);
   // Reads every pending report of shard `index` into pending_ (the
-  // subscribers of each at this moment), except those of `skip`.
-  void DrainLocked(size_t index, uint64_t skip) REQUIRES(mu_);
+  // subscribers of each at this moment), except those of `skip`, whose
+  // reported events go to *skipped (if given; left alone if none).
+  void DrainLocked(size_t index, uint64_t skip, int* skipped = nullptr) REQUIRES(mu_);
   // kcmp of `file` against the item at `number` of instance `epoll`: 0
   // same, 1 other file, -1 no such item (vanished with its file). Needs no
   // lock.
