@@ -208,7 +208,10 @@ case_why() {
   local why
   why=$(grep -m 1 -E '^ *FAIL |\[Lost connection!\]|\[atexit failure!\]' "$1" | sed 's/^ *//')
   [ -n "$why" ] || why="exit status $(tail -n 1 "$1")"
-  printf '%s' "$why" | sed "s|$src/||g"
+  # (A failure message may lack its newline; the runner's tally of a case
+  # run alone then follows on the same line.)
+  printf '%s' "$why" | sed -e "s|$src/||g" -e 's|1/1 TESTS FAILED.*||'
+
 }
 # rerun_on MODE CASE BACKEND: how many of $rerun solo runs failed.
 rerun_on() {
