@@ -6,7 +6,7 @@ here=${TEST_SRCDIR:-}/${TEST_WORKSPACE:-kqueued}/tests/outside
 [ -f "$here/lib.sh" ] || here=$(cd "$(dirname "$0")" && pwd)
 empty=$(mktemp -d "${TEST_TMPDIR:-/tmp}/outside-empty.XXXXXX")
 fail=0
-for s in run-netbsd.sh run-libkqueue.sh run-cpython.sh; do
+for s in run-netbsd.sh run-libkqueue.sh run-cpython.sh run-libevent.sh; do
   if ! bash "$here/$s" --help | grep -q "^  *tests/outside/$s"; then
     echo "FAIL: $s --help does not show its usage"
     fail=1
