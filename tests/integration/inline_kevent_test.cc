@@ -90,17 +90,7 @@ std::vector<kq_kevent> UserAdds(size_t n, uint64_t first_ident) {
 
 void Noop(int) {}
 
-class Inline : public ::testing::Test {
- protected:
-  void SetUp() override {
-    kq_ = SharedDaemon().OpenKqueue();
-    ASSERT_GE(kq_, 0) << strerror(errno);
-  }
-  void TearDown() override {
-    if (kq_ >= 0) close(kq_);
-  }
-  int kq_ = -1;
-};
+using Inline = SharedDaemonTest;
 
 TEST_F(Inline, CommandNumbersAreServed) {
   for (size_t cap : kCapacities) {

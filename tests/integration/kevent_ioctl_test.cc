@@ -39,17 +39,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 
-class Device : public ::testing::Test {
- protected:
-  void SetUp() override {
-    kq_ = SharedDaemon().OpenKqueue();
-    ASSERT_GE(kq_, 0) << strerror(errno);
-  }
-  void TearDown() override {
-    if (kq_ >= 0) close(kq_);
-  }
-  int kq_ = -1;
-};
+using Device = SharedDaemonTest;
 
 TEST_F(Device, VersionMatches) {
   kq_version v{};

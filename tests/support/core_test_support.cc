@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <future>
 
 #include "daemon/filters/system_filters.h"
 
@@ -187,6 +188,14 @@ TestRuntime::~TestRuntime() { runtime_->reactor().Stop(); }
 
 std::unique_ptr<TestQueue> TestRuntime::NewQueue() {
   return std::make_unique<TestQueue>(runtime_.get(), process_);
+}
+
+void TestRuntime::Quiesce() {
+  for (int i = 0; i < 2; i++) {
+    std::promise<void> done;
+    runtime_->reactor().Post([&done] { done.set_value(); });
+    done.get_future().wait();
+  }
 }
 
 int LocalProcess::CheckReadAccess(int file) const {

@@ -105,6 +105,12 @@ class TestRuntime {
   Runtime* get() { return runtime_.get(); }
   const std::shared_ptr<LocalProcess>& process() { return process_; }
   std::unique_ptr<TestQueue> NewQueue();
+  // Lets the reactor finish what wake-ups already started: runs two rounds
+  // of posted no-ops and waits for them. (In-process the "daemon" shares
+  // the test's fd table, so a transient copy made by an evaluation on the
+  // reactor thread could take the number a test expects the kernel to hand
+  // out next.)
+  void Quiesce();
 
  private:
   std::unique_ptr<Runtime> runtime_;

@@ -150,5 +150,15 @@ DaemonFixture& SharedDaemon() {
   return *shared;
 }
 
+void SharedDaemonTest::SetUp() {
+  kq_ = SharedDaemon().OpenKqueue();
+  ASSERT_GE(kq_, 0) << std::strerror(errno);
+}
+
+void SharedDaemonTest::TearDown() {
+  if (kq_ >= 0) close(kq_);
+  kq_ = -1;
+}
+
 }  // namespace testing
 }  // namespace kqd

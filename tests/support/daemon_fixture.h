@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "gtest/gtest.h"
+
 namespace kqd {
 namespace testing {
 
@@ -49,6 +51,14 @@ class DaemonFixture {
 
 // A process-wide daemon for a test binary, started on first use.
 DaemonFixture& SharedDaemon();
+
+// A test with a new kqueue of the shared daemon in kq_, closed afterwards.
+class SharedDaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  int kq_ = -1;
+};
 
 }  // namespace testing
 }  // namespace kqd

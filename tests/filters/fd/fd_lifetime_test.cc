@@ -22,7 +22,6 @@
 #include <memory>
 #include <optional>
 #include <atomic>
-#include <future>
 #include <thread>
 #include <string>
 #include <vector>
@@ -97,17 +96,7 @@ class FdLifetimeTest : public ::testing::Test {
   }
   size_t KernelReadItems() { return KernelWatcherItems(read_->watcher()); }
 
-  // Lets the reactor finish reacting to wake-ups that already happened. In
-  // this in-process harness the "daemon" shares the test's fd table, so a
-  // transient copy made by an evaluation on the reactor thread could take
-  // the number a test expects the kernel to hand out next.
-  void Quiesce() {
-    for (int i = 0; i < 2; i++) {
-      std::promise<void> done;
-      rt_.get()->reactor().Post([&done] { done.set_value(); });
-      done.get_future().wait();
-    }
-  }
+  void Quiesce() { rt_.Quiesce(); }
 
   TestRuntime rt_;
   std::shared_ptr<kqd::FilterRegistration> read_reg_;

@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <future>
 #include <map>
 #include <memory>
 #include <string>
@@ -49,15 +48,7 @@ class FdRecheckTest : public ::testing::Test {
     for (const kq_kevent& ev : q.Collect(n, 0)) out[ev.ident] = ev;
     return out;
   }
-  // Lets the reactor finish what wake-ups already started (in-process, its
-  // transient copies share the test's fd table).
-  void Quiesce() {
-    for (int i = 0; i < 2; i++) {
-      std::promise<void> done;
-      rt_.get()->reactor().Post([&done] { done.set_value(); });
-      done.get_future().wait();
-    }
-  }
+  void Quiesce() { rt_.Quiesce(); }
 
   TestRuntime rt_;
   std::unique_ptr<TestQueue> q_ = rt_.NewQueue();
