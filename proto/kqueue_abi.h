@@ -279,6 +279,66 @@ KQ_STATIC_ASSERT(offsetof(struct kq_kevent_inline, timeout_nsec) == 24, "i.nsec"
 
 KQ_STATIC_ASSERT(KQ_KEVENT_INLINE_SIZE(KQ_KEVENT_INLINE_MAX) <= 16383, "fits FUSE");
 
+/* ---- Knotes the owner collects itself (ABI 4) ----------------------------- */
+
+/*
+ * The fast path of the client libraries (docs/abi.md, "Local collection").
+ * A process that made a kqueue may collect some of its level-triggered fd
+ * knotes itself, from an epoll instance of its own, without a round trip
+ * to the daemon; the daemon stays the owner of the queue and of every
+ * knote, and tells that process through the epoll instance when it must
+ * ask the daemon after all.
+ *
+ * KQ_IOC_LOCAL_ATTACH (arg: struct kq_local_attach): the caller names an
+ * epoll instance of its own (`epoll_fd`). The daemon takes a copy of it
+ * (pidfd_getfd), adds to it one item of its own — an eventfd only the
+ * daemon holds, level-triggered EPOLLIN, with `epoll_data.u64 = tag` — and
+ * closes the copy. From then on the caller's process is the queue's LOCAL
+ * OWNER, and the daemon keeps that eventfd readable exactly while the queue
+ * holds at least one knote that is not LOCAL (below). It sets it before the
+ * ioctl that made such a knote returns, so a zero-timeout epoll_wait on the
+ * owner's instance made after any kevent call returned tells the truth.
+ * Errors: EINVAL nonzero `flags`/`reserved` or `epoll_fd` not an epoll
+ * instance, EBADF `epoll_fd` not open in the caller, EBUSY the queue already
+ * has a local owner (another process, e.g. after fork, or this one),
+ * ENOTTY a daemon older than ABI 4. The eventfd counts as one of the
+ * caller uid's KQ_RES_DAEMON_FDS (EMFILE past the limit).
+ *
+ * A knote is LOCAL when the owner's library collects it itself. It becomes
+ * local only through a change in a kevent call (either ioctl) made by the
+ * local owner with KQ_KEVENT_LOCAL_CHANGES in the call's flags, whose record
+ * has KQ_CHANGE_LOCAL in `reserved`, and only if after that change the knote
+ * exists, is enabled, has filter EVFILT_READ or EVFILT_WRITE, none of
+ * EV_CLEAR / EV_ONESHOT / EV_DISPATCH and no NOTE_LOWAT. Any other change to
+ * the knote (from anyone) makes it not local. (The daemon does not check the
+ * file's kind: the library marks only knotes it can evaluate exactly as the
+ * daemon would.) Without KQ_KEVENT_LOCAL_CHANGES `reserved` is ignored on
+ * input, as before ABI 4.
+ *
+ * KQ_KEVENT_SKIP_LOCAL in a kevent call's flags, from the local owner: the
+ * call neither returns nor waits for local knotes (the caller collects them
+ * from its epoll instance). From anyone else it is ignored. Every call
+ * without it treats local knotes like any other (level re-check included),
+ * so other processes sharing the queue, and calls that cannot use the fast
+ * path, see every knote.
+ */
+#define KQ_KEVENT_LOCAL_CHANGES 0x4U /* honour KQ_CHANGE_LOCAL marks (ABI 4) */
+#define KQ_KEVENT_SKIP_LOCAL 0x8U    /* leave local knotes to the caller (ABI 4) */
+#define KQ_CHANGE_LOCAL 0x1U         /* in a change's `reserved` (ABI 4) */
+
+struct kq_local_attach {
+  int32_t epoll_fd;  /* @0 the caller's epoll instance */
+  uint32_t flags;    /* @4 zero */
+  uint64_t tag;      /* @8 epoll_data.u64 of the daemon's item */
+  uint64_t reserved; /* @16 zero */
+};                   /* 24 bytes */
+
+KQ_STATIC_ASSERT(sizeof(struct kq_local_attach) == 24, "kq_local_attach size");
+KQ_STATIC_ASSERT(offsetof(struct kq_local_attach, flags) == 4, "la.flags");
+KQ_STATIC_ASSERT(offsetof(struct kq_local_attach, tag) == 8, "la.tag");
+
+#define KQ_IOC_LOCAL_ATTACH _IOW('k', 0x54, struct kq_local_attach) /* 0x40186B54 */
+
 /* ---- Version handshake ---------------------------------------------------- */
 
 struct kq_version {
