@@ -30,11 +30,16 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* What the daemon reports for a pipe's WRITE when no NOTE_LOWAT is set: an
  * atomic write must fit (kPipeWriteLowat in daemon/filters/fd/). */
 #define KQD_PIPE_WRITE_LOWAT PIPE_BUF
+
+/* epoll data of the item watching the daemon's process (a pidfd): never an
+ * entry's (ItemData's low half is at most INT_MAX + 1). */
+#define KQD_DAEMON_GONE_TAG UINT64_MAX
 
 /* Reports read from the epoll instance per epoll_wait. */
 #define KQD_MAX_REPORTS 64
@@ -74,6 +79,7 @@ struct LocalQueue {
   pthread_mutex_t mu;
   int kq;           /* the descriptor (fixed) */
   int ep;           /* the epoll instance (fixed; closed with the struct) */
+  int daemon_pidfd; /* the daemon's process, in ep (fixed; closed with it) */
   dev_t kq_dev;     /* the queue's descriptor's identity at kqueue() (fixed) */
   ino_t kq_ino;
   int ioctl_only;   /* the ordinary path for good */
@@ -95,6 +101,7 @@ static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 static void FreeQueue(struct LocalQueue *q) {
   int saved = errno;
   close(q->ep);
+  close(q->daemon_pidfd);
   pthread_mutex_destroy(&q->mu);
   free(q->fds);
   free(q);
@@ -148,6 +155,7 @@ static void AtforkChild(void) {
   for (size_t i = 0; i < g_nqueues; i++) {
     if (g_queues[i] != NULL) {
       close(g_queues[i]->ep);
+      close(g_queues[i]->daemon_pidfd);
       g_queues[i] = NULL;
     }
   }
@@ -160,6 +168,52 @@ static int LocalSwitchedOff(void) {
   return value != NULL && strcmp(value, "0") == 0;
 }
 
+/*
+ * A pidfd of the daemon serving kq, added to ep: the daemon's own item
+ * vanishes with the daemon (its eventfd closes), and a call parked in
+ * epoll_wait must still learn that the daemon is gone (ENOTCONN, as on the
+ * ordinary path). The daemon's pid comes from KQ_IOC_STAT (this process's
+ * queues only, so the report is small). -1 if it cannot be had.
+ */
+static int WatchDaemon(int kq, int ep) {
+  struct kq_stat_args args;
+  void *buf = NULL;
+  int pidfd = -1;
+  /* First the size, then the report (retried if it grew meanwhile). */
+  uint64_t size = 0;
+  for (int attempt = 0; attempt < 4; attempt++) {
+    memset(&args, 0, sizeof args);
+    args.pid = getpid();
+    args.buf = (uint64_t)(uintptr_t)buf;
+    args.buf_size = size;
+    int rc = ioctl(kq, KQ_IOC_STAT, &args);
+    if (rc < 0) goto out;
+    if (rc > 0 && (size_t)rc >= sizeof(struct kq_stat_header)) {
+      const struct kq_stat_header *head = buf;
+      if (head->daemon_pid <= 0) goto out;
+      pidfd = (int)syscall(SYS_pidfd_open, (pid_t)head->daemon_pid, 0);
+      break;
+    }
+    size = args.needed + 4096;
+    free(buf);
+    buf = malloc(size);
+    if (buf == NULL) goto out;
+  }
+  if (pidfd >= 0) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.u64 = KQD_DAEMON_GONE_TAG;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, pidfd, &ev) != 0) {
+      close(pidfd);
+      pidfd = -1;
+    }
+  }
+out:
+  free(buf);
+  return pidfd;
+}
+
 void kqd_local_open(int kq) {
   int saved = errno;
   if (kq < 0 || LocalSwitchedOff()) goto out;
@@ -168,6 +222,12 @@ void kqd_local_open(int kq) {
   if (fstat(kq, &st) != 0) goto out;
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) goto out;
+  /* Without a watch on the daemon, a parked call would miss its death. */
+  int pidfd = WatchDaemon(kq, ep);
+  if (pidfd < 0) {
+    close(ep);
+    goto out;
+  }
   struct kq_local_attach attach;
   memset(&attach, 0, sizeof attach);
   attach.epoll_fd = ep;
@@ -177,14 +237,17 @@ void kqd_local_open(int kq) {
     rc = ioctl(kq, KQ_IOC_LOCAL_ATTACH, &attach);
   } while (rc < 0 && errno == EINTR);
   if (rc < 0) { /* ENOTTY (older daemon), EBUSY, EMFILE...: no fast path */
+    close(pidfd);
     close(ep);
     goto out;
   }
   struct LocalQueue *q = calloc(1, sizeof *q);
   if (q == NULL) {
+    close(pidfd);
     close(ep);
     goto out;
   }
+  q->daemon_pidfd = pidfd;
   pthread_mutex_init(&q->mu, NULL);
   q->kq = kq;
   q->ep = ep;
@@ -551,7 +614,7 @@ static int HarvestOnce(struct LocalQueue *q, struct kevent *out, size_t room,
   pthread_mutex_lock(&q->mu);
   for (int i = 0; i < n; i++) {
     const uint64_t data = reports[i].data.u64;
-    if (data == 0) {
+    if (data == 0 || data == KQD_DAEMON_GONE_TAG) {
       h->daemon = 1;
       continue;
     }
