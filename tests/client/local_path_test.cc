@@ -175,6 +175,18 @@ class LocalPath : public ClientTest {
   std::vector<int> fds_;
 };
 
+TEST_F(LocalPath, AQueueOfAnAbi4DaemonHasTheFastPath) {
+  struct kq_version version;
+  memset(&version, 0, sizeof version);
+  ASSERT_EQ(ioctl(local_, KQ_IOC_VERSION, &version), 0) << strerror(errno);
+  const char* off = getenv("KQUEUE_LOCAL");
+  if (off != nullptr && strcmp(off, "0") == 0) {
+    EXPECT_FALSE(fast_);
+  } else if (version.abi_version >= 4) {
+    EXPECT_TRUE(fast_);
+  }
+}
+
 TEST_F(LocalPath, ReadOfAPipeFieldByField) {
   int p[2];
   Pipe(p);
