@@ -41,6 +41,10 @@
  * entry's (ItemData's low half is at most INT_MAX + 1). */
 #define KQD_DAEMON_GONE_TAG UINT64_MAX
 
+/* A blocking wait looks between slices whether its queue was closed. */
+#define KQD_FIRST_SLICE_MS 10L
+#define KQD_MAX_SLICE_MS 320L
+
 /* Reports read from the epoll instance per epoll_wait. */
 #define KQD_MAX_REPORTS 64
 
@@ -123,6 +127,17 @@ static struct LocalQueue *Acquire(int kq) {
   }
   pthread_mutex_unlock(&g_mu);
   return q;
+}
+
+/* Whether q is still the queue its descriptor number names: not forgotten
+ * or replaced (kqueue() gave the number to a new queue), and the number
+ * still names the device. */
+static int StillOurs(struct LocalQueue *q) {
+  pthread_mutex_lock(&g_mu);
+  int ours = (size_t)q->kq < g_nqueues && g_queues[q->kq] == q;
+  pthread_mutex_unlock(&g_mu);
+  struct stat st;
+  return ours && fstat(q->kq, &st) == 0 && st.st_dev == q->kq_dev && st.st_ino == q->kq_ino;
 }
 
 static void Release(struct LocalQueue *q) {
@@ -734,22 +749,52 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
     if (HarvestOnce(q, events + have, nevents - (size_t)have, &kZero, &h) != 0) return have;
     return have + (h.ghost ? 0 : h.count);
   }
-  struct timespec deadline, left;
-  const struct timespec *wait = timeout;
-  if (timeout != NULL && !IsZero(timeout)) DeadlineAfter(timeout, &deadline);
-  for (int round = 0;; round++) {
-    if (timeout != NULL && !IsZero(timeout)) {
+  /* A wait is cut into slices (KQD_FIRST_SLICE_MS, doubling up to
+   * KQD_MAX_SLICE_MS): when the queue's descriptor is closed by another
+   * thread, nothing in our epoll instance says so (the daemon's item just
+   * leaves it), so between slices the call looks whether the queue is
+   * still there and fails with EBADF as the ordinary path does. */
+  struct timespec deadline, left, slice;
+  if (timeout != NULL) DeadlineAfter(timeout, &deadline);
+  long slice_ms = KQD_FIRST_SLICE_MS;
+  int idle_reports = 0;
+  for (;;) {
+    const struct timespec *wait;
+    int last = 0; /* this wait reaches the deadline */
+    slice.tv_sec = slice_ms / 1000;
+    slice.tv_nsec = (slice_ms % 1000) * 1000000L;
+    if (timeout != NULL) {
       Remaining(&deadline, &left);
-      wait = &left;
+      if (left.tv_sec < slice.tv_sec ||
+          (left.tv_sec == slice.tv_sec && left.tv_nsec <= slice.tv_nsec)) {
+        wait = &left;
+        last = 1;
+      } else {
+        wait = &slice;
+      }
+    } else {
+      wait = &slice;
     }
     struct Harvest h;
     if (HarvestOnce(q, events, nevents, wait, &h) != 0) return -1; /* EINTR... */
-    if (h.ghost || (h.daemon && h.count == 0)) return AskDaemon(q->kq, events, nevents, wait);
     if (h.count > 0) return h.count;
-    if (h.reports == 0 || IsZero(wait)) return 0; /* timed out */
-    /* Reports that were no event (drained meanwhile): wait again, once;
-     * then leave the rest of the wait to the daemon. */
-    if (round > 0) return AskDaemon(q->kq, events, nevents, wait);
+    if (h.ghost || h.daemon || h.reports > 0) {
+      /* The daemon has something (or the file we watched is a ghost), or
+       * reports that were no event (drained meanwhile) came twice: the
+       * rest of the wait is the daemon's. */
+      if (h.ghost || h.daemon || ++idle_reports > 1) {
+        if (timeout == NULL) return AskDaemon(q->kq, events, nevents, NULL);
+        Remaining(&deadline, &left);
+        return AskDaemon(q->kq, events, nevents, &left);
+      }
+      continue;
+    }
+    if (last) return 0; /* timed out */
+    if (!StillOurs(q)) {
+      errno = EBADF;
+      return -1;
+    }
+    if (slice_ms < KQD_MAX_SLICE_MS) slice_ms *= 2;
   }
 }
 
