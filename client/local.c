@@ -45,8 +45,11 @@
 #define KQD_FIRST_SLICE_MS 10L
 #define KQD_MAX_SLICE_MS 320L
 
-/* Reports read from the epoll instance per epoll_wait. */
-#define KQD_MAX_REPORTS 64
+/* Reports read from the epoll instance per epoll_wait: on the stack up to
+ * KQD_STACK_REPORTS, allocated up to KQD_MAX_REPORTS (one epoll_wait, so
+ * no report comes twice in a call). */
+#define KQD_STACK_REPORTS 64
+#define KQD_MAX_REPORTS 4096
 
 /* Changes copied on the stack up to this many (2.5 KB); more are allocated. */
 #define KQD_STACK_CHANGES 64
@@ -609,11 +612,43 @@ static void PutEvent(struct kevent *out, int fd, uint32_t filter, const struct L
  * whose file is not the one we registered) sends the queue to the ordinary
  * path and nothing it read is returned. -1 with errno if epoll_wait failed.
  */
+static int HarvestInto(struct LocalQueue *q, struct kevent *out, size_t room,
+                       const struct timespec *wait, struct Harvest *h,
+                       struct epoll_event *reports, struct ReportCopy *copies, int max);
+
 static int HarvestOnce(struct LocalQueue *q, struct kevent *out, size_t room,
                        const struct timespec *wait, struct Harvest *h) {
   memset(h, 0, sizeof *h);
-  struct epoll_event reports[KQD_MAX_REPORTS];
+  struct epoll_event stack_reports[KQD_STACK_REPORTS];
+  struct ReportCopy stack_copies[KQD_STACK_REPORTS];
+  struct epoll_event *reports = stack_reports;
+  struct ReportCopy *copies = stack_copies;
   int max = room < KQD_MAX_REPORTS ? (int)room : KQD_MAX_REPORTS;
+  if (max > KQD_STACK_REPORTS) {
+    reports = malloc((size_t)max * sizeof *reports);
+    copies = malloc((size_t)max * sizeof *copies);
+    if (reports == NULL || copies == NULL) {
+      free(reports);
+      free(copies);
+      reports = stack_reports;
+      copies = stack_copies;
+      max = KQD_STACK_REPORTS;
+    }
+  }
+  int rc = HarvestInto(q, out, room, wait, h, reports, copies, max);
+  if (reports != stack_reports) {
+    int saved = errno;
+    free(reports);
+    free(copies);
+    errno = saved;
+  }
+  return rc;
+}
+
+/* HarvestOnce with its buffers (`max` reports each). */
+static int HarvestInto(struct LocalQueue *q, struct kevent *out, size_t room,
+                       const struct timespec *wait, struct Harvest *h,
+                       struct epoll_event *reports, struct ReportCopy *copies, int max) {
   int n = epoll_pwait2(q->ep, reports, max, wait, NULL);
   if (n < 0 && errno == ENOSYS) {
     int ms = -1;
@@ -624,7 +659,6 @@ static int HarvestOnce(struct LocalQueue *q, struct kevent *out, size_t room,
     n = epoll_wait(q->ep, reports, max, ms);
   }
   if (n < 0) return -1;
-  struct ReportCopy copies[KQD_MAX_REPORTS];
   int ncopies = 0;
   pthread_mutex_lock(&q->mu);
   for (int i = 0; i < n; i++) {
