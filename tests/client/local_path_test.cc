@@ -247,6 +247,35 @@ TEST_F(LocalPath, WriteOfAPipeFieldByField) {
   EXPECT_EQ(got[0].data, 0);
 }
 
+TEST_F(LocalPath, ManyReadyPipesInOneCall) {
+  // More than the library reads on its stack (64 reports): one call, each
+  // pipe once, as the daemon answers.
+  std::vector<int> readers;
+  std::vector<struct kevent> changes;
+  for (int i = 0; i < 150; i++) {
+    int p[2];
+    Pipe(p);
+    ASSERT_EQ(write(p[1], "abc", 1 + i % 3), 1 + i % 3);
+    changes.push_back(Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, reinterpret_cast<void*>(i + 1)));
+  }
+  ASSERT_EQ(Change(changes), 0);
+  std::vector<struct kevent> a(256), b(256);
+  const int before = g_kevent_ioctls.load();
+  int na = kevent(local_, nullptr, 0, a.data(), a.size(), &kZero);
+  ExpectLocal(g_kevent_ioctls.load() - before);
+  int nb = kevent(ioctl_, nullptr, 0, b.data(), b.size(), &kZero);
+  ASSERT_EQ(na, 150);
+  ASSERT_EQ(nb, 150);
+  a.resize(na);
+  b.resize(nb);
+  std::sort(a.begin(), a.end(), Less);
+  std::sort(b.begin(), b.end(), Less);
+  for (int i = 0; i < 150; i++)
+    EXPECT_EQ(memcmp(&a[i], &b[i], sizeof a[i]), 0) << Show(a[i]) << " vs " << Show(b[i]);
+  // Less room than ready: the room is filled.
+  EXPECT_EQ(kevent(local_, nullptr, 0, a.data(), 100, &kZero), 100);
+}
+
 TEST_F(LocalPath, LevelTriggeredDataIsCurrent) {
   int p[2];
   Pipe(p);
