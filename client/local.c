@@ -781,7 +781,11 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
     /* The daemon's events are taken: add whatever is ready here now. */
     struct Harvest h;
     if (HarvestOnce(q, events + have, nevents - (size_t)have, &kZero, &h) != 0) return have;
-    return have + (h.ghost ? 0 : h.count);
+    /* With knotes of the daemon's in the queue, one of ours may have been
+     * made non-local by another process sharing the queue, and be among
+     * the daemon's events already: the local ones wait for the next call
+     * (level-triggered, they are still there). */
+    return have + (h.ghost || h.daemon ? 0 : h.count);
   }
   /* A wait is cut into slices (KQD_FIRST_SLICE_MS, doubling up to
    * KQD_MAX_SLICE_MS): when the queue's descriptor is closed by another
