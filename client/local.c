@@ -772,10 +772,13 @@ static int AskDaemon(int kq, struct kevent *events, size_t nevents,
 /*
  * Collects local events into events[0, nevents) after the daemon answered
  * `have` events (a SKIP call, or nothing yet), waiting as `timeout` says
- * (when have == 0). Steps 1 and 2 of the design (client/README.md).
+ * (when have == 0). Steps 1 and 2 of the design (client/README.md). With
+ * `daemon_first` (a call without changes) the daemon's item in the first
+ * look sends the whole call to the daemon, local events or not: a queue
+ * whose pipes are always ready must not starve the daemon's knotes.
  */
 static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, size_t nevents,
-                        const struct timespec *timeout) {
+                        const struct timespec *timeout, int daemon_first) {
   static const struct timespec kZero = {0, 0};
   if (have > 0) {
     /* The daemon's events are taken: add whatever is ready here now. */
@@ -815,6 +818,12 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
     }
     struct Harvest h;
     if (HarvestOnce(q, events, nevents, wait, &h) != 0) return -1; /* EINTR... */
+    if (daemon_first && (h.ghost || h.daemon)) {
+      if (timeout == NULL) return AskDaemon(q->kq, events, nevents, NULL);
+      Remaining(&deadline, &left);
+      return AskDaemon(q->kq, events, nevents, &left);
+    }
+    daemon_first = 0;
     if (h.count > 0) return h.count;
     if (h.ghost || h.daemon || h.reports > 0) {
       /* The daemon has something (or the file we watched is a ghost), or
@@ -845,12 +854,9 @@ static int QueueKevent(struct LocalQueue *q, const struct kevent *changes, size_
                        (events == NULL && nevents > 0);
   if (nchanges == 0) {
     if (bad_args || nevents == 0) return AskDaemon(kq, events, nevents, timeout);
-    /* Step 2: what is ready here, unless the daemon has knotes of its own. */
-    struct Harvest h;
-    if (HarvestOnce(q, events, nevents, &kZero, &h) != 0) return -1;
-    if (h.ghost || h.daemon) return AskDaemon(kq, events, nevents, timeout);
-    if (h.count > 0 || IsZero(timeout)) return h.count;
-    return CollectLocal(q, 0, events, nevents, timeout);
+    /* Step 2: what is ready here (waiting if need be), unless the daemon
+     * has knotes of its own. */
+    return CollectLocal(q, 0, events, nevents, timeout, 1);
   }
   if (bad_args) {
     /* The daemon refuses the call; what it applied first is its business:
@@ -893,7 +899,7 @@ static int QueueKevent(struct LocalQueue *q, const struct kevent *changes, size_
   if (rc < 0 || nevents == 0 || (size_t)rc == nevents) return rc;
   /* Answers (EV_ERROR, EV_RECEIPT) come alone, as on the ordinary path. */
   if (rc > 0 && (((struct kq_kevent *)events)[0].flags & EV_ERROR)) return rc;
-  return CollectLocal(q, rc, events, nevents, timeout);
+  return CollectLocal(q, rc, events, nevents, timeout, 0);
 }
 
 int kqd_local_kevent(int kq, const struct kevent *changes, size_t nchanges,
