@@ -409,9 +409,14 @@ static void PlanChanges(struct LocalQueue *q, const struct kevent *changes, size
     struct LocalFd *e = FindFd(q, fd);
     struct stat st;
     int accmode = -1;
-    if (fstat(fd, &st) == 0) accmode = fcntl(fd, F_GETFL);
+    if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
+      /* The access mode of the entry's file when the inode is the same
+       * (one fcntl less per change of a followed pipe). */
+      accmode = e != NULL && e->dev == st.st_dev && e->ino == st.st_ino ? e->accmode
+                                                                          : fcntl(fd, F_GETFL);
+    }
     if (accmode >= 0) accmode &= O_ACCMODE;
-    const int fifo = accmode >= 0 && S_ISFIFO(st.st_mode);
+    const int fifo = accmode >= 0;
     if (e != NULL && (!fifo || e->dev != st.st_dev || e->ino != st.st_ino ||
                       e->accmode != accmode)) {
       /* The number names another file now: the daemon drops the old
@@ -731,10 +736,6 @@ static int HarvestInto(struct LocalQueue *q, struct kevent *out, size_t room,
 
 static int TimeoutValid(const struct timespec *t) {
   return t == NULL || (t->tv_sec >= 0 && t->tv_nsec >= 0 && t->tv_nsec < 1000000000);
-}
-
-static int IsZero(const struct timespec *t) {
-  return t != NULL && t->tv_sec == 0 && t->tv_nsec == 0;
 }
 
 /* deadline = now + t (t not NULL). */
