@@ -10,6 +10,8 @@
 
 #include <sys/event.h>
 
+#include "client/local.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -119,6 +121,9 @@ static int OpenKqueue(int open_flags) {
     if (IsNoService(errno)) errno = ENOSYS;
     return -1;
   }
+  /* Whatever the library knew of an earlier queue with this number is
+   * stale now. */
+  kqd_local_forget(fd);
   uint64_t hash = HashPath(path);
   if (atomic_load_explicit(&verified_path_hash, memory_order_relaxed) != hash) {
     if (CheckVersion(fd) != 0) {
@@ -133,6 +138,8 @@ static int OpenKqueue(int open_flags) {
     CloseQuietly(fd);
     return -1;
   }
+  /* The fast path (local.h), unless switched off or not served. */
+  kqd_local_open(fd);
   return fd;
 }
 
@@ -154,7 +161,7 @@ int kqueue1(int flags) {
  * arrays in place. */
 static int PointerKevent(int kq, const struct kevent *changelist, size_t nchanges,
                          struct kevent *eventlist, size_t nevents,
-                         const struct timespec *timeout) {
+                         const struct timespec *timeout, uint32_t extra_flags) {
   struct kq_kevent_args args;
   memset(&args, 0, sizeof args);
   /* struct kevent and struct kq_kevent are the same bytes (asserted in
@@ -166,7 +173,7 @@ static int PointerKevent(int kq, const struct kevent *changelist, size_t nchange
   /* The result is an int: more than INT_MAX events cannot be reported. */
   args.nevents = nevents > INT_MAX ? (uint64_t)INT_MAX : nevents;
   /* Which descriptor this kqueue is in this process (see kqueue_abi.h). */
-  args.flags = KQ_KEVENT_KQFD;
+  args.flags = KQ_KEVENT_KQFD | extra_flags;
   args.kq_fd = kq;
   if (timeout != NULL) {
     args.flags |= KQ_KEVENT_TIMEOUT;
@@ -213,7 +220,7 @@ struct InlineArg {
  * call or the daemon does not know them (ENOTTY): use the pointer ioctl. */
 static int InlineKevent(int kq, const struct kevent *changelist, size_t nchanges,
                         struct kevent *eventlist, size_t nevents,
-                        const struct timespec *timeout) {
+                        const struct timespec *timeout, uint32_t extra_flags) {
   /* A null array with a count is the pointer ioctl's EFAULT. (Any other
    * bad pointer faults here, in the caller, as a memcpy would.) */
   if ((changelist == NULL && nchanges > 0) || (eventlist == NULL && nevents > 0)) return -2;
@@ -230,7 +237,7 @@ static int InlineKevent(int kq, const struct kevent *changelist, size_t nchanges
   memset(&arg->head, 0, sizeof arg->head);
   arg->head.nchanges = (uint32_t)nchanges;
   arg->head.nevents = (uint32_t)nevents;
-  arg->head.flags = KQ_KEVENT_KQFD;
+  arg->head.flags = KQ_KEVENT_KQFD | extra_flags;
   arg->head.kq_fd = kq;
   if (timeout != NULL) {
     arg->head.flags |= KQ_KEVENT_TIMEOUT;
@@ -257,11 +264,22 @@ static int InlineKevent(int kq, const struct kevent *changelist, size_t nchanges
   return rc;
 }
 
+int kqd_daemon_kevent(int kq, const struct kevent *changelist, size_t nchanges,
+                      struct kevent *eventlist, size_t nevents, const struct timespec *timeout,
+                      uint32_t extra_flags) {
+  int rc = -2;
+  if (InlineAllowed())
+    rc = InlineKevent(kq, changelist, nchanges, eventlist, nevents, timeout, extra_flags);
+  if (rc == -2)
+    rc = PointerKevent(kq, changelist, nchanges, eventlist, nevents, timeout, extra_flags);
+  return rc;
+}
+
 int kevent(int kq, const struct kevent *changelist, size_t nchanges,
            struct kevent *eventlist, size_t nevents, const struct timespec *timeout) {
-  int rc = -2;
-  if (InlineAllowed()) rc = InlineKevent(kq, changelist, nchanges, eventlist, nevents, timeout);
-  if (rc == -2) rc = PointerKevent(kq, changelist, nchanges, eventlist, nevents, timeout);
+  int rc = kqd_local_kevent(kq, changelist, nchanges, eventlist, nevents, timeout);
+  if (rc == KQD_NOT_LOCAL)
+    rc = kqd_daemon_kevent(kq, changelist, nchanges, eventlist, nevents, timeout, 0);
   /* A file that is not a kqueue answers ENOTTY; the BSDs say EBADF. */
   if (rc < 0 && errno == ENOTTY) errno = EBADF;
   /* The daemon went away: a call parked at that moment gets ECONNABORTED

@@ -1,0 +1,573 @@
+// The library's fast path (ABI 4, local collection; client/README.md): a
+// queue made by kqueue() in this process collects its level-triggered
+// READ/WRITE knotes of pipes and FIFOs from an epoll instance of its own.
+// Every test runs the same steps on a queue with the fast path and on one
+// without it (made with $KQUEUE_LOCAL=0) and compares the answers field by
+// field; where the fast path must have been taken, the test also counts
+// the kevent ioctls the library sent (this binary defines ioctl(), which
+// the statically linked library calls). With a daemon older than ABI 4 (or
+// in the _ioctl run, where both queues are ordinary) the comparisons still
+// run and the counts are not asserted.
+#include <sys/event.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/client/client_test_support.h"
+
+namespace {
+
+std::atomic<int> g_kevent_ioctls{0};  // kevent ioctls sent (any queue)
+std::atomic<int> g_attached{0};       // successful KQ_IOC_LOCAL_ATTACH
+
+bool IsKevent(unsigned long request) {
+  return request == KQ_IOC_KEVENT || request == KQ_IOC_KEVENT_INLINE_1 ||
+         request == KQ_IOC_KEVENT_INLINE_8 || request == KQ_IOC_KEVENT_INLINE_64 ||
+         request == KQ_IOC_KEVENT_INLINE_408;
+}
+
+}  // namespace
+
+extern "C" int ioctl(int fd, unsigned long request, ...) __THROW {
+  va_list ap;
+  va_start(ap, request);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  if (IsKevent(request)) g_kevent_ioctls++;
+  int rc = static_cast<int>(syscall(SYS_ioctl, fd, request, arg));
+  if (request == KQ_IOC_LOCAL_ATTACH && rc == 0) g_attached++;
+  return rc;
+}
+
+namespace kqd {
+namespace client_test {
+namespace {
+
+using std::chrono::milliseconds;
+
+const struct timespec kZero = {0, 0};
+
+// A kqueue made with $KQUEUE_LOCAL set to "0" (no fast path) or as the
+// environment has it; *fast says whether the library attached it.
+int MakeQueue(bool allow_local, bool* fast) {
+  const char* was = getenv("KQUEUE_LOCAL");
+  std::string saved = was != nullptr ? was : "";
+  if (!allow_local) setenv("KQUEUE_LOCAL", "0", 1);
+  const int before = g_attached.load();
+  int kq = kqueue();
+  *fast = g_attached.load() > before;
+  if (!allow_local) {
+    if (was != nullptr) {
+      setenv("KQUEUE_LOCAL", saved.c_str(), 1);
+    } else {
+      unsetenv("KQUEUE_LOCAL");
+    }
+  }
+  return kq;
+}
+
+bool Less(const struct kevent& a, const struct kevent& b) {
+  if (a.ident != b.ident) return a.ident < b.ident;
+  return a.filter < b.filter;
+}
+
+std::string Show(const struct kevent& e) {
+  char buf[160];
+  snprintf(buf, sizeof buf, "{ident %lu filter %u flags %#x fflags %#x data %ld udata %p}",
+           static_cast<unsigned long>(e.ident), e.filter, e.flags, e.fflags,
+           static_cast<long>(e.data), e.udata);
+  return buf;
+}
+
+class LocalPath : public ClientTest {
+ protected:
+  void SetUp() override {
+    ClientTest::SetUp();
+    local_ = MakeQueue(true, &fast_);
+    ASSERT_GE(local_, 0) << strerror(errno);
+    bool ordinary_fast = false;
+    ioctl_ = MakeQueue(false, &ordinary_fast);
+    ASSERT_GE(ioctl_, 0) << strerror(errno);
+    ASSERT_FALSE(ordinary_fast);
+  }
+  void TearDown() override {
+    if (local_ >= 0) close(local_);
+    if (ioctl_ >= 0) close(ioctl_);
+    for (int fd : fds_) close(fd);
+  }
+
+  // A pipe whose ends are closed by TearDown (unless closed before).
+  void Pipe(int p[2]) {
+    ASSERT_EQ(pipe2(p, O_NONBLOCK), 0);
+    fds_.push_back(p[0]);
+    fds_.push_back(p[1]);
+  }
+  void Close(int fd) {
+    close(fd);
+    fds_.erase(std::remove(fds_.begin(), fds_.end(), fd), fds_.end());
+  }
+
+  // The same changes on both queues, with room for `nevents`: both answers
+  // must be equal, field by field.
+  int Change(std::vector<struct kevent> changes, size_t nevents = 0) {
+    std::vector<struct kevent> a(nevents + 1), b(nevents + 1);
+    int ra = kevent(local_, changes.data(), changes.size(), a.data(), nevents, &kZero);
+    int ea = errno;
+    int rb = kevent(ioctl_, changes.data(), changes.size(), b.data(), nevents, &kZero);
+    int eb = errno;
+    EXPECT_EQ(ra, rb);
+    if (ra < 0 && rb < 0) EXPECT_EQ(ea, eb);
+    for (int i = 0; i < std::min(ra, rb); i++)
+      EXPECT_EQ(memcmp(&a[i], &b[i], sizeof a[i]), 0) << Show(a[i]) << " vs " << Show(b[i]);
+    return ra;
+  }
+
+  // A zero-timeout harvest of kq, sorted.
+  static std::vector<struct kevent> Harvest(int kq, size_t room = 16) {
+    std::vector<struct kevent> out(room);
+    int n = kevent(kq, nullptr, 0, out.data(), room, &kZero);
+    EXPECT_GE(n, 0) << strerror(errno);
+    out.resize(n < 0 ? 0 : n);
+    std::sort(out.begin(), out.end(), Less);
+    return out;
+  }
+
+  // Harvests both queues; the answers must be equal field by field. Counts
+  // the local queue's kevent ioctls in *ioctls.
+  std::vector<struct kevent> Same(int* ioctls = nullptr) {
+    const int before = g_kevent_ioctls.load();
+    std::vector<struct kevent> a = Harvest(local_);
+    if (ioctls != nullptr) *ioctls = g_kevent_ioctls.load() - before;
+    std::vector<struct kevent> b = Harvest(ioctl_);
+    EXPECT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < std::min(a.size(), b.size()); i++)
+      EXPECT_EQ(memcmp(&a[i], &b[i], sizeof a[i]), 0) << Show(a[i]) << " vs " << Show(b[i]);
+    return a;
+  }
+
+  // With the fast path, a harvest of local knotes only asks no daemon.
+  void ExpectLocal(int ioctls) {
+    if (fast_) EXPECT_EQ(ioctls, 0) << "the harvest went to the daemon";
+  }
+
+  int local_ = -1;
+  int ioctl_ = -1;
+  bool fast_ = false;
+  std::vector<int> fds_;
+};
+
+TEST_F(LocalPath, AQueueOfAnAbi4DaemonHasTheFastPath) {
+  struct kq_version version;
+  memset(&version, 0, sizeof version);
+  ASSERT_EQ(ioctl(local_, KQ_IOC_VERSION, &version), 0) << strerror(errno);
+  const char* off = getenv("KQUEUE_LOCAL");
+  if (off != nullptr && strcmp(off, "0") == 0) {
+    EXPECT_FALSE(fast_);
+  } else if (version.abi_version >= 4) {
+    EXPECT_TRUE(fast_);
+  }
+}
+
+TEST_F(LocalPath, ReadOfAPipeFieldByField) {
+  int p[2];
+  Pipe(p);
+  void* udata = reinterpret_cast<void*>(0x1234);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, udata)}), 0);
+  int ioctls = -1;
+  EXPECT_TRUE(Same(&ioctls).empty());
+  ExpectLocal(ioctls);
+  ASSERT_EQ(write(p[1], "hello", 5), 5);
+  std::vector<struct kevent> got = Same(&ioctls);
+  ExpectLocal(ioctls);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].ident, static_cast<uintptr_t>(p[0]));
+  EXPECT_EQ(got[0].data, 5);
+  EXPECT_EQ(got[0].udata, udata);
+  EXPECT_FALSE(got[0].flags & EV_EOF);
+  // The writer goes: EV_EOF with the bytes still there.
+  Close(p[1]);
+  got = Same(&ioctls);
+  ExpectLocal(ioctls);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].flags & EV_EOF);
+  EXPECT_EQ(got[0].data, 5);
+  // Drained: still EV_EOF, data 0.
+  char buf[16];
+  ASSERT_EQ(read(p[0], buf, sizeof buf), 5);
+  got = Same();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].flags & EV_EOF);
+  EXPECT_EQ(got[0].data, 0);
+}
+
+TEST_F(LocalPath, WriteOfAPipeFieldByField) {
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[1], EVFILT_WRITE, EV_ADD | EV_ENABLE, 0, 0, this)}), 0);
+  int ioctls = -1;
+  std::vector<struct kevent> got = Same(&ioctls);
+  ExpectLocal(ioctls);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data, fcntl(p[1], F_GETPIPE_SZ));
+  char chunk[1000] = {0};
+  ASSERT_EQ(write(p[1], chunk, sizeof chunk), 1000);
+  got = Same(&ioctls);
+  ExpectLocal(ioctls);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data, fcntl(p[1], F_GETPIPE_SZ) - 1000);
+  // Full: no event on either path.
+  while (write(p[1], chunk, sizeof chunk) > 0) {
+  }
+  EXPECT_TRUE(Same().empty());
+  // The reader goes: EV_EOF, data 0.
+  Close(p[0]);
+  got = Same(&ioctls);
+  ExpectLocal(ioctls);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].flags & EV_EOF);
+  EXPECT_EQ(got[0].data, 0);
+}
+
+TEST_F(LocalPath, ManyReadyPipesInOneCall) {
+  // More than the library reads on its stack (64 reports): one call, each
+  // pipe once, as the daemon answers.
+  std::vector<int> readers;
+  std::vector<struct kevent> changes;
+  for (int i = 0; i < 150; i++) {
+    int p[2];
+    Pipe(p);
+    ASSERT_EQ(write(p[1], "abc", 1 + i % 3), 1 + i % 3);
+    changes.push_back(Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, reinterpret_cast<void*>(i + 1)));
+  }
+  ASSERT_EQ(Change(changes), 0);
+  std::vector<struct kevent> a(256), b(256);
+  const int before = g_kevent_ioctls.load();
+  int na = kevent(local_, nullptr, 0, a.data(), a.size(), &kZero);
+  ExpectLocal(g_kevent_ioctls.load() - before);
+  int nb = kevent(ioctl_, nullptr, 0, b.data(), b.size(), &kZero);
+  ASSERT_EQ(na, 150);
+  ASSERT_EQ(nb, 150);
+  a.resize(na);
+  b.resize(nb);
+  std::sort(a.begin(), a.end(), Less);
+  std::sort(b.begin(), b.end(), Less);
+  for (int i = 0; i < 150; i++)
+    EXPECT_EQ(memcmp(&a[i], &b[i], sizeof a[i]), 0) << Show(a[i]) << " vs " << Show(b[i]);
+  // Less room than ready: the room is filled.
+  EXPECT_EQ(kevent(local_, nullptr, 0, a.data(), 100, &kZero), 100);
+}
+
+TEST_F(LocalPath, LevelTriggeredDataIsCurrent) {
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "abc", 3), 3);
+  int ioctls = -1;
+  for (int round = 0; round < 3; round++) {
+    std::vector<struct kevent> got = Same(&ioctls);
+    ExpectLocal(ioctls);
+    ASSERT_EQ(got.size(), 1u) << "round " << round;
+    EXPECT_EQ(got[0].data, 3);
+  }
+  ASSERT_EQ(write(p[1], "de", 2), 2);
+  std::vector<struct kevent> got = Same();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data, 5);
+  char buf[8];
+  ASSERT_EQ(read(p[0], buf, sizeof buf), 5);
+  EXPECT_TRUE(Same(&ioctls).empty());
+  ExpectLocal(ioctls);
+}
+
+TEST_F(LocalPath, FlagsAsTheDaemonReportsThem) {
+  // The daemon reports the flags of the EV_ADD that made the knote: a
+  // receipt, an EV_DISABLE then EV_ADD|EV_ENABLE, a new udata.
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD | EV_RECEIPT, 0, 0, this)}, 4), 1);
+  ASSERT_EQ(write(p[1], "x", 1), 1);
+  std::vector<struct kevent> got = Same();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_DISABLE)}), 0);
+  EXPECT_TRUE(Same().empty());
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD | EV_ENABLE, 0, 0, &got)}), 0);
+  int ioctls = -1;
+  got = Same(&ioctls);
+  ExpectLocal(ioctls);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].udata, static_cast<void*>(&got));
+  // Made disabled, then enabled by an EV_ADD: its flags keep EV_DISABLE.
+  int q[2];
+  Pipe(q);
+  ASSERT_EQ(write(q[1], "yy", 2), 2);
+  ASSERT_EQ(Change({Ev(q[0], EVFILT_READ, EV_ADD | EV_DISABLE)}), 0);
+  ASSERT_EQ(Change({Ev(q[0], EVFILT_READ, EV_ADD | EV_ENABLE)}), 0);
+  EXPECT_EQ(Same().size(), 2u);
+  // EV_CLEAR is never collected here; its flags stay with the knote.
+  int r[2];
+  Pipe(r);
+  ASSERT_EQ(Change({Ev(r[0], EVFILT_READ, EV_ADD | EV_CLEAR)}), 0);
+  ASSERT_EQ(Change({Ev(r[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(r[1], "z", 1), 1);
+  EXPECT_EQ(Same().size(), 3u);
+  EXPECT_EQ(Same().size(), 2u);  // the EV_CLEAR knote fired once
+}
+
+TEST_F(LocalPath, ErrorsAndReceiptsAsBefore) {
+  int p[2];
+  Pipe(p);
+  Close(p[0]);
+  // A write end whose reader is gone: EBADF, answered alike.
+  std::vector<struct kevent> changes = {Ev(p[1], EVFILT_WRITE, EV_ADD, 0, 0, this),
+                                        Ev(9999, EVFILT_READ, EV_ADD)};
+  EXPECT_EQ(Change(changes, 4), 2);
+  // No room for the answer: the call fails with the error.
+  EXPECT_EQ(Change({Ev(p[1], EVFILT_WRITE, EV_ADD)}, 0), -1);
+  // nevents = 0 with a receipt: applied, nothing returned.
+  int q[2];
+  Pipe(q);
+  EXPECT_EQ(Change({Ev(q[0], EVFILT_READ, EV_ADD | EV_RECEIPT)}, 0), 0);
+  ASSERT_EQ(write(q[1], "x", 1), 1);
+  EXPECT_EQ(Same().size(), 1u);
+  // EV_DELETE of what is not there: ENOENT.
+  EXPECT_EQ(Change({Ev(q[1], EVFILT_READ, EV_DELETE)}, 2), 1);
+}
+
+TEST_F(LocalPath, DeleteThenNoEvent) {
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "x", 1), 1);
+  EXPECT_EQ(Same().size(), 1u);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_DELETE)}), 0);
+  int ioctls = -1;
+  EXPECT_TRUE(Same(&ioctls).empty());
+  ExpectLocal(ioctls);
+  // And back again.
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  EXPECT_EQ(Same().size(), 1u);
+}
+
+TEST_F(LocalPath, ClosedAndReusedNumberGivesNoWrongEvent) {
+  int a[2], b[2];
+  Pipe(a);
+  Pipe(b);
+  const int n = a[0];
+  ASSERT_EQ(Change({Ev(n, EVFILT_READ, EV_ADD)}), 0);
+  // The number now names another pipe's read end; the old file is gone.
+  ASSERT_EQ(dup2(b[0], n), n);
+  ASSERT_EQ(write(b[1], "x", 1), 1);
+  EXPECT_TRUE(Same().empty());
+  // Registered anew, it is that pipe's.
+  ASSERT_EQ(Change({Ev(n, EVFILT_READ, EV_ADD)}), 0);
+  std::vector<struct kevent> got = Same();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data, 1);
+}
+
+TEST_F(LocalPath, GhostOfAFileThatLivesOnGivesNoWrongEvent) {
+  int a[2], b[2];
+  Pipe(a);
+  Pipe(b);
+  const int n = a[0];
+  ASSERT_EQ(Change({Ev(n, EVFILT_READ, EV_ADD)}), 0);
+  // The old read end lives on under another number (its epoll item stays),
+  // and n names another pipe: the old pipe's data is no event of n.
+  int keep = dup(n);
+  ASSERT_GE(keep, 0);
+  fds_.push_back(keep);
+  ASSERT_EQ(dup2(b[0], n), n);
+  ASSERT_EQ(write(a[1], "old", 3), 3);
+  EXPECT_TRUE(Harvest(local_).empty());
+  EXPECT_TRUE(Harvest(ioctl_).empty());
+  ASSERT_EQ(write(b[1], "x", 1), 1);
+  EXPECT_TRUE(Same().empty());
+  // The queue still works (through the daemon, for good).
+  ASSERT_EQ(Change({Ev(n, EVFILT_READ, EV_ADD)}), 0);
+  std::vector<struct kevent> got = Same();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data, 1);
+}
+
+TEST_F(LocalPath, ATimerSendsCallsToTheDaemonUntilDeleted) {
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(write(p[1], "x", 1), 1);
+  struct kevent changes[2] = {Ev(p[0], EVFILT_READ, EV_ADD), Ev(77, EVFILT_TIMER, EV_ADD, 0, 20)};
+  ASSERT_EQ(kevent(local_, changes, 2, nullptr, 0, &kZero), 0);
+  // The timer fires: the daemon answered.
+  bool timer = false, pipe_seen = false;
+  const int before = g_kevent_ioctls.load();
+  const struct timespec second = {1, 0};
+  // (The pipe is ready all along: each call returns at once.)
+  const int64_t start = NowMs();
+  while (!timer && NowMs() - start < 3000) {
+    struct kevent out[4];
+    int n = kevent(local_, nullptr, 0, out, 4, &second);
+    ASSERT_GE(n, 0) << strerror(errno);
+    for (int j = 0; j < n; j++) {
+      timer |= out[j].filter == EVFILT_TIMER;
+      pipe_seen |= out[j].filter == EVFILT_READ;
+    }
+  }
+  EXPECT_TRUE(timer);
+  EXPECT_TRUE(pipe_seen);
+  EXPECT_GT(g_kevent_ioctls.load(), before);
+  struct kevent del = Ev(77, EVFILT_TIMER, EV_DELETE);
+  ASSERT_EQ(kevent(local_, &del, 1, nullptr, 0, &kZero), 0);
+  // Back on the fast path.
+  int ioctls = -1;
+  const int again = g_kevent_ioctls.load();
+  std::vector<struct kevent> got = Harvest(local_);
+  ioctls = g_kevent_ioctls.load() - again;
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].filter, static_cast<uint32_t>(EVFILT_READ));
+  ExpectLocal(ioctls);
+}
+
+TEST_F(LocalPath, ABlockingCallIsWokenByAWriteFromAnotherThread) {
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  const int before = g_kevent_ioctls.load();
+  std::thread writer([&] {
+    std::this_thread::sleep_for(milliseconds(100));
+    ASSERT_EQ(write(p[1], "wake", 4), 4);
+  });
+  const int64_t start = NowMs();
+  const struct timespec five = {5, 0};
+  struct kevent ev;
+  int n = kevent(local_, nullptr, 0, &ev, 1, &five);
+  const int64_t took = NowMs() - start;
+  writer.join();
+  ASSERT_EQ(n, 1) << strerror(errno);
+  EXPECT_EQ(ev.data, 4);
+  EXPECT_GE(took, 50);
+  EXPECT_LT(took, 3000);
+  ExpectLocal(g_kevent_ioctls.load() - before);
+  // A timeout with nothing: returns 0 after about that long.
+  char buf[8];
+  ASSERT_EQ(read(p[0], buf, sizeof buf), 4);
+  const struct timespec short_wait = {0, 100 * 1000 * 1000};
+  const int64_t t0 = NowMs();
+  EXPECT_EQ(kevent(local_, nullptr, 0, &ev, 1, &short_wait), 0);
+  EXPECT_GE(NowMs() - t0, 90);
+}
+
+TEST_F(LocalPath, AForkedChildSharingTheQueueGetsEvents) {
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "abc", 3), 3);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The child is not the local owner: its calls go to the daemon, which
+    // sees every knote.
+    const struct timespec two = {2, 0};
+    struct kevent ev;
+    int n = kevent(local_, nullptr, 0, &ev, 1, &two);
+    _exit(n == 1 && ev.ident == static_cast<uintptr_t>(p[0]) && ev.data == 3 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  // The parent still collects it itself.
+  int ioctls = -1;
+  std::vector<struct kevent> got = Same(&ioctls);
+  ASSERT_EQ(got.size(), 1u);
+  ExpectLocal(ioctls);
+}
+
+TEST_F(LocalPath, AQueueReceivedOverScmRightsTakesTheOrdinaryPath) {
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "x", 1), 1);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  char byte = 0;
+  struct iovec iov = {&byte, 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &local_, sizeof(int));
+  ASSERT_EQ(sendmsg(sv[0], &msg, 0), 1);
+  msg.msg_controllen = sizeof control;
+  ASSERT_EQ(recvmsg(sv[1], &msg, 0), 1);
+  int received = -1;
+  memcpy(&received, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
+  close(sv[0]);
+  close(sv[1]);
+  ASSERT_GE(received, 0);
+  const int before = g_kevent_ioctls.load();
+  std::vector<struct kevent> got = Harvest(received);
+  EXPECT_GT(g_kevent_ioctls.load(), before);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].ident, static_cast<uintptr_t>(p[0]));
+  close(received);
+}
+
+TEST_F(LocalPath, AClosedQueueIsEbadf) {
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  close(local_);
+  struct kevent ev;
+  EXPECT_EQ(kevent(local_, nullptr, 0, &ev, 1, &kZero), -1);
+  EXPECT_EQ(errno, EBADF);
+  local_ = -1;
+}
+
+TEST_F(LocalPath, AFifoOpenedForBothWaysCollectsBoth) {
+  char dir[] = "/tmp/kqlocalXXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/fifo";
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  fds_.push_back(fd);
+  ASSERT_EQ(Change({Ev(fd, EVFILT_READ, EV_ADD), Ev(fd, EVFILT_WRITE, EV_ADD)}), 0);
+  int ioctls = -1;
+  std::vector<struct kevent> got = Same(&ioctls);
+  ExpectLocal(ioctls);
+  ASSERT_EQ(got.size(), 1u);  // writable only
+  ASSERT_EQ(write(fd, "abcd", 4), 4);
+  got = Same(&ioctls);
+  ExpectLocal(ioctls);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].data, 4);
+  unlink(path.c_str());
+  rmdir(dir);
+}
+
+}  // namespace
+}  // namespace client_test
+}  // namespace kqd
