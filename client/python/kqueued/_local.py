@@ -490,8 +490,9 @@ class LocalQueue(object):
         ASK_DAEMON when the daemon must answer the call instead: its item
         is ready, or a report came from an item whose descriptor is gone
         (then the queue goes to the ioctl path for good)."""
-        # One more than room: the daemon's item is not crowded out.
-        reports = self._ep.poll(timeout, room + 1)
+        # One more than room, so that the daemon's item is not crowded out;
+        # no more than there are items (room may be huge).
+        reports = self._ep.poll(timeout, min(room, len(self._by_id)) + 1)
         if not reports:
             return []
         for ident, _ in reports:
@@ -511,8 +512,13 @@ class LocalQueue(object):
                         return ASK_DAEMON
                     continue  # replaced while this thread waited
                 fd = item.fd
-                identity, _ = _identity(fd)
-                if identity != item.identity:
+                try:
+                    st = _os.fstat(fd)
+                    same = (st.st_dev == item.identity[0]
+                            and st.st_ino == item.identity[1])
+                except OSError:
+                    same = False
+                if not same:
                     # A ghost: fd was closed or names another file, and
                     # its old item cannot be removed any more.
                     self.usable = False
