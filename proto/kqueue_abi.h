@@ -30,9 +30,10 @@
  * Bumped on any change to this file's interface; docs/abi.md lists what
  * each version added. 2: KQ_IOC_STAT (the control interface kqstat uses).
  * 3: KQ_IOC_KEVENT_INLINE_* (kevent with its arrays inside the argument).
- * Earlier versions' ioctls keep their numbers and layouts.
+ * 4: KQ_IOC_LOCAL_ATTACH and the local-collection flags (knotes the owner
+ * collects itself). Earlier versions' ioctls keep their numbers and layouts.
  */
-#define KQ_ABI_VERSION 3u
+#define KQ_ABI_VERSION 4u
 
 /* Where clients look for the device unless $KQUEUE_DEVICE names another. */
 #define KQ_DEFAULT_DEVICE "/dev/kqueue"

@@ -73,6 +73,8 @@ class Knote : public std::enable_shared_from_this<Knote> {
   // whether that evaluation said "fire" (see Kqueue::EvaluateLocked).
   uint64_t evaluated_at_ = 0;
   bool evaluated_fire_ = false;
+  // Collected by the queue's local owner itself (ABI 4; Kqueue::SetLocalLocked).
+  bool local_ = false;
 };
 
 }  // namespace kqd

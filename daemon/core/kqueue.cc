@@ -87,6 +87,13 @@ uint64_t Kqueue::Kevent(std::unique_ptr<KeventCall> call) {
 bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
   const std::shared_ptr<ProcessContext> caller = call.caller();
   const size_t nchanges = call.nchanges();
+  // KQ_CHANGE_LOCAL marks count only in the local owner's LOCAL_CHANGES
+  // calls. (The owner, once set, stays for the queue's life.)
+  bool local_changes = false;
+  if (nchanges > 0 && (call.local_flags() & KQ_KEVENT_LOCAL_CHANGES)) {
+    MutexLock l(mu_);
+    local_changes = IsLocalOwnerLocked(*caller);
+  }
   // EV_ERROR/EV_RECEIPT answers, written to the eventlist in one copy when
   // the changes are done (as if written one by one: nothing reads them
   // before the call returns), or every kAnswerChunk answers so the buffer
@@ -119,7 +126,12 @@ bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
       int err;
       {
         Deferred deferred(mu_);
-        err = closed_ ? EBADF : RegisterLocked(kev, caller, &deferred);
+        if (closed_) {
+          err = EBADF;
+        } else {
+          err = RegisterLocked(kev, caller, &deferred);
+          AfterChangeLocked(kev, *caller, local_changes && (kev.reserved & KQ_CHANGE_LOCAL));
+        }
       }
       if (err == 0 && !(kev.flags & EV_RECEIPT)) continue;
       if (*room == 0) {
@@ -167,7 +179,9 @@ uint64_t Kqueue::Scan(std::unique_ptr<KeventCall> call, size_t room) {
           [c = call.release()] { std::unique_ptr<KeventCall>(c)->Complete(0, EBADF); });
       return 0;
     }
-    CollectLocked(room, since, &events, &deferred);
+    const bool skip_local =
+        (call->local_flags() & KQ_KEVENT_SKIP_LOCAL) && IsLocalOwnerLocked(*call->caller());
+    CollectLocked(room, since, skip_local, &events, &deferred);
     const bool poll = timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
     if (events.empty() && !poll) {
       // Park the call; an activation or the timeout answers it.
@@ -185,7 +199,7 @@ uint64_t Kqueue::Scan(std::unique_ptr<KeventCall> call, size_t room) {
               if (auto kq = weak.lock()) kq->ExpireWaiter(wait_id);
             });
       }
-      waiters_.push_back(Waiter{wait_id, std::move(call), timer_id, since});
+      waiters_.push_back(Waiter{wait_id, std::move(call), timer_id, since, skip_local});
       return wait_id;
     }
   }
@@ -348,13 +362,20 @@ bool Kqueue::EvaluateLocked(Knote& kn, long hint) {
   return fire;
 }
 
-size_t Kqueue::CollectLocked(size_t max, uint64_t since, std::vector<kq_kevent>* out,
-                             Deferred* deferred) {
+size_t Kqueue::CollectLocked(size_t max, uint64_t since, bool skip_local,
+                             std::vector<kq_kevent>* out, Deferred* deferred) {
   // Knotes put back on the tail during this pass must not be seen twice:
-  // look at no more than were queued when it began.
+  // look at no more than were queued when it began. `next` walks past the
+  // local knotes a SKIP_LOCAL call leaves where they are; every other knote
+  // is taken off the queue (and put back on the tail if still active).
+  // Nothing below removes any knote from the queue but the one at hand, so
+  // `next` stays valid.
   size_t budget = queue_.size();
-  while (budget-- > 0 && out->size() < max && !queue_.empty()) {
-    std::shared_ptr<Knote> kn = queue_.front();
+  auto next = queue_.begin();
+  while (budget-- > 0 && out->size() < max && next != queue_.end()) {
+    std::shared_ptr<Knote> kn = *next;
+    ++next;
+    if (skip_local && kn->local_) continue;
     DequeueLocked(*kn);
     if (kn->status & Knote::kDisabled) continue;
     const uint32_t flags = kn->kev.flags;
@@ -424,17 +445,88 @@ void Kqueue::DetachLocked(const std::shared_ptr<Knote>& kn) {
   kn->status |= Knote::kDetached;
   kn->ops->Detach(*kn);
   knotes_.erase(KeyOf(*kn));
+  SetLocalLocked(*kn, false);
+  UpdateLocalSignalLocked();
+}
+
+int Kqueue::AttachLocal(std::shared_ptr<ProcessContext> owner,
+                        std::unique_ptr<LocalSignal> signal) {
+  std::unique_ptr<LocalSignal> unused;  // dropped after the unlock
+  MutexLock l(mu_);
+  if (closed_ || local_owner_) {
+    unused = std::move(signal);
+    return closed_ ? EBADF : EBUSY;
+  }
+  local_owner_ = std::move(owner);
+  local_signal_ = std::move(signal);
+  local_signal_set_ = false;
+  UpdateLocalSignalLocked();
+  return 0;
+}
+
+bool Kqueue::HasLocalOwner() const {
+  MutexLock l(mu_);
+  return local_owner_ != nullptr;
+}
+
+bool Kqueue::IsLocalOwnerLocked(const ProcessContext& caller) const {
+  return local_owner_ && local_owner_->SameProcess(caller);
+}
+
+void Kqueue::AfterChangeLocked(const kq_kevent& change, const ProcessContext& caller,
+                               bool mark) {
+  if (!local_signal_) return;  // no local owner: nothing is ever local
+  // The knote the change named, found as RegisterLocked finds it.
+  auto it = knotes_.find(Key{change.ident, change.filter, caller.pid()});
+  if (it == knotes_.end()) it = knotes_.find(Key{change.ident, change.filter, 0});
+  if (it != knotes_.end()) {
+    Knote& kn = *it->second;
+    const bool local = mark && !(kn.status & Knote::kDisabled) &&
+                       (kn.kev.filter == EVFILT_READ || kn.kev.filter == EVFILT_WRITE) &&
+                       !(kn.kev.flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH)) &&
+                       !(kn.sfflags & NOTE_LOWAT);
+    SetLocalLocked(kn, local);
+  }
+  UpdateLocalSignalLocked();
+}
+
+void Kqueue::SetLocalLocked(Knote& kn, bool local) {
+  if (kn.local_ == local) return;
+  kn.local_ = local;
+  if (local) {
+    local_knotes_++;
+  } else {
+    local_knotes_--;
+  }
+}
+
+void Kqueue::UpdateLocalSignalLocked() {
+  if (!local_signal_) return;
+  const bool readable = knotes_.size() > local_knotes_;
+  if (readable == local_signal_set_) return;
+  local_signal_->Set(readable);
+  local_signal_set_ = readable;
 }
 
 void Kqueue::ServeWaitersLocked(Deferred* deferred) {
-  while (!waiters_.empty() && !queue_.empty()) {
-    Waiter& w = waiters_.front();
+  auto it = waiters_.begin();
+  while (it != waiters_.end() && !queue_.empty()) {
+    Waiter& w = *it;
     std::vector<kq_kevent> events;
-    CollectLocked(std::min(w.call->nevents(), kMaxCollect), w.since, &events, deferred);
-    if (events.empty()) return;  // everything queued turned out stale
+    CollectLocked(std::min(w.call->nevents(), kMaxCollect), w.since, w.skip_local, &events,
+                  deferred);
+    if (events.empty()) {
+      // A SKIP_LOCAL call found only local knotes: a later call may take
+      // them. Otherwise everything queued turned out stale.
+      if (w.skip_local) {
+        ++it;
+        continue;
+      }
+      return;
+    }
     if (w.timer_id != 0) runtime_->reactor().CancelTimer(w.timer_id);
     std::shared_ptr<KeventCall> call(std::move(w.call));
-    waiters_.pop_front();
+    it = waiters_.erase(it);
     // Whoever runs this is not the caller's serving thread: the copy into
     // the caller's eventlist goes where the call says it may wait.
     deferred->RunAfterUnlock([call, ev = std::move(events)]() mutable {
@@ -510,6 +602,13 @@ void Kqueue::Close() {
 
 void Kqueue::CloseLocked(Deferred* deferred) {
   closed_ = true;
+  // The signal (the daemon's eventfd, leaving the owner's epoll with it)
+  // goes after the unlock; the owner's context with it.
+  if (local_signal_) {
+    deferred->RunAfterUnlock(
+        [s = std::shared_ptr<LocalSignal>(std::move(local_signal_))]() mutable { s.reset(); });
+  }
+  local_owner_.reset();
   while (!knotes_.empty()) {
     std::shared_ptr<Knote> kn = knotes_.begin()->second;
     DetachLocked(kn);
@@ -526,7 +625,9 @@ int Kqueue::AttachChild(const kq_kevent& kev,
                         const std::shared_ptr<ProcessContext>& owner) {
   Deferred deferred(mu_);
   if (closed_) return EBADF;
-  return RegisterLocked(kev, owner, &deferred);
+  int err = RegisterLocked(kev, owner, &deferred);
+  AfterChangeLocked(kev, *owner, false);
+  return err;
 }
 
 size_t Kqueue::Pending() const { return pending_; }
@@ -537,6 +638,7 @@ Kqueue::Stats Kqueue::Snapshot() const {
   s.knotes = knotes_.size();
   s.pending = queue_.size();
   s.waiters = waiters_.size();
+  s.local = local_knotes_;
   for (const auto& entry : knotes_) s.knotes_by_filter[entry.second->kev.filter]++;
   return s;
 }

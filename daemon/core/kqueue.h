@@ -78,6 +78,7 @@
 #include <vector>
 
 #include "daemon/core/knote.h"
+#include "daemon/core/local_signal.h"
 #include "daemon/core/process_context.h"
 #include "daemon/core/runtime.h"
 #include "daemon/util/locked_scope.h"
@@ -116,6 +117,9 @@ class KeventCall {
   // is parked and some descriptor of the kqueue was closed. False when the
   // call cannot tell (the default).
   virtual bool DescriptorClosed() const { return false; }
+  // The call's KQ_KEVENT_LOCAL_CHANGES / KQ_KEVENT_SKIP_LOCAL bits (ABI 4);
+  // the core honours them only for the queue's local owner.
+  virtual uint32_t local_flags() const { return 0; }
 };
 
 class Kqueue : public std::enable_shared_from_this<Kqueue> {
@@ -161,6 +165,18 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   int AttachChild(const kq_kevent& kev, const std::shared_ptr<ProcessContext>& owner)
       EXCLUDES(mu_);
 
+  // KQ_IOC_LOCAL_ATTACH's core (ABI 4): `owner`'s process becomes the
+  // queue's local owner, told through `signal` — set readable at once if
+  // the queue holds any knote (none is local yet) — whether it holds knotes
+  // that are not local. The kqueue keeps both until it closes. Returns 0,
+  // EBUSY if the queue has a local owner already, EBADF once closed (then
+  // `signal` is dropped at once).
+  int AttachLocal(std::shared_ptr<ProcessContext> owner, std::unique_ptr<LocalSignal> signal)
+      EXCLUDES(mu_);
+  // Whether the queue has a local owner (a cheap early EBUSY for the
+  // service, which must not set up a signal in vain; AttachLocal decides).
+  bool HasLocalOwner() const EXCLUDES(mu_);
+
   // Number of knotes on the active queue (poll, nested EVFILT_READ, stat).
   // Takes no kqueue lock: a parent kqueue's filter calls it (and the two
   // observer methods below) with the parent's lock held, and a kqueue lock
@@ -187,6 +203,7 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
     size_t knotes = 0;
     size_t pending = 0;  // knotes on the active queue
     size_t waiters = 0;  // parked kevent calls
+    size_t local = 0;    // knotes the local owner collects itself
     std::map<uint32_t, size_t> knotes_by_filter;
   };
   Stats Snapshot() const EXCLUDES(mu_);
@@ -197,6 +214,7 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
     std::unique_ptr<KeventCall> call;
     uint64_t timer_id;  // 0: no timeout
     uint64_t since;     // the evaluation clock when the call began
+    bool skip_local;    // the local owner's KQ_KEVENT_SKIP_LOCAL call
   };
   // mu_ held, plus the work to do once it is released (answers, copy-outs,
   // readiness observers): it runs after the unlock by construction.
@@ -233,8 +251,10 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // call that began at evaluation clock `since`: a level-triggered knote is
   // re-evaluated unless an evaluation after `since` said "fire" already
   // (one evaluation per wake: that one is as fresh as the call needs).
-  size_t CollectLocked(size_t max, uint64_t since, std::vector<kq_kevent>* out,
-                       Deferred* deferred) REQUIRES(mu_);
+  // With `skip_local`, local knotes are passed over where they are: neither
+  // evaluated, nor taken, nor moved.
+  size_t CollectLocked(size_t max, uint64_t since, bool skip_local,
+                       std::vector<kq_kevent>* out, Deferred* deferred) REQUIRES(mu_);
   // The filter's Event, stamped with the evaluation clock.
   bool EvaluateLocked(Knote& kn, long hint) REQUIRES(mu_);
   void ActivateLocked(Knote& kn, Deferred* deferred) REQUIRES(mu_);
@@ -244,6 +264,17 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // Close's body but the observers: detaches every knote and answers
   // parked calls (EBADF) after the unlock.
   void CloseLocked(Deferred* deferred) REQUIRES(mu_);
+  // Whether `caller` is the queue's local owner (false while it has none).
+  bool IsLocalOwnerLocked(const ProcessContext& caller) const REQUIRES(mu_);
+  // After a change applied by `caller`: the knote it names (if any) becomes
+  // local iff `mark` (the owner's KQ_CHANGE_LOCAL in a LOCAL_CHANGES call)
+  // and it qualifies (enabled READ/WRITE, level-triggered, no NOTE_LOWAT);
+  // else it stops being local. Then the signal follows.
+  void AfterChangeLocked(const kq_kevent& change, const ProcessContext& caller, bool mark)
+      REQUIRES(mu_);
+  void SetLocalLocked(Knote& kn, bool local) REQUIRES(mu_);
+  // Makes the local signal readable iff some knote is not local.
+  void UpdateLocalSignalLocked() REQUIRES(mu_);
   // Serves parked calls while events are pending.
   void ServeWaitersLocked(Deferred* deferred) REQUIRES(mu_);
   void NotifyObserversLater(Deferred* deferred) REQUIRES(mu_) EXCLUDES(observers_mu_);
@@ -266,6 +297,12 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   std::map<Key, std::shared_ptr<Knote>> knotes_ GUARDED_BY(mu_);
   std::list<std::shared_ptr<Knote>> queue_ GUARDED_BY(mu_);  // active, enabled knotes
   std::deque<Waiter> waiters_ GUARDED_BY(mu_);
+  // Local collection (ABI 4): the owner (null: none), its signal, how many
+  // knotes are local, and whether the signal was last set readable.
+  std::shared_ptr<ProcessContext> local_owner_ GUARDED_BY(mu_);
+  std::unique_ptr<LocalSignal> local_signal_ GUARDED_BY(mu_);
+  size_t local_knotes_ GUARDED_BY(mu_) = 0;
+  bool local_signal_set_ GUARDED_BY(mu_) = false;
   uint64_t next_wait_id_ GUARDED_BY(mu_) = 1;
   // Atomic: counted without mu_ (NoteDescriptorClosed).
   std::atomic<uint64_t> descriptor_closes_{0};

@@ -24,6 +24,11 @@ class ProcessContext {
 
   // Thread-group id of the process.
   virtual pid_t pid() const = 0;
+  // Whether `other` (another call's context) comes from this very process,
+  // by the kernel's process object where the implementation has one: never
+  // true for a process that merely took over this one's pid after it exited.
+  // The default compares pids (the unit tests' in-process contexts).
+  virtual bool SameProcess(const ProcessContext& other) const { return pid() == other.pid(); }
   // Real and effective user ids, from the kernel's view of the caller.
   virtual uid_t ruid() const = 0;
   virtual uid_t euid() const = 0;

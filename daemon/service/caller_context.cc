@@ -8,6 +8,13 @@
 
 namespace kqd {
 
+bool CallerContext::SameProcess(const ProcessContext& other) const {
+  const auto* o = dynamic_cast<const CallerContext*>(&other);
+  if (o == nullptr) return false;
+  if (o->process_ == process_) return true;
+  return o->pid() == pid() && !process_->exited();
+}
+
 int CallerContext::CheckReadAccess(int file) const {
   const bool in_call = in_call_.load(std::memory_order_acquire);
   FileCredentials creds;

@@ -30,6 +30,11 @@ class CallerContext : public ProcessContext {
   CallerContext& operator=(const CallerContext&) = delete;
 
   pid_t pid() const override { return process_->pid(); }
+  // The same RemoteProcess (the cache's one per live process), or, for a
+  // context of another RemoteProcess object (served uncached), the same pid
+  // while this one's process has not exited: a pid taken over after the
+  // exit never passes.
+  bool SameProcess(const ProcessContext& other) const override;
   uid_t ruid() const override { return ruid_; }
   uid_t euid() const override { return euid_; }
   // CAP_KILL in the calling thread's effective set, read once per call when

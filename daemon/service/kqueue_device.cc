@@ -12,6 +12,8 @@
 
 #include "daemon/os/memory.h"
 #include "daemon/os/read_file.h"
+#include "daemon/os/eventfd.h"
+#include "daemon/service/eventfd_signal.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/caller_memory.h"
 
@@ -61,6 +63,9 @@ class RemoteKeventCall : public KeventCall {
   bool DescriptorClosed() const override {
     if (!(args_.flags & KQ_KEVENT_KQFD)) return false;
     return !context_->process()->HasDeviceFd(args_.kq_fd);
+  }
+  uint32_t local_flags() const override {
+    return args_.flags & (KQ_KEVENT_LOCAL_CHANGES | KQ_KEVENT_SKIP_LOCAL);
   }
   void Complete(int result, int error) override {
     // From here on the thread id may name another thread.
@@ -139,6 +144,9 @@ class InlineKeventCall : public KeventCall {
   bool DescriptorClosed() const override {
     if (!(header_.flags & KQ_KEVENT_KQFD)) return false;
     return !context_->process()->HasDeviceFd(header_.kq_fd);
+  }
+  uint32_t local_flags() const override {
+    return header_.flags & (KQ_KEVENT_LOCAL_CHANGES | KQ_KEVENT_SKIP_LOCAL);
   }
   void Complete(int result, int error) override {
     context_->EndCall();
@@ -367,6 +375,8 @@ void KqueueDevice::Ioctl(uint64_t handle, const Caller& caller, uint32_t cmd,
     case KQ_IOC_KEVENT_INLINE_64:
     case KQ_IOC_KEVENT_INLINE_408:
       return InlineKevent(kq, caller, InlineCapacity(cmd), in, in_size, std::move(reply));
+    case KQ_IOC_LOCAL_ATTACH:
+      return LocalAttach(kq, caller, in, in_size, reply.get());
     default:
       runtime_->log().ClientLog(LogLevel::kDebug, caller.uid,
                                 "thread %d: unknown ioctl 0x%08x (ENOTTY)",
@@ -376,7 +386,9 @@ void KqueueDevice::Ioctl(uint64_t handle, const Caller& caller, uint32_t cmd,
 }
 
 bool KqueueDevice::ValidKeventFlags(const Caller& caller, uint32_t flags, int32_t kq_fd) {
-  if ((flags & ~(KQ_KEVENT_TIMEOUT | KQ_KEVENT_KQFD)) != 0 ||
+  constexpr uint32_t kKnown =
+      KQ_KEVENT_TIMEOUT | KQ_KEVENT_KQFD | KQ_KEVENT_LOCAL_CHANGES | KQ_KEVENT_SKIP_LOCAL;
+  if ((flags & ~kKnown) != 0 ||
       (!(flags & KQ_KEVENT_KQFD) && kq_fd != 0) || ((flags & KQ_KEVENT_KQFD) && kq_fd < 0)) {
     runtime_->log().ClientLog(LogLevel::kInfo, caller.uid,
                               "thread %d: kevent with invalid flags 0x%x / kq_fd %d (EINVAL)",
@@ -460,6 +472,55 @@ void KqueueDevice::StartKevent(const std::shared_ptr<Kqueue>& kq, CallerContext&
       if (auto k = weak.lock()) k->Interrupt(wait_id);
     });
   }
+}
+
+void KqueueDevice::LocalAttach(const std::shared_ptr<Kqueue>& kq, const Caller& caller,
+                               const void* in, size_t in_size, IoctlReply* reply) {
+  kq_local_attach args;
+  if (in_size != sizeof args) return reply->ReplyError(EINVAL);
+  std::memcpy(&args, in, sizeof args);
+  auto refuse = [&](int err, const char* why) {
+    runtime_->log().ClientLog(LogLevel::kInfo, caller.uid,
+                              "thread %d: KQ_IOC_LOCAL_ATTACH of fd %d: %s (%s)",
+                              static_cast<int>(caller.tid), static_cast<int>(args.epoll_fd), why,
+                              std::strerror(err));
+    reply->ReplyError(err);
+  };
+  if (args.flags != 0 || args.reserved != 0) return refuse(EINVAL, "nonzero flags/reserved");
+  if (args.epoll_fd < 0) return refuse(EBADF, "negative descriptor");
+  // Cheap refusals first: nothing is set up for a queue that has an owner.
+  if (kq->HasLocalOwner()) return refuse(EBUSY, "the queue has a local owner");
+  int err = 0;
+  std::shared_ptr<CallerContext> context = processes_.Get(caller.tid, &err);
+  if (!context) return reply->ReplyError(err);
+  struct EndCall {
+    CallerContext& c;
+    ~EndCall() { c.EndCall(); }
+  } end_call{*context};
+  std::unique_ptr<UserLimits::Charge> charge =
+      runtime_->limits().Take(context->euid(), Resource::kDaemonFds);
+  if (!charge) return refuse(EMFILE, "the user's daemon descriptors are spent");
+  ScopedFd efd = OpenEventfd();
+  // Out of descriptors is the daemon's trouble: ENFILE (docs/security.md).
+  if (!efd) return refuse(ENFILE, "no eventfd");
+  {
+    // The caller's instance, copied for one epoll_ctl and closed. DupFd
+    // refuses our own device (EOPNOTSUPP): not an epoll instance either.
+    ScopedFd epoll_copy = context->process()->DupFd(args.epoll_fd, &err);
+    if (!epoll_copy) {
+      if (err == EOPNOTSUPP) return refuse(EINVAL, "not an epoll instance");
+      if (err == EMFILE || err == ENFILE) return refuse(ENFILE, "no copy");
+      return refuse(err, "no such descriptor");
+    }
+    if (int add_err = AddToEpoll(epoll_copy.get(), efd.get(), args.tag))
+      return refuse(add_err, add_err == EINVAL ? "not an epoll instance" : "epoll_ctl failed");
+  }
+  // From here, closing efd (the signal dropped on EBUSY or at the queue's
+  // close) removes the item from the caller's instance again.
+  auto signal = std::make_unique<EventfdSignal>(std::move(efd), std::move(charge));
+  if (int attach_err = kq->AttachLocal(context, std::move(signal)))
+    return refuse(attach_err, "the queue has a local owner or is closed");
+  reply->ReplyOk(0, nullptr, 0);
 }
 
 void KqueueDevice::FilterByName(const Caller& caller, const void* in, size_t in_size,

@@ -79,6 +79,11 @@ class KqueueDevice : public DeviceHandler {
   void StartKevent(const std::shared_ptr<Kqueue>& kq, CallerContext& context, uint32_t flags,
                    int32_t kq_fd, std::unique_ptr<KeventCall> call,
                    const std::shared_ptr<IoctlReply>& reply);
+  // KQ_IOC_LOCAL_ATTACH (ABI 4): makes the caller's process the queue's
+  // local owner, with an eventfd of ours in its epoll instance (see
+  // proto/kqueue_abi.h and Kqueue::AttachLocal).
+  void LocalAttach(const std::shared_ptr<Kqueue>& kq, const Caller& caller, const void* in,
+                   size_t in_size, IoctlReply* reply);
   void FilterByName(const Caller& caller, const void* in, size_t in_size,
                     IoctlReply* reply);
   void FilterByNumber(const Caller& caller, const void* in, size_t in_size,

@@ -73,7 +73,22 @@ TEST(AbiConstants, IoctlNumbers) {
   EXPECT_EQ(KQ_IOC_KEVENT_INLINE_8, 0xC1606B51u);
   EXPECT_EQ(KQ_IOC_KEVENT_INLINE_64, 0xCA206B52u);
   EXPECT_EQ(KQ_IOC_KEVENT_INLINE_408, 0xFFE06B53u);
-  EXPECT_EQ(KQ_ABI_VERSION, 3u);
+  EXPECT_EQ(KQ_IOC_LOCAL_ATTACH, 0x40186B54u);
+  EXPECT_EQ(_IOC_SIZE(KQ_IOC_LOCAL_ATTACH), sizeof(kq_local_attach));
+  EXPECT_EQ(_IOC_DIR(KQ_IOC_LOCAL_ATTACH), static_cast<unsigned>(_IOC_WRITE));
+  EXPECT_EQ(KQ_ABI_VERSION, 4u);
+}
+
+TEST(AbiLayout, LocalAttach) {
+  EXPECT_EQ(sizeof(kq_local_attach), 24u);
+  EXPECT_EQ(offsetof(kq_local_attach, epoll_fd), 0u);
+  EXPECT_EQ(offsetof(kq_local_attach, flags), 4u);
+  EXPECT_EQ(offsetof(kq_local_attach, tag), 8u);
+  EXPECT_EQ(offsetof(kq_local_attach, reserved), 16u);
+  // The new call flags stay clear of the ABI 1 ones.
+  EXPECT_EQ((KQ_KEVENT_LOCAL_CHANGES | KQ_KEVENT_SKIP_LOCAL) &
+                (KQ_KEVENT_TIMEOUT | KQ_KEVENT_KQFD),
+            0u);
 }
 
 TEST(AbiLayout, InlineKevent) {

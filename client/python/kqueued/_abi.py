@@ -13,7 +13,7 @@ import struct
 # ---- Version and device ----------------------------------------------------
 
 # The header's version: what this module knows about.
-KQ_ABI_VERSION = 3
+KQ_ABI_VERSION = 4
 # The oldest daemon the module works with (everything but the inline kevent).
 KQ_ABI_REQUIRED = 2
 # The first version with KQ_IOC_KEVENT_INLINE_*.
