@@ -266,16 +266,58 @@ def test_zero_timeout_harvest_needs_no_daemon_call(lkq, pipe, monkeypatch):
 
 
 def test_delete_then_no_event(lkq, pipe, monkeypatch):
-    lkq.control([kevent(pipe.r, READ, ADD)], 0)
-    os.write(pipe.w, b"abc")
-    assert len(lkq.control(None, 4, 0)) == 1
-    lkq.control([kevent(pipe.r, READ, DELETE)], 0)
-    counter = _CountingSend(monkeypatch)
-    assert lkq.control(None, 4, 0) == []
-    assert counter.calls == 0
-    with pytest.raises(FileNotFoundError):
+    other = Pipe()
+    try:
+        lkq.control([kevent(pipe.r, READ, ADD), kevent(other.r, READ, ADD)], 0)
+        os.write(pipe.w, b"abc")
+        assert len(lkq.control(None, 4, 0)) == 1
         lkq.control([kevent(pipe.r, READ, DELETE)], 0)
-    assert lkq._local.usable
+        counter = _CountingSend(monkeypatch)
+        assert lkq.control(None, 4, 0) == []
+        assert counter.calls == 0
+        os.write(other.w, b"z")
+        assert [e.ident for e in lkq.control(None, 4, 0)] == [other.r]
+        assert counter.calls == 0
+        with pytest.raises(FileNotFoundError):
+            lkq.control([kevent(pipe.r, READ, DELETE)], 0)
+        assert lkq._local.usable
+        # With no local knote left, calls go to the daemon (which answers
+        # a wait on an empty queue, and its end by close or by shutdown).
+        lkq.control([kevent(other.r, READ, DELETE)], 0)
+        counter.calls = 0
+        assert lkq.control(None, 4, 0) == []
+        assert counter.calls == 1
+    finally:
+        other.close()
+
+
+def test_close_ends_a_local_wait_with_ebadf(daemon, pipe):
+    if not _fast_path_expected():
+        pytest.skip("KQUEUE_LOCAL=0: the ioctl path is under test")
+    q = kqueued.kqueue()
+    if q._local is None:
+        q.close()
+        pytest.skip("no local collection with this daemon")
+    q.control([kevent(pipe.r, READ, ADD)], 0)
+    out = {}
+
+    def run():
+        try:
+            out["result"] = q.control(None, 1, 10)
+        except OSError as e:
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    time.sleep(0.2)
+    assert t.is_alive()
+    start = time.monotonic()
+    q.close()
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - start < 3
+    assert out["error"].errno == errno.EBADF
+    with pytest.raises(ValueError):
+        q.control(None, 1, 0)
 
 
 def test_timer_goes_through_the_daemon_until_deleted(lkq, pipe, monkeypatch):

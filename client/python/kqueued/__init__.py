@@ -634,7 +634,7 @@ def _wait_local(local, room, deadline):
         left = _remaining_ns(deadline)
         got = local.collect(room, -1 if left is None else left / 1e9,
                             _make_local_event)
-        if got is _local.ASK_DAEMON or got:
+        if got is _local.ASK_DAEMON or got is _local.CLOSED or got:
             return got
         if left == 0:
             return got
@@ -652,19 +652,19 @@ def _control_local(fd, inline, local, items, maxevents, timeout_ns, deadline):
     knotes come from the epoll instance, the rest from the daemon, which
     answers the whole call whenever its item says it holds a knote that is
     not local."""
-    if maxevents == 0:
-        # Nothing to collect: one ordinary call, as without the fast path.
-        marks, plan = local.prepare(items) if items else (None, ())
+    marks, plan = local.prepare(items) if items else (None, ())
+    if maxevents == 0 or not local.has_items():
+        # Nothing to collect, or nothing local to collect (no pipe knote,
+        # none added now): one ordinary call, as without the fast path.
         try:
-            got = _send(fd, inline, items, marks, 0, timeout_ns, deadline,
-                        _LOCAL_CALL)
+            got = _send(fd, inline, items, marks, maxevents, timeout_ns,
+                        deadline, _LOCAL_CALL)
         except OSError as e:
             local.settle_failed(plan, items, e)
             raise
         local.settle(plan, items, got)
         return got
     if items:
-        marks, plan = local.prepare(items)
         try:
             got = _send(fd, inline, items, marks, maxevents, 0, None,
                         _SKIP_CALL)
@@ -674,16 +674,23 @@ def _control_local(fd, inline, local, items, maxevents, timeout_ns, deadline):
         local.settle(plan, items, got)
         room = maxevents - len(got)
         if got:
-            if room == 0 or not local.usable:
+            # A call that answers EV_ERROR records (errors, receipts)
+            # returns them alone: the daemon collects no events then.
+            if (room == 0 or not local.usable
+                    or got[0]._flags & _abi.EV_ERROR):
                 return got
             more = local.collect(room, 0, _make_local_event)
-            if more is _local.ASK_DAEMON:
+            if more is _local.ASK_DAEMON or more is _local.CLOSED:
                 return got
             return got + more
         if not local.usable:
             return _send(fd, inline, (), None, maxevents,
                          _remaining_ns(deadline), deadline, 0)
     mine = _wait_local(local, maxevents, deadline)
+    if mine is _local.CLOSED:
+        # Closed by another thread while this one waited, as a call parked
+        # in the daemon ends.
+        raise OSError(_errno.EBADF, _os.strerror(_errno.EBADF))
     if mine is not _local.ASK_DAEMON:
         return mine
     # The daemon answers: one ordinary call for the time left.

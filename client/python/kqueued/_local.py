@@ -181,8 +181,12 @@ def _identity(fd):
     return (st.st_dev, st.st_ino, acc), True
 
 
-# What a collection tells its caller besides events: ask the daemon.
+# What a collection tells its caller besides events: ask the daemon; the
+# kqueue was closed (by another thread) before or while it waited.
 ASK_DAEMON = None
+CLOSED = False
+# The item of the close wake-up: never a knote's id (those stop below it).
+_WAKE_ID = _INT_MAX
 
 # Every LocalQueue of this process, for the fork handler.
 _QUEUES = _weakref.WeakSet()
@@ -204,6 +208,22 @@ class LocalQueue(object):
         except BaseException:
             ep.close()
             raise
+        # Written by close(): wakes the threads waiting in ep.poll (closing
+        # the epoll descriptor would not). Closed with this object, once no
+        # waiter holds it.
+        try:
+            wake_r, wake_w = _os.pipe2(_os.O_CLOEXEC | _os.O_NONBLOCK)
+        except BaseException:
+            ep.close()
+            raise
+        self._wake_r = wake_r
+        self._wake_w = wake_w
+        try:
+            _epoll_ctl(ep.fileno(), _EPOLL_CTL_ADD, wake_r, _EPOLLIN, _WAKE_ID)
+        except BaseException:
+            self._close_wake()
+            ep.close()
+            raise
         self._ep = ep
         self._epfd = ep.fileno()
         # Guards everything below, and `usable`'s change to False.
@@ -213,14 +233,41 @@ class LocalQueue(object):
         self._retired = set()  # ids of items whose removal could not be done
         self._knotes = {}   # (fd, filter) -> _Knote
         self._next_id = 1
+        self.closed = False
         # False for good once the fast path cannot be trusted (then every
         # call goes to the daemon without the ABI 4 flags).
         self.usable = True
         _QUEUES.add(self)
 
     def close(self):
+        """At kqueue.close(): waiters return CLOSED, later calls too."""
         self.usable = False
+        self.closed = True
+        try:
+            _os.write(self._wake_w, b"x")
+        except OSError:
+            pass
         self._ep.close()
+
+    def _close_wake(self):
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                try:
+                    _os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = -1
+
+    def __del__(self):
+        try:
+            self._close_wake()
+        except Exception:
+            pass
+
+    def has_items(self):
+        """Whether any knote is (or is being made) local: else there is
+        nothing to collect here."""
+        return bool(self._by_id)
 
     def give_up(self):
         """The ioctl path from now on. The epoll instance stays open until
@@ -329,7 +376,7 @@ class LocalQueue(object):
     def _new_id(self):
         while True:
             item_id = self._next_id
-            self._next_id = item_id + 1 if item_id < _INT_MAX else 1
+            self._next_id = item_id + 1 if item_id < _WAKE_ID - 1 else 1
             if item_id not in self._by_id and item_id not in self._retired:
                 return item_id
 
@@ -490,14 +537,19 @@ class LocalQueue(object):
         ASK_DAEMON when the daemon must answer the call instead: its item
         is ready, or a report came from an item whose descriptor is gone
         (then the queue goes to the ioctl path for good)."""
-        # One more than room, so that the daemon's item is not crowded out;
-        # no more than there are items (room may be huge).
-        reports = self._ep.poll(timeout, min(room, len(self._by_id)) + 1)
+        # Room for the daemon's item and the wake-up besides ours; no more
+        # than there are items (room may be huge).
+        try:
+            reports = self._ep.poll(timeout, min(room, len(self._by_id)) + 2)
+        except ValueError:  # closed before this thread got to wait
+            return CLOSED
         if not reports:
             return []
         for ident, _ in reports:
             if ident == DAEMON_TAG:
                 return ASK_DAEMON
+            if ident == _WAKE_ID:
+                return CLOSED
         out = []
         with self._lock:
             if not self.usable:
