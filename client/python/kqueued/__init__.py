@@ -615,10 +615,6 @@ def _send(fd, inline, items, marks, maxevents, timeout_ns, deadline, flags):
                             deadline, flags)
 
 
-def _make_local_event(ident, filt, flags, data, udata):
-    return kevent._from_values(ident, filt, flags, 0, 0, data, udata)
-
-
 def _remaining_ns(deadline):
     """The timeout left until `deadline` (None: forever), at least 0."""
     if deadline is None:
@@ -633,7 +629,7 @@ def _wait_local(local, room, deadline):
     while True:
         left = _remaining_ns(deadline)
         got = local.collect(room, -1 if left is None else left / 1e9,
-                            _make_local_event)
+                            kevent._from_values)
         if got is _local.ASK_DAEMON or got is _local.CLOSED or got:
             return got
         if left == 0:
@@ -679,14 +675,17 @@ def _control_local(fd, inline, local, items, maxevents, timeout_ns, deadline):
             if (room == 0 or not local.usable
                     or got[0]._flags & _abi.EV_ERROR):
                 return got
-            more = local.collect(room, 0, _make_local_event)
+            more = local.collect(room, 0, kevent._from_values)
             if more is _local.ASK_DAEMON or more is _local.CLOSED:
                 return got
             return got + more
         if not local.usable:
             return _send(fd, inline, (), None, maxevents,
                          _remaining_ns(deadline), deadline, 0)
-    mine = _wait_local(local, maxevents, deadline)
+    if timeout_ns == 0:
+        mine = local.collect(maxevents, 0, kevent._from_values)
+    else:
+        mine = _wait_local(local, maxevents, deadline)
     if mine is _local.CLOSED:
         # Closed by another thread while this one waited, as a call parked
         # in the daemon ends.

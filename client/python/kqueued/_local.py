@@ -533,7 +533,8 @@ class LocalQueue(object):
     def collect(self, room, timeout, make_event):
         """Waits up to `timeout` seconds (-1: forever) on the epoll
         instance and turns what it reports into at most `room` kevents
-        (made by make_event(ident, filter, flags, data, udata)). Returns
+        (made by make_event(ident, filter, flags, fflags, reserved, data,
+        udata): kevent._from_values). Returns
         ASK_DAEMON when the daemon must answer the call instead: its item
         is ready, or a report came from an item whose descriptor is gone
         (then the queue goes to the ioctl path for good)."""
@@ -584,7 +585,12 @@ class LocalQueue(object):
     def _read_event(self, item, revents, out, make_event):
         # PipeRead: a pipe polls POLLIN exactly when it holds data.
         fd = item.fd
-        data = _fionread(fd) if revents & _EPOLLIN else 0
+        data = 0
+        if revents & _EPOLLIN:
+            try:
+                data = _INT.unpack(_fcntl.ioctl(fd, _FIONREAD, _ZERO_INT))[0]
+            except OSError:
+                data = 0
         eof = revents & _EPOLLHUP
         if not eof and data <= 0:
             return  # drained meanwhile
@@ -592,7 +598,7 @@ class LocalQueue(object):
         if kn is None:
             return
         flags = kn.flags | _EV_EOF if eof else kn.flags
-        out.append(make_event(fd, _READ, flags, data, kn.udata))
+        out.append(make_event(fd, _READ, flags, 0, 0, data, kn.udata))
 
     def _write_event(self, item, revents, out, make_event):
         # PipeWrite: EV_EOF with data 0 once the last reader is gone; else
@@ -602,7 +608,8 @@ class LocalQueue(object):
         if kn is None:
             return
         if revents & _EPOLLERR:
-            out.append(make_event(fd, _WRITE, kn.flags | _EV_EOF, 0, kn.udata))
+            out.append(make_event(fd, _WRITE, kn.flags | _EV_EOF, 0, 0, 0,
+                                  kn.udata))
             return
         if not revents & _EPOLLOUT:
             return
@@ -612,7 +619,7 @@ class LocalQueue(object):
             return
         data = size - _fionread(fd)
         if data > 0 and data >= _PIPE_WRITE_LOWAT:
-            out.append(make_event(fd, _WRITE, kn.flags, data, kn.udata))
+            out.append(make_event(fd, _WRITE, kn.flags, 0, 0, data, kn.udata))
 
 
 def _after_fork_in_child():
