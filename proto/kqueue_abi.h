@@ -283,7 +283,8 @@ KQ_STATIC_ASSERT(KQ_KEVENT_INLINE_SIZE(KQ_KEVENT_INLINE_MAX) <= 16383, "fits FUS
 /* ---- Knotes the owner collects itself (ABI 4) ----------------------------- */
 
 /*
- * The fast path of the client libraries (docs/abi.md, "Local collection").
+ * The fast path of the client libraries (docs/abi.md, "KQ_IOC_LOCAL_ATTACH
+ * and local collection").
  * A process that made a kqueue may collect some of its level-triggered fd
  * knotes itself, from an epoll instance of its own, without a round trip
  * to the daemon; the daemon stays the owner of the queue and of every
@@ -303,7 +304,9 @@ KQ_STATIC_ASSERT(KQ_KEVENT_INLINE_SIZE(KQ_KEVENT_INLINE_MAX) <= 16383, "fits FUS
  * instance, EBADF `epoll_fd` not open in the caller, EBUSY the queue already
  * has a local owner (another process, e.g. after fork, or this one),
  * ENOTTY a daemon older than ABI 4. The eventfd counts as one of the
- * caller uid's KQ_RES_DAEMON_FDS (EMFILE past the limit).
+ * caller uid's KQ_RES_DAEMON_FDS (EMFILE past the limit); ENFILE the daemon
+ * is out of descriptors, ENOSPC the kernel's epoll_ctl refused the item
+ * (the caller's user at max_user_watches).
  *
  * A knote is LOCAL when the owner's library collects it itself. It becomes
  * local only through a change in a kevent call (either ioctl) made by the

@@ -13,6 +13,7 @@
 // filter names).
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -45,6 +46,10 @@ struct World {
   kqd::KqueueDevice device{runtime.get(), "/nonexistent/kqueued-fuzz"};
   uint8_t* in_arena = GuardedArena();   // changes and names the daemon reads
   uint8_t* out_arena = GuardedArena();  // events and names it writes
+  // The only instance a KQ_IOC_LOCAL_ATTACH may name: the caller is this
+  // process, whose other epoll instances are the daemon's own (a client
+  // cannot name those).
+  int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 };
 
 World& TheWorld() {
@@ -135,6 +140,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         // we do not control: only known commands carry pointers, and those
         // are built above. Anything else is answered without memory access.
         if (cmd == KQ_IOC_KEVENT || cmd == KFILTER_BYNAME || cmd == KFILTER_BYFILTER) cmd ^= 1;
+        // A local attach names our spare instance, or (rec[6] odd) no epoll
+        // instance at all: the fuzzer's stdin.
+        if (cmd == KQ_IOC_LOCAL_ATTACH) {
+          const int32_t fd = (rec[6] & 1) ? 0 : w.epoll_fd;
+          memcpy(in, &fd, sizeof fd);
+        }
         break;
     }
     if (wrong_size) in_size = (in_size + 1 + rec[5] % 8) % sizeof in;

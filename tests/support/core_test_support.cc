@@ -67,9 +67,9 @@ class VectorCall : public KeventCall {
  public:
   VectorCall(std::shared_ptr<ProcessContext> caller,
              std::shared_ptr<TestQueue::Pending> p, size_t nevents,
-             const timespec* timeout)
+             const timespec* timeout, uint32_t local_flags = 0)
       : caller_(std::move(caller)), p_(std::move(p)), nevents_(nevents),
-        has_timeout_(timeout != nullptr) {
+        has_timeout_(timeout != nullptr), local_flags_(local_flags) {
     if (timeout) timeout_ = *timeout;
     p_->events.assign(nevents, kq_kevent{});
   }
@@ -77,6 +77,7 @@ class VectorCall : public KeventCall {
   size_t nchanges() const override { return p_->changes.size(); }
   size_t nevents() const override { return nevents_; }
   const timespec* timeout() const override { return has_timeout_ ? &timeout_ : nullptr; }
+  uint32_t local_flags() const override { return local_flags_; }
   int FetchChanges(size_t first, kq_kevent* out, size_t n) override {
     for (size_t i = 0; i < n; i++) out[i] = p_->changes[first + i];
     return 0;
@@ -102,6 +103,7 @@ class VectorCall : public KeventCall {
   size_t nevents_;
   bool has_timeout_;
   timespec timeout_{};
+  uint32_t local_flags_;
 };
 
 }  // namespace
@@ -156,6 +158,22 @@ int TestQueue::KeventAs(const std::shared_ptr<ProcessContext>& caller,
   auto p = std::make_shared<Pending>();
   p->changes = changes;
   kq_->Kevent(std::make_unique<VectorCall>(caller, p, nevents, timeout));
+  int result = 0, err = 0;
+  std::vector<kq_kevent> got;
+  WaitFor(p, -1, &result, &err, &got);
+  if (events) *events = got;
+  if (error) *error = err;
+  return err ? -1 : result;
+}
+
+int TestQueue::KeventLocal(uint32_t local_flags, const std::shared_ptr<ProcessContext>& caller,
+                           const std::vector<kq_kevent>& changes,
+                           std::vector<kq_kevent>* events, size_t nevents,
+                           const timespec* timeout, int* error) {
+  auto p = std::make_shared<Pending>();
+  p->changes = changes;
+  kq_->Kevent(std::make_unique<VectorCall>(caller ? caller : process_, p, nevents, timeout,
+                                           local_flags));
   int result = 0, err = 0;
   std::vector<kq_kevent> got;
   WaitFor(p, -1, &result, &err, &got);

@@ -68,6 +68,11 @@ class TestQueue {
                const std::vector<kq_kevent>& changes,
                std::vector<kq_kevent>* events, size_t nevents,
                const timespec* timeout, int* error = nullptr);
+  // A call with the ABI 4 flags (KQ_KEVENT_LOCAL_CHANGES / SKIP_LOCAL),
+  // made by `caller` (null: the test process).
+  int KeventLocal(uint32_t local_flags, const std::shared_ptr<ProcessContext>& caller,
+                  const std::vector<kq_kevent>& changes, std::vector<kq_kevent>* events,
+                  size_t nevents, const timespec* timeout, int* error = nullptr);
   // Just the changes, no collection; returns the errno of the call.
   int Change(const kq_kevent& change);
   // Collect with a timeout in ms (-1: forever).

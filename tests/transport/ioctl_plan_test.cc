@@ -57,6 +57,22 @@ TEST(PlanIoctl, UnrestrictedRetriesOnceThenDispatches) {
   EXPECT_EQ(second.out_size, sizeof(kq_kevent_args));
 }
 
+// KQ_IOC_LOCAL_ATTACH (ABI 4) is an _IOW of 24 bytes: in only, on both
+// transports (FUSE's restricted copy-in, CUSE's one retry).
+TEST(PlanIoctl, LocalAttachIsInOnly) {
+  IoctlPlan p = PlanIoctl(KQ_IOC_LOCAL_ATTACH, 0, sizeof(kq_local_attach), 0);
+  EXPECT_EQ(p.action, Action::kDispatch);
+  EXPECT_EQ(p.in_size, 24u);
+  EXPECT_EQ(p.out_size, 0u);
+  IoctlPlan first = PlanIoctl(KQ_IOC_LOCAL_ATTACH, FUSE_IOCTL_UNRESTRICTED, 0, 0);
+  ASSERT_EQ(first.action, Action::kRetry);
+  EXPECT_EQ(first.in_size, 24u);
+  EXPECT_EQ(first.out_size, 0u);
+  IoctlPlan second =
+      PlanIoctl(KQ_IOC_LOCAL_ATTACH, FUSE_IOCTL_UNRESTRICTED, first.in_size, first.out_size);
+  EXPECT_EQ(second.action, Action::kDispatch);
+}
+
 TEST(PlanIoctl, UnrestrictedDirectionsAreHonoured) {
   const uint32_t flags = FUSE_IOCTL_UNRESTRICTED;
   IoctlPlan read_only = PlanIoctl(KQ_IOC_VERSION, flags, 0, 0);
