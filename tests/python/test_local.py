@@ -474,3 +474,19 @@ def test_fromfd_has_no_fast_path(daemon):
             assert other._local is None
         finally:
             other.close()
+
+
+def test_rdwr_fifo_with_room_for_one_takes_turns(lkq):
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "fifo")
+    os.mkfifo(path)
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        lkq.control([kevent(fd, READ, ADD), kevent(fd, WRITE, ADD)], 0)
+        os.write(fd, b"abc")
+        seen = [lkq.control(None, 1, 0)[0].filter for _ in range(4)]
+        assert sorted(seen) == [READ, READ, WRITE, WRITE]
+    finally:
+        os.close(fd)
+        os.unlink(path)
+        os.rmdir(d)

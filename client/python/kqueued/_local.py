@@ -139,7 +139,7 @@ class _Knote(object):
 class _Item(object):
     """One epoll item: a descriptor and the state of its two slots."""
 
-    __slots__ = ("id", "fd", "identity", "read", "write")
+    __slots__ = ("id", "fd", "identity", "read", "write", "write_first")
 
     def __init__(self, item_id, fd, identity):
         self.id = item_id
@@ -147,6 +147,9 @@ class _Item(object):
         self.identity = identity
         self.read = _NONE
         self.write = _NONE
+        # With room for one of its two events, the one left out goes first
+        # next time (the daemon's queue takes turns too).
+        self.write_first = False
 
     def slot(self, filt):
         return self.read if filt == _READ else self.write
@@ -187,6 +190,9 @@ ASK_DAEMON = None
 CLOSED = False
 # The item of the close wake-up: never a knote's id (those stop below it).
 _WAKE_ID = _INT_MAX
+# Written to the wake-up descriptor: an eventfd's 8-byte increment (a pipe
+# takes it as well).
+_WAKE_BYTES = _struct.pack("=Q", 1)
 
 # Every LocalQueue of this process, for the fork handler.
 _QUEUES = _weakref.WeakSet()
@@ -212,7 +218,11 @@ class LocalQueue(object):
         # the epoll descriptor would not). Closed with this object, once no
         # waiter holds it.
         try:
-            wake_r, wake_w = _os.pipe2(_os.O_CLOEXEC | _os.O_NONBLOCK)
+            if hasattr(_os, "eventfd"):  # Python 3.10
+                wake_r = wake_w = _os.eventfd(
+                    0, _os.EFD_CLOEXEC | _os.EFD_NONBLOCK)
+            else:
+                wake_r, wake_w = _os.pipe2(_os.O_CLOEXEC | _os.O_NONBLOCK)
         except BaseException:
             ep.close()
             raise
@@ -244,13 +254,13 @@ class LocalQueue(object):
         self.usable = False
         self.closed = True
         try:
-            _os.write(self._wake_w, b"x")
+            _os.write(self._wake_w, _WAKE_BYTES)
         except OSError:
             pass
         self._ep.close()
 
     def _close_wake(self):
-        for fd in (self._wake_r, self._wake_w):
+        for fd in {self._wake_r, self._wake_w}:
             if fd >= 0:
                 try:
                     _os.close(fd)
@@ -576,10 +586,20 @@ class LocalQueue(object):
                     # its old item cannot be removed any more.
                     self.usable = False
                     return ASK_DAEMON
+                if item.write_first:
+                    if item.write == _LOCAL and len(out) < room:
+                        self._write_event(item, revents, out, make_event)
+                        item.write_first = False
+                    if item.read == _LOCAL and len(out) < room:
+                        self._read_event(item, revents, out, make_event)
+                    continue
                 if item.read == _LOCAL and len(out) < room:
                     self._read_event(item, revents, out, make_event)
-                if item.write == _LOCAL and len(out) < room:
-                    self._write_event(item, revents, out, make_event)
+                if item.write == _LOCAL:
+                    if len(out) < room:
+                        self._write_event(item, revents, out, make_event)
+                    else:
+                        item.write_first = True
         return out
 
     def _read_event(self, item, revents, out, make_event):
