@@ -3,7 +3,9 @@
 pipe costs in the Python module with the fast path (ABI 4 local collection),
 with KQUEUE_LOCAL=0 (every call through the daemon), and what
 select.epoll.poll(0) costs for the same pipe, in one run against one private
-daemon, the three alternating round by round.
+daemon, alternating round by round; "its syscalls" is what the fast path's
+own system calls cost from Python (epoll.poll, fstat, FIONREAD), the floor
+under it.
 
     python3 bench/python_local_bench.py [--daemon PATH] [--pin CPU]
                                         [--rounds N] [--seconds S]
@@ -111,6 +113,25 @@ def bench_epoll(r, seconds):
         ep.close()
 
 
+def bench_syscalls(r, seconds):
+    """The fast path's own system calls for this harvest, from Python:
+    epoll.poll, fstat (the identity check) and FIONREAD (the data)."""
+    import fcntl
+    import termios
+    ep = select.epoll()
+    zero = bytes(4)
+    try:
+        ep.register(r, select.EPOLLIN)
+
+        def one():
+            ep.poll(0, 2)
+            os.fstat(r)
+            fcntl.ioctl(r, termios.FIONREAD, zero)
+        return timed(one, seconds)
+    finally:
+        ep.close()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--daemon",
@@ -132,11 +153,13 @@ def main():
         if fast._local is None:
             print("note: no fast path (the daemon speaks ABI %d): the first "
                   "column is the ioctl path too" % abi)
-        columns = {"fast path": [], "KQUEUE_LOCAL=0": [], "epoll.poll(0)": []}
+        columns = {"fast path": [], "KQUEUE_LOCAL=0": [], "epoll.poll(0)": [],
+                   "its syscalls": []}
         for _ in range(args.rounds):
             columns["fast path"].append(bench_kqueue(fast, r, args.seconds))
             columns["KQUEUE_LOCAL=0"].append(bench_kqueue(slow, r, args.seconds))
             columns["epoll.poll(0)"].append(bench_epoll(r, args.seconds))
+            columns["its syscalls"].append(bench_syscalls(r, args.seconds))
         fast.close()
         slow.close()
     finally:

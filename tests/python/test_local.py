@@ -398,6 +398,8 @@ def test_fd_closed_and_reused_gives_no_wrong_event(lkq):
             # that now names another pipe, which has nothing to read.
             os.write(old.w, b"old")
             assert lkq.control(None, 4, 0) == []
+            # That item cannot be removed any more: the ioctl path for good.
+            assert not lkq._local.usable
             assert lkq.control(None, 4, 0.05) == []
             # The new pipe: added and reported as itself.
             lkq.control([kevent(new.r, READ, ADD, 0, 0, 2)], 0)
