@@ -41,7 +41,8 @@
 //   Logger::mu_ (daemon/os): a leaf under everything.
 //
 // Kqueue::mu_ guards the knotes (and every Knote field), the active queue,
-// the parked calls and closed_; filter hooks run under it. Unlike NetBSD
+// the parked calls, closed_ and the local owner with its signal (ABI 4; the
+// signal's Set runs under it and takes no lock); filter hooks run under it. Unlike NetBSD
 // 1.65, collection never drops it between taking a knote off the queue and
 // deciding about it, so a concurrent collector can neither miss an event
 // (PR kern/50094) nor see a knote freed under it.

@@ -10,9 +10,9 @@
 #include <functional>
 #include <vector>
 
+#include "daemon/os/eventfd.h"
 #include "daemon/os/memory.h"
 #include "daemon/os/read_file.h"
-#include "daemon/os/eventfd.h"
 #include "daemon/service/eventfd_signal.h"
 #include "daemon/service/version.h"
 #include "daemon/transport/caller_memory.h"
@@ -493,10 +493,11 @@ void KqueueDevice::LocalAttach(const std::shared_ptr<Kqueue>& kq, const Caller& 
   int err = 0;
   std::shared_ptr<CallerContext> context = processes_.Get(caller.tid, &err);
   if (!context) return reply->ReplyError(err);
-  struct EndCall {
+  // The call ends with this function (the owner's context is kept past it).
+  struct CallEnd {
     CallerContext& c;
-    ~EndCall() { c.EndCall(); }
-  } end_call{*context};
+    ~CallEnd() { c.EndCall(); }
+  } call_end{*context};
   std::unique_ptr<UserLimits::Charge> charge =
       runtime_->limits().Take(context->euid(), Resource::kDaemonFds);
   if (!charge) return refuse(EMFILE, "the user's daemon descriptors are spent");
