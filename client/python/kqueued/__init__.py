@@ -30,6 +30,7 @@ import os as _os
 import time as _time
 
 from kqueued import _abi
+from kqueued import _local
 
 __all__ = [
     "kqueue", "kevent", "error", "filter_by_name", "filter_name",
@@ -447,7 +448,9 @@ class kqueue(object):
 
     # _inline: whether control() may use the inline kevent (the daemon speaks
     # ABI 3 and KQUEUE_INLINE is not 0); None until known (fromfd).
-    __slots__ = ("_fd", "_inline", "__weakref__")
+    # _local: the fast path's state (_local.LocalQueue: the daemon speaks
+    # ABI 4, KQUEUE_LOCAL is not 0, and the attach worked), else None.
+    __slots__ = ("_fd", "_inline", "_local", "__weakref__")
 
     def __new__(cls, *args, **kwargs):
         if args:
@@ -457,8 +460,14 @@ class kqueue(object):
         self = object.__new__(cls)
         self._fd = -1
         self._inline = False
+        self._local = None
         self._fd, abi = _open_kqueue_fd()
         self._inline = abi >= _abi.KQ_ABI_INLINE and _inline_allowed()
+        if abi >= _abi.KQ_ABI_LOCAL and _local.local_allowed():
+            try:
+                self._local = _local.LocalQueue(self._fd)
+            except OSError:
+                pass  # e.g. ENOTTY, EBUSY: the ioctl path
         return self
 
     def __init__(self, *args, **kwargs):
@@ -475,6 +484,7 @@ class kqueue(object):
         self = object.__new__(cls)
         self._fd = fd
         self._inline = None  # asked on the first control()
+        self._local = None  # not made here: the ioctl path
         return self
 
     def _inline_known(self, fd):
@@ -514,6 +524,10 @@ class kqueue(object):
         fd = self._fd
         if fd >= 0:
             self._fd = -1
+            local = self._local
+            if local is not None:
+                self._local = None
+                local.close()
             try:
                 _os.close(fd)
             except OSError:
@@ -579,12 +593,108 @@ class kqueue(object):
         deadline = None
         if timeout_ns is not None:
             deadline = _time.monotonic_ns() + timeout_ns
-        if self._inline_known(fd):
-            chosen = _inline_request(len(items), maxevents)
-            if chosen is not None:
-                return _control_inline(fd, chosen, items, maxevents,
-                                       timeout_ns, deadline)
-        return _control_pointer(fd, items, maxevents, timeout_ns, deadline)
+        inline = self._inline_known(fd)
+        local = self._local
+        if local is not None and local.usable:
+            return _control_local(fd, inline, local, items, maxevents,
+                                  timeout_ns, deadline)
+        return _send(fd, inline, items, None, maxevents, timeout_ns,
+                     deadline, 0)
+
+
+def _send(fd, inline, items, marks, maxevents, timeout_ns, deadline, flags):
+    """One kevent ioctl: inline if allowed and the records fit, else
+    KQ_IOC_KEVENT. `marks`: each change's `reserved` (or None: zeros);
+    `flags`: KQ_KEVENT_* beyond KQ_KEVENT_KQFD and KQ_KEVENT_TIMEOUT."""
+    if inline:
+        chosen = _inline_request(len(items), maxevents)
+        if chosen is not None:
+            return _control_inline(fd, chosen, items, marks, maxevents,
+                                   timeout_ns, deadline, flags)
+    return _control_pointer(fd, items, marks, maxevents, timeout_ns,
+                            deadline, flags)
+
+
+def _remaining_ns(deadline):
+    """The timeout left until `deadline` (None: forever), at least 0."""
+    if deadline is None:
+        return None
+    left = deadline - _time.monotonic_ns()
+    return left if left > 0 else 0
+
+
+def _wait_local(local, room, deadline):
+    """Collects from the epoll instance until something fires or the
+    deadline passes: a list of kevents, or _local.ASK_DAEMON."""
+    while True:
+        left = _remaining_ns(deadline)
+        got = local.collect(room, -1 if left is None else left / 1e9,
+                            kevent._from_values)
+        if got is _local.ASK_DAEMON or got is _local.CLOSED or got:
+            return got
+        if left == 0:
+            return got
+        # Only reports that did not fire (drained meanwhile, replaced
+        # items): wait again for the time left.
+
+
+_LOCAL_CALL = _abi.KQ_KEVENT_LOCAL_CHANGES
+_SKIP_CALL = _abi.KQ_KEVENT_LOCAL_CHANGES | _abi.KQ_KEVENT_SKIP_LOCAL
+
+
+def _control_local(fd, inline, local, items, maxevents, timeout_ns, deadline):
+    """kqueue.control with the fast path (_local): the daemon gets every
+    change, with the eligible ones marked KQ_CHANGE_LOCAL; events of local
+    knotes come from the epoll instance, the rest from the daemon, which
+    answers the whole call whenever its item says it holds a knote that is
+    not local."""
+    marks, plan = local.prepare(items) if items else (None, ())
+    if maxevents == 0 or not local.has_items():
+        # Nothing to collect, or nothing local to collect (no pipe knote,
+        # none added now): one ordinary call, as without the fast path.
+        try:
+            got = _send(fd, inline, items, marks, maxevents, timeout_ns,
+                        deadline, _LOCAL_CALL)
+        except OSError as e:
+            local.settle_failed(plan, items, e)
+            raise
+        local.settle(plan, items, got)
+        return got
+    if items:
+        try:
+            got = _send(fd, inline, items, marks, maxevents, 0, None,
+                        _SKIP_CALL)
+        except OSError as e:
+            local.settle_failed(plan, items, e)
+            raise
+        local.settle(plan, items, got)
+        room = maxevents - len(got)
+        if got:
+            # A call that answers EV_ERROR records (errors, receipts)
+            # returns them alone: the daemon collects no events then.
+            if (room == 0 or not local.usable
+                    or got[0]._flags & _abi.EV_ERROR):
+                return got
+            more = local.collect(room, 0, kevent._from_values)
+            if more is _local.ASK_DAEMON or more is _local.CLOSED:
+                return got
+            return got + more
+        if not local.usable:
+            return _send(fd, inline, (), None, maxevents,
+                         _remaining_ns(deadline), deadline, 0)
+    if timeout_ns == 0:
+        mine = local.collect(maxevents, 0, kevent._from_values)
+    else:
+        mine = _wait_local(local, maxevents, deadline)
+    if mine is _local.CLOSED:
+        # Closed by another thread while this one waited, as a call parked
+        # in the daemon ends.
+        raise OSError(_errno.EBADF, _os.strerror(_errno.EBADF))
+    if mine is not _local.ASK_DAEMON:
+        return mine
+    # The daemon answers: one ordinary call for the time left.
+    return _send(fd, inline, (), None, maxevents, _remaining_ns(deadline),
+                 deadline, _LOCAL_CALL if local.usable else 0)
 
 
 def _retry_timeout(deadline):
@@ -595,7 +705,8 @@ def _retry_timeout(deadline):
     return divmod(remaining, _NS_PER_SEC)
 
 
-def _control_pointer(fd, items, maxevents, timeout_ns, deadline):
+def _control_pointer(fd, items, marks, maxevents, timeout_ns, deadline,
+                     flags):
     """kqueue.control through KQ_IOC_KEVENT: the daemon reads the changes
     from, and writes the events into, ctypes arrays in this process."""
     nchanges = len(items)
@@ -604,6 +715,8 @@ def _control_pointer(fd, items, maxevents, timeout_ns, deadline):
         changes = (_abi.KqKevent * nchanges)()
         for i, ev in enumerate(items):
             ev._to_record(changes[i])
+            if marks is not None:
+                changes[i].reserved = marks[i]
     events = (_abi.KqKevent * maxevents)() if maxevents else None
 
     args = _kevent_args(fd)
@@ -611,6 +724,7 @@ def _control_pointer(fd, items, maxevents, timeout_ns, deadline):
     args.nchanges = nchanges
     args.eventlist = ctypes.addressof(events) if events is not None else 0
     args.nevents = maxevents
+    args.flags |= flags
     if timeout_ns is not None:
         args.timeout_sec, args.timeout_nsec = divmod(timeout_ns, _NS_PER_SEC)
         args.flags |= _abi.KQ_KEVENT_TIMEOUT
@@ -690,7 +804,8 @@ _INLINE_HEADER_PACK_INTO = _abi.KEVENT_INLINE_STRUCT.pack_into
 _INLINE_HEADER_SIZE = _abi.KEVENT_INLINE_STRUCT.size
 
 
-def _control_inline(fd, chosen, items, maxevents, timeout_ns, deadline):
+def _control_inline(fd, chosen, items, marks, maxevents, timeout_ns, deadline,
+                    flags):
     """kqueue.control through KQ_IOC_KEVENT_INLINE_<capacity> (ABI 3): the
     header and the records travel inside the ioctl's argument, a bytearray
     that the kernel copies in and that comes back holding the
@@ -699,12 +814,13 @@ def _control_inline(fd, chosen, items, maxevents, timeout_ns, deadline):
     capacity, request = chosen
     buf = bytearray(_INLINE_HEADER_SIZE + capacity * _KEVENT_SIZE)
     offset = _INLINE_HEADER_SIZE
-    for ev in items:
+    for i, ev in enumerate(items):
         _KEVENT_PACK_INTO(buf, offset, ev._ident, ev._filter, ev._flags,
-                          ev._fflags, 0, ev._data, ev._udata)
+                          ev._fflags, marks[i] if marks is not None else 0,
+                          ev._data, ev._udata)
         offset += _KEVENT_SIZE
 
-    flags = _abi.KQ_KEVENT_KQFD
+    flags |= _abi.KQ_KEVENT_KQFD
     sec = nsec = 0
     if timeout_ns is not None:
         flags |= _abi.KQ_KEVENT_TIMEOUT

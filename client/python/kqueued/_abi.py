@@ -18,6 +18,8 @@ KQ_ABI_VERSION = 4
 KQ_ABI_REQUIRED = 2
 # The first version with KQ_IOC_KEVENT_INLINE_*.
 KQ_ABI_INLINE = 3
+# The first version with KQ_IOC_LOCAL_ATTACH (the fast path, _local.py).
+KQ_ABI_LOCAL = 4
 KQ_DEFAULT_DEVICE = "/dev/kqueue"
 KQ_DEVICE_ENV = "KQUEUE_DEVICE"
 
@@ -161,6 +163,11 @@ KQ_KEVENT_INLINE_REQUESTS = (
     (KQ_KEVENT_INLINE_CAP_408, KQ_IOC_KEVENT_INLINE_408),
 )
 
+# Knotes the owner collects itself (ABI 4): struct kq_local_attach is
+# epoll_fd (int32), flags (uint32, zero), tag (uint64), reserved (uint64).
+KQ_LOCAL_ATTACH_SIZE = 24
+KQ_IOC_LOCAL_ATTACH = _ioc(_IOC_WRITE, "k", 0x54, KQ_LOCAL_ATTACH_SIZE)
+
 # The header spells the numbers out; a mismatch means a layout mistake here.
 assert KFILTER_BYFILTER == 0xC0186B00
 assert KFILTER_BYNAME == 0xC0186B01
@@ -170,6 +177,7 @@ assert KQ_IOC_KEVENT_INLINE_1 == 0xC0486B50
 assert KQ_IOC_KEVENT_INLINE_8 == 0xC1606B51
 assert KQ_IOC_KEVENT_INLINE_64 == 0xCA206B52
 assert KQ_IOC_KEVENT_INLINE_408 == 0xFFE06B53
+assert KQ_IOC_LOCAL_ATTACH == 0x40186B54
 
 # The same two records as struct formats (native byte order, no padding),
 # to pack the inline argument without a ctypes object per record:
@@ -183,6 +191,10 @@ assert KEVENT_INLINE_STRUCT.size == ctypes.sizeof(KqKeventInline)
 # kq_kevent_args.flags and kq_kevent_inline.flags
 KQ_KEVENT_TIMEOUT = 0x1
 KQ_KEVENT_KQFD = 0x2  # kq_fd names this kqueue's descriptor (nesting)
+KQ_KEVENT_LOCAL_CHANGES = 0x4  # honour KQ_CHANGE_LOCAL marks (ABI 4)
+KQ_KEVENT_SKIP_LOCAL = 0x8     # leave local knotes to the caller (ABI 4)
+# In a change's `reserved` (ABI 4): the caller collects this knote itself.
+KQ_CHANGE_LOCAL = 0x1
 
 KFILTER_MAXNAME = 256
 
