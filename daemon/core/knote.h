@@ -75,6 +75,10 @@ class Knote : public std::enable_shared_from_this<Knote> {
   bool evaluated_fire_ = false;
   // Collected by the queue's local owner itself (ABI 4; Kqueue::SetLocalLocked).
   bool local_ = false;
+  // The hint of a source's wake-up the core passed on unevaluated (a local
+  // knote's, Kqueue::NotifyKnote), for the next evaluation to use instead of
+  // kHintEvaluate; kHintEvaluate when there is none.
+  long unevaluated_wake_ = kHintEvaluate;
 };
 
 }  // namespace kqd

@@ -3,6 +3,7 @@
 #include <errno.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "daemon/core/filter_ops.h"
 #include "daemon/core/filter_registry.h"
@@ -357,6 +358,10 @@ bool Kqueue::EvaluateLocked(Knote& kn, long hint) {
   // evaluation that began after the call's clock reading counts as fresh
   // for it (CollectLocked). Stamping at the end let a stale "fire" through.
   kn.evaluated_at_ = ++eval_clock_;
+  // A wake-up that went unevaluated is looked at now as the wake-up it was:
+  // a filter may trust what its last look found only if it saw every wake.
+  if (hint == kHintEvaluate) hint = std::exchange(kn.unevaluated_wake_, kHintEvaluate);
+  kn.unevaluated_wake_ = kHintEvaluate;
   const bool fire = kn.ops->Event(kn, hint);
   kn.evaluated_fire_ = fire;
   return fire;
@@ -546,6 +551,18 @@ void Kqueue::NotifyObserversLater(Deferred* deferred) {
 void Kqueue::NotifyKnote(const std::shared_ptr<Knote>& kn, long hint) {
   Deferred deferred(mu_);
   if (kn->status & Knote::kDetached) return;
+  if (kn->local_) {
+    // The local owner collects it from its own epoll instance; the daemon
+    // queues it as it is, and the next call that looks at it (any but the
+    // owner's SKIP_LOCAL ones) evaluates it then, as this wake-up — so a
+    // wake costs the daemon no look at the client's file. A queued knote
+    // that turns out not to fire is dropped by that look (the level
+    // re-check), as a stale activation always is.
+    if (hint != kHintEvaluate) kn->unevaluated_wake_ = hint;
+    kn->evaluated_fire_ = false;  // nothing fresh for a collection to trust
+    ActivateLocked(*kn, &deferred);
+    return;
+  }
   bool fire = EvaluateLocked(*kn, hint);
   if (kn->status & Knote::kGone) {
     DetachLocked(kn);

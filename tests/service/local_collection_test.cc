@@ -314,6 +314,34 @@ TEST_F(LocalCollection, SkipLocalLeavesReadyLocalKnotesQueued) {
   EXPECT_EQ(KeventFlags(kq_, {}, out, 4, 0, 0), 1);  // the pipe, still there
 }
 
+// The daemon does not look at a local knote's file when it wakes (the owner
+// collects it); every call that does look sees the file as it is then.
+TEST_F(LocalCollection, PlainCallsSeeTheCurrentStateOfLocalKnotes) {
+  ASSERT_EQ(Attach(kq_, ep_), 0);
+  ASSERT_EQ(LocalChange(kq_, {Marked(PipeRead())}), 0);
+  kq_kevent out[4];
+  ASSERT_EQ(write(pipe_[1], "abc", 3), 3);
+  ASSERT_EQ(KeventFlags(kq_, {}, out, 4, 0, 0), 1);
+  EXPECT_EQ(out[0].data, 3);
+  EXPECT_FALSE(out[0].flags & EV_EOF);
+  char buf[8];
+  ASSERT_EQ(read(pipe_[0], buf, sizeof buf), 3);
+  EXPECT_EQ(KeventFlags(kq_, {}, out, 4, 0, 0), 0);  // the level re-check
+  // A byte, then the writer's hang-up, each a wake-up of the daemon's.
+  ASSERT_EQ(write(pipe_[1], "d", 1), 1);
+  EXPECT_EQ(KeventFlags(kq_, {}, out, 4, 0, KQ_KEVENT_SKIP_LOCAL), 0);
+  close(pipe_[1]);
+  pipe_[1] = open("/dev/null", O_WRONLY | O_CLOEXEC);  // for TearDown
+  ASSERT_EQ(KeventFlags(kq_, {}, out, 4, 0, 0), 1);
+  EXPECT_EQ(out[0].data, 1);
+  EXPECT_TRUE(out[0].flags & EV_EOF);
+  // Again, with the byte read: EOF alone.
+  ASSERT_EQ(read(pipe_[0], buf, sizeof buf), 1);
+  ASSERT_EQ(KeventFlags(kq_, {}, out, 4, 0, 0), 1);
+  EXPECT_EQ(out[0].data, 0);
+  EXPECT_TRUE(out[0].flags & EV_EOF);
+}
+
 TEST_F(LocalCollection, BlockingSkipLocalIgnoresLocalKnotesButNotOthers) {
   ASSERT_EQ(Attach(kq_, ep_), 0);
   ASSERT_EQ(LocalChange(kq_, {Marked(PipeRead())}), 0);
