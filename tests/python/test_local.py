@@ -564,3 +564,27 @@ def test_random_changes_and_traffic_equal_the_daemons(pair, seed):
         os.close(fifo)
         os.unlink(path)
         os.rmdir(d)
+
+
+def test_knote_added_while_another_thread_waits_locally(lkq, pipe):
+    other = Pipe()
+    try:
+        lkq.control([kevent(pipe.r, READ, ADD)], 0)
+        out = {}
+
+        def waiter():
+            out["got"] = lkq.control(None, 4, 5)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        try:
+            time.sleep(0.2)
+            lkq.control([kevent(other.r, READ, ADD, 0, 0, 6)], 0)
+            os.write(other.w, b"hey")
+        finally:
+            t.join(10)
+        assert not t.is_alive()
+        assert _sorted(out["got"]) == [(other.r, READ, ADD, 0, 3, 6)]
+        assert lkq._local.usable
+    finally:
+        other.close()
