@@ -324,7 +324,9 @@ KQ_STATIC_ASSERT(KQ_KEVENT_INLINE_SIZE(KQ_KEVENT_INLINE_MAX) <= 16383, "fits FUS
  * from its epoll instance). From anyone else it is ignored. Every call
  * without it treats local knotes like any other (level re-check included),
  * so other processes sharing the queue, and calls that cannot use the fast
- * path, see every knote.
+ * path, see every knote. poll() on the kqueue descriptor and a parent
+ * kqueue's EVFILT_READ on it look at local knotes' files as they are when
+ * answered, so a drain through the owner's epoll leaves neither ready.
  */
 #define KQ_KEVENT_LOCAL_CHANGES 0x4U /* honour KQ_CHANGE_LOCAL marks (ABI 4) */
 #define KQ_KEVENT_SKIP_LOCAL 0x8U    /* leave local knotes to the caller (ABI 4) */

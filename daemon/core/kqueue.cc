@@ -170,6 +170,13 @@ uint64_t Kqueue::Scan(std::unique_ptr<KeventCall> call, size_t room) {
   // is handed to its knote before the scan (see Reactor's CATCH-UP). Taken
   // without mu_: the sources' callbacks take it.
   runtime_->reactor().CatchUp();
+  // The kqueues this one watches drop their stale local knotes first, so
+  // the collection's re-check of a nested EVFILT_READ knote reads an exact
+  // count (our own local knotes are re-checked by the collection itself).
+  // One atomic load when there are none.
+  std::vector<std::shared_ptr<Kqueue>> children;  // released after the unlock
+  std::vector<std::weak_ptr<Knote>> nested;
+  RefreshChildren(0, &children, &nested);
 
   std::vector<kq_kevent> events;
   uint64_t wait_id = 0;
@@ -422,6 +429,77 @@ size_t Kqueue::CollectLocked(size_t max, uint64_t since, bool skip_local,
   return out->size();
 }
 
+void Kqueue::Refresh() { RefreshAt(0); }
+
+void Kqueue::RefreshChildren(int depth, std::vector<std::shared_ptr<Kqueue>>* children,
+                             std::vector<std::weak_ptr<Knote>>* knotes) {
+  // Deeper than any nesting a program makes on purpose; a walk this deep is
+  // one that raced with the graph being rewired (each level is copied at
+  // its own moment), and stops.
+  constexpr int kMaxDepth = 16;
+  if (nchildren_.load() == 0) return;
+  {
+    MutexLock l(children_mu_);
+    for (const auto& [id, w] : children_) {
+      if (std::shared_ptr<Kqueue> c = w.child.lock()) children->push_back(std::move(c));
+      knotes->push_back(w.knote);
+    }
+  }
+  if (depth >= kMaxDepth) return;
+  for (const std::shared_ptr<Kqueue>& c : *children) c->RefreshAt(depth + 1);
+}
+
+void Kqueue::RefreshAt(int depth) {
+  // Declared before the lock: a child whose last reference is here goes
+  // after the unlock (its destructor takes its own lock).
+  std::vector<std::shared_ptr<Kqueue>> children;
+  std::vector<std::weak_ptr<Knote>> nested;
+  RefreshChildren(depth, &children, &nested);
+  if (!has_local_.load() && nested.empty()) return;
+  MutexLock l(mu_);
+  if (closed_) return;
+  for (const std::weak_ptr<Knote>& weak : nested) {
+    std::shared_ptr<Knote> kn = weak.lock();
+    if (kn && (kn->status & Knote::kQueued)) RecheckQueuedLocked(kn);
+  }
+  if (local_knotes_ == 0) return;
+  // As in CollectLocked: `next` stays valid, as nothing below removes a
+  // knote from the queue but the one at hand.
+  for (auto next = queue_.begin(); next != queue_.end();) {
+    std::shared_ptr<Knote> kn = *next;
+    ++next;
+    if (kn->local_) RecheckQueuedLocked(kn);
+  }
+}
+
+void Kqueue::RecheckQueuedLocked(const std::shared_ptr<Knote>& kn) {
+  if ((kn->status & (Knote::kDisabled | Knote::kDetached)) || (kn->kev.flags & EV_ONESHOT))
+    return;
+  const bool fire = EvaluateLocked(*kn, kHintEvaluate);
+  if (kn->status & Knote::kGone) {
+    DetachLocked(kn);
+    return;
+  }
+  if (!fire) {
+    kn->status &= ~Knote::kActive;
+    DequeueLocked(*kn);
+  }
+}
+
+uint64_t Kqueue::AddWatchedChild(std::weak_ptr<Kqueue> child, std::weak_ptr<Knote> knote) {
+  MutexLock l(children_mu_);
+  const uint64_t id = next_child_++;
+  children_.emplace(id, WatchedChild{std::move(child), std::move(knote)});
+  nchildren_ = children_.size();
+  return id;
+}
+
+void Kqueue::RemoveWatchedChild(uint64_t id) {
+  MutexLock l(children_mu_);
+  children_.erase(id);
+  nchildren_ = children_.size();
+}
+
 void Kqueue::ActivateLocked(Knote& kn, Deferred* deferred) {
   kn.status |= Knote::kActive;
   if (kn.status & Knote::kDisabled) return;
@@ -503,6 +581,7 @@ void Kqueue::SetLocalLocked(Knote& kn, bool local) {
   } else {
     local_knotes_--;
   }
+  has_local_ = local_knotes_ > 0;
 }
 
 void Kqueue::UpdateLocalSignalLocked() {

@@ -29,6 +29,8 @@
 //                                    hooks and posted tasks run
 //     Kqueue::mu_                    below
 //     Kqueue::observers_mu_          readiness observers (a leaf)
+//     Kqueue::children_mu_           the nested EVFILT_READ knotes a kqueue
+//                                    holds on others (a leaf)
 //     Runtime::nesting_mutex         the graph of kqueues watching kqueues
 //                                    (every Kqueue's watchers_)
 //     FilterRegistry::mu_            filter numbers and names (a leaf)
@@ -49,14 +51,18 @@
 //
 // Order (a lock may be taken only while holding locks to its left):
 //   lanes_mu_ -> gate_mu_ -> PendingIoctl::mu -> SessionLoop::mu_
-//   Reactor::dispatch_mu_ -> Kqueue::mu_ -> {observers_mu_, nesting_mutex,
+//   Reactor::dispatch_mu_ -> Kqueue::mu_ -> {observers_mu_, children_mu_, nesting_mutex,
 //     FilterRegistry::mu_, RemoteProcess::mu_ -> DeviceIdentity::mu_,
 //     a filter's lock -> (MountNamespace's)} -> UserLimits::mu_ -> Reactor::mu_
 //   ProcessCache::State::mu -> Reactor::mu_;   Logger::mu_ last of all.
 // Never two kqueues' mu_ at once: a parent's hooks read a child only
 // through Pending() and the observer methods, which take no mu_, and a
 // kqueue destroyed under another's lock tells its observers from the
-// reactor (~Kqueue). Never CatchUp() (dispatch_mu_) under a kqueue's mu_.
+// reactor (~Kqueue). To make a child's Pending() exact, Refresh() takes
+// each kqueue's mu_ in turn, children first, always with no kqueue's mu_
+// held: poll on the descriptor, a Scan before it locks, and a nested
+// knote's observer (which runs with no lock held) call it; a parent's hooks
+// never do. Never CatchUp() (dispatch_mu_) under a kqueue's mu_.
 // Answers (copy-out, completion) and readiness observers run after mu_ is
 // released, by construction (LockedScope); event sources report through
 // Knote::Notify, which takes mu_ on their own thread with no filter lock held.
@@ -182,8 +188,29 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   // Takes no kqueue lock: a parent kqueue's filter calls it (and the two
   // observer methods below) with the parent's lock held, and a kqueue lock
   // taken under another's would be a lock-order inversion once the nesting
-  // is reversed (a -> b deleted, then b -> a).
+  // is reversed (a -> b deleted, then b -> a). Exact only just after
+  // Refresh(): a local knote stays queued, as the daemon last saw it, while
+  // its owner drains the file through its own epoll instance.
   size_t Pending() const;
+
+  // Makes Pending() exact before someone answers from it (poll on the
+  // kqueue descriptor, a nested EVFILT_READ): first refreshes the kqueues
+  // this one watches (the EVFILT_READ knotes it holds on them, below), then,
+  // under this kqueue's lock, re-evaluates the queued knotes whose condition
+  // may have gone without the daemon hearing of it — local knotes (ABI 4)
+  // and those nested EVFILT_READ knotes — as a collecting scan does, and
+  // takes off the queue those that no longer fire. Costs two atomic loads
+  // on a queue with neither. Call it with no kqueue lock held: it takes
+  // each kqueue's lock in turn, never two at once.
+  void Refresh() EXCLUDES(mu_);
+
+  // The nested EVFILT_READ knotes this kqueue holds (registered by the
+  // filter's Attach, under this kqueue's lock; removed by its Detach):
+  // `knote` in this kqueue watches `child`. Refresh() and Scan refresh the
+  // children first. Take only children_mu_ (a leaf).
+  uint64_t AddWatchedChild(std::weak_ptr<Kqueue> child, std::weak_ptr<Knote> knote)
+      EXCLUDES(children_mu_);
+  void RemoveWatchedChild(uint64_t id) EXCLUDES(children_mu_);
 
   // Observers run (without the lock) whenever the queue may have become
   // non-empty: poll notification, kqueues watching this one.
@@ -258,6 +285,17 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
                        std::vector<kq_kevent>* out, Deferred* deferred) REQUIRES(mu_);
   // The filter's Event, stamped with the evaluation clock.
   bool EvaluateLocked(Knote& kn, long hint) REQUIRES(mu_);
+  // Refresh() at nesting depth `depth` (a bound, in case the graph changes
+  // under a walk that copies it one kqueue at a time).
+  void RefreshAt(int depth) EXCLUDES(mu_);
+  // Refreshes the kqueues this one watches (before this one's lock).
+  // Fills *knotes with this kqueue's knotes on them.
+  void RefreshChildren(int depth, std::vector<std::shared_ptr<Kqueue>>* children,
+                       std::vector<std::weak_ptr<Knote>>* knotes) EXCLUDES(mu_);
+  // The level re-check a collection makes, for a knote that stays queued:
+  // re-evaluates it (unless EV_ONESHOT) and takes it off the queue if it no
+  // longer fires (or detaches it if its file is gone).
+  void RecheckQueuedLocked(const std::shared_ptr<Knote>& kn) REQUIRES(mu_);
   void ActivateLocked(Knote& kn, Deferred* deferred) REQUIRES(mu_);
   void EnqueueLocked(Knote& kn, Deferred* deferred) REQUIRES(mu_);
   void DequeueLocked(Knote& kn) REQUIRES(mu_);
@@ -303,6 +341,8 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   std::shared_ptr<ProcessContext> local_owner_ GUARDED_BY(mu_);
   std::unique_ptr<LocalSignal> local_signal_ GUARDED_BY(mu_);
   size_t local_knotes_ GUARDED_BY(mu_) = 0;
+  // local_knotes_ > 0, for Refresh() without mu_.
+  std::atomic<bool> has_local_{false};
   bool local_signal_set_ GUARDED_BY(mu_) = false;
   uint64_t next_wait_id_ GUARDED_BY(mu_) = 1;
   // Atomic: counted without mu_ (NoteDescriptorClosed).
@@ -318,6 +358,18 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   mutable Mutex observers_mu_ ACQUIRED_AFTER(mu_);
   std::map<uint64_t, std::function<void()>> observers_ GUARDED_BY(observers_mu_);
   uint64_t next_observer_ GUARDED_BY(observers_mu_) = 1;
+
+  // The nested EVFILT_READ knotes this kqueue holds, by id (a leaf, taken
+  // under mu_ by the filter's hooks and alone by Refresh and Scan).
+  struct WatchedChild {
+    std::weak_ptr<Kqueue> child;
+    std::weak_ptr<Knote> knote;
+  };
+  mutable Mutex children_mu_ ACQUIRED_AFTER(mu_);
+  std::map<uint64_t, WatchedChild> children_ GUARDED_BY(children_mu_);
+  uint64_t next_child_ GUARDED_BY(children_mu_) = 1;
+  // children_.size(), read without children_mu_ (the common case: none).
+  std::atomic<size_t> nchildren_{0};
 
   // Guarded by runtime_->nesting_mutex() (the Add/RemoveWatcherLocked
   // callers hold it; the analysis cannot name another kqueue's runtime's

@@ -347,6 +347,11 @@ uint32_t KqueueDevice::Poll(uint64_t handle, std::unique_ptr<PollNotifier> notif
     MutexLock l(slot->mu);
     slot->notifier = std::move(notifier);
   }
+  // Exact: local knotes the owner drained through its own epoll instance
+  // (and nested queues holding such) are dropped first, or a program that
+  // polls the descriptor would see POLLIN for good and spin. An answer of 0
+  // thus means an empty queue, so the next enqueue notifies the poller.
+  kq->Refresh();
   return kq->Pending() > 0 ? (POLLIN | POLLRDNORM) : 0;
 }
 

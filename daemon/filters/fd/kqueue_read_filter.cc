@@ -21,6 +21,7 @@ struct KqueueReadState : KnoteState {
   Kqueue* parent = nullptr;
   Runtime* runtime = nullptr;
   uint64_t observer = 0;
+  uint64_t watched = 0;  // the parent's AddWatchedChild id
 };
 
 int Fd(const Knote& kn) { return static_cast<int>(kn.kev.ident); }
@@ -42,9 +43,17 @@ int KqueueReadFilter::Attach(Knote& kn) {
   st->parent = parent.get();
   st->runtime = runtime;
   // Takes only the child's observer lock (a leaf), not its kqueue lock.
+  // The observer runs with no lock held: the child drops its stale local
+  // knotes first, so the count this knote's evaluation reads is exact (a
+  // parked call on the parent is not woken for a pipe its owner drained).
   std::weak_ptr<Knote> weak = kn.weak_from_this();
-  st->observer = child->AddReadinessObserver(
-      [weak] { Knote::Notify(weak, kHintChildReady); });
+  std::weak_ptr<Kqueue> weak_child = child;
+  st->observer = child->AddReadinessObserver([weak, weak_child] {
+    if (std::shared_ptr<Kqueue> c = weak_child.lock()) c->Refresh();
+    Knote::Notify(weak, kHintChildReady);
+  });
+  // The parent refreshes the child before it collects or answers a poll.
+  st->watched = parent->AddWatchedChild(child, weak);
   kn.state = std::move(st);
   return 0;
 }
@@ -52,6 +61,7 @@ int KqueueReadFilter::Attach(Knote& kn) {
 void KqueueReadFilter::Detach(Knote& kn) {
   auto* st = kn.state_as<KqueueReadState>();
   if (st == nullptr) return;
+  st->parent->RemoveWatchedChild(st->watched);
   if (std::shared_ptr<Kqueue> child = st->child.lock()) {
     child->RemoveReadinessObserver(st->observer);
     MutexLock l(st->runtime->nesting_mutex());

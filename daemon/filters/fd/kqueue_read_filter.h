@@ -7,13 +7,21 @@
 // attach, as the seed's filt_fileattach does (see fd_filter.h).
 //
 // Wake-ups: a readiness observer on the child kqueue (it runs, with no lock
-// held, whenever the child's queue becomes non-empty) notifies the knote.
+// held, whenever the child's queue becomes non-empty) refreshes the child
+// (Kqueue::Refresh) and notifies the knote.
+//
+// Exactness: a child's local knotes (ABI 4) can go stale without the daemon
+// hearing of it (the owner drains the file through its own epoll). The
+// knote is registered with its parent (AddWatchedChild), which refreshes
+// the child before it collects or answers a poll, so the child's count is
+// exact when this filter reads it.
 //
 // Cycles: a kqueue may not (transitively) watch itself. Attach records the
 // edge parent -> child under the runtime's nesting mutex and fails with
 // ELOOP if it would close a cycle (BSD would recurse forever evaluating it).
 //
-// Locks: the hooks run under the parent's lock and never take the child's:
+// Locks: the hooks run under the parent's lock and never take the child's
+// (the refreshes above happen before the parent's lock is taken):
 // Kqueue::Pending() and the observer methods take no kqueue lock, so no
 // order between two kqueues' locks arises, whichever way they are nested
 // over time. The observer callback runs with no lock held.
