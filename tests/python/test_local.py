@@ -492,3 +492,99 @@ def test_rdwr_fifo_with_room_for_one_takes_turns(lkq):
         os.close(fd)
         os.unlink(path)
         os.rmdir(d)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_random_changes_and_traffic_equal_the_daemons(pair, seed):
+    """A random mix of changes (every flag the fast path must refuse or
+    take), writes and reads on two pipes and an O_RDWR FIFO, applied to
+    both kqueues; every answer, error and harvest must be equal."""
+    import random
+    rnd = random.Random(seed)
+    fast, slow = pair
+    pipes = [Pipe(), Pipe()]
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "fifo")
+    os.mkfifo(path)
+    fifo = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    for p in pipes:
+        os.set_blocking(p.w, False)
+        os.set_blocking(p.r, False)
+    targets = [(p.r, READ) for p in pipes] + [(p.w, WRITE) for p in pipes] + [
+        (fifo, READ), (fifo, WRITE), (pipes[0].r, WRITE), (pipes[0].w, READ)]
+    flag_choices = [ADD, ADD, ADD | ENABLE, ADD | RECEIPT, ADD | CLEAR,
+                    ADD | kqueued.KQ_EV_ONESHOT, ADD | DISABLE, DELETE,
+                    DISABLE, ENABLE, ADD | kqueued.KQ_EV_DISPATCH]
+
+    def both(changes, n):
+        out = []
+        for q in (fast, slow):
+            try:
+                out.append(("ok", _sorted(q.control(changes, n, 0))))
+            except OSError as e:
+                out.append(("error", e.errno))
+        return out
+
+    history = []
+    try:
+        for step in range(250):
+            op = rnd.random()
+            if op < 0.45:
+                k = rnd.randint(1, 3)
+                changes = []
+                for _ in range(k):
+                    ident, filt = rnd.choice(targets)
+                    changes.append(kevent(ident, filt, rnd.choice(flag_choices),
+                                          0, 0, rnd.randint(0, 3)))
+                # Room for every event, or none: with less room than ready
+                # events, each path may fairly pick different ones.
+                n = rnd.choice([0, 64])
+                history.append((step, changes, n))
+                a, b = both(changes, n)
+                assert a == b, (step, history, a, b)
+            elif op < 0.65:
+                fd = rnd.choice([pipes[0].w, pipes[1].w, fifo])
+                try:
+                    os.write(fd, b"x" * rnd.choice([1, 100, 5000, 70000]))
+                except BlockingIOError:
+                    pass
+            elif op < 0.8:
+                fd = rnd.choice([pipes[0].r, pipes[1].r, fifo])
+                try:
+                    os.read(fd, rnd.choice([1, 1000, 100000]))
+                except BlockingIOError:
+                    pass
+            else:
+                a, b = both(None, 64)
+                history.append((step, "harvest", a))
+                assert a == b, (step, history, a, b)
+    finally:
+        for p in pipes:
+            p.close()
+        os.close(fifo)
+        os.unlink(path)
+        os.rmdir(d)
+
+
+def test_knote_added_while_another_thread_waits_locally(lkq, pipe):
+    other = Pipe()
+    try:
+        lkq.control([kevent(pipe.r, READ, ADD)], 0)
+        out = {}
+
+        def waiter():
+            out["got"] = lkq.control(None, 4, 5)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        try:
+            time.sleep(0.2)
+            lkq.control([kevent(other.r, READ, ADD, 0, 0, 6)], 0)
+            os.write(other.w, b"hey")
+        finally:
+            t.join(10)
+        assert not t.is_alive()
+        assert _sorted(out["got"]) == [(other.r, READ, ADD, 0, 3, 6)]
+        assert lkq._local.usable
+    finally:
+        other.close()

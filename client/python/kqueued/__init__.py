@@ -648,6 +648,8 @@ def _control_local(fd, inline, local, items, maxevents, timeout_ns, deadline):
     knotes come from the epoll instance, the rest from the daemon, which
     answers the whole call whenever its item says it holds a knote that is
     not local."""
+    if maxevents == 0 and len(items) > 1 and local.names_fd_knotes(items):
+        return _changes_one_by_one(fd, inline, local, items)
     marks, plan = local.prepare(items) if items else (None, ())
     if maxevents == 0 or not local.has_items():
         # Nothing to collect, or nothing local to collect (no pipe knote,
@@ -658,6 +660,9 @@ def _control_local(fd, inline, local, items, maxevents, timeout_ns, deadline):
         except OSError as e:
             local.settle_failed(plan, items, e)
             raise
+        except BaseException:
+            local.abandon(plan)
+            raise
         local.settle(plan, items, got)
         return got
     if items:
@@ -667,21 +672,30 @@ def _control_local(fd, inline, local, items, maxevents, timeout_ns, deadline):
         except OSError as e:
             local.settle_failed(plan, items, e)
             raise
+        except BaseException:
+            local.abandon(plan)
+            raise
         local.settle(plan, items, got)
-        room = maxevents - len(got)
-        if got:
-            # A call that answers EV_ERROR records (errors, receipts)
-            # returns them alone: the daemon collects no events then.
-            if (room == 0 or not local.usable
-                    or got[0]._flags & _abi.EV_ERROR):
+        # A call that answers EV_ERROR records (errors, receipts) returns
+        # them alone: the daemon collects no events then.
+        if got and (len(got) == maxevents or got[0]._flags & _abi.EV_ERROR):
+            return got
+        # The daemon gave every ready knote that is not local (there was
+        # room): add the local ones, whatever the daemon's item says.
+        more = _local.ASK_DAEMON
+        if local.usable:
+            more = local.collect(maxevents - len(got), 0,
+                                 kevent._from_values, got)
+        if more is _local.CLOSED:
+            raise OSError(_errno.EBADF, _os.strerror(_errno.EBADF))
+        if more is _local.ASK_DAEMON:  # the fast path gave up meanwhile
+            if got:
                 return got
-            more = local.collect(room, 0, kevent._from_values)
-            if more is _local.ASK_DAEMON or more is _local.CLOSED:
-                return got
-            return got + more
-        if not local.usable:
             return _send(fd, inline, (), None, maxevents,
                          _remaining_ns(deadline), deadline, 0)
+        if got or more or timeout_ns == 0:
+            return got + more
+        # Nothing yet: wait (the daemon answers if its item is ready).
     if timeout_ns == 0:
         mine = local.collect(maxevents, 0, kevent._from_values)
     else:
@@ -695,6 +709,33 @@ def _control_local(fd, inline, local, items, maxevents, timeout_ns, deadline):
     # The daemon answers: one ordinary call for the time left.
     return _send(fd, inline, (), None, maxevents, _remaining_ns(deadline),
                  deadline, _LOCAL_CALL if local.usable else 0)
+
+
+def _changes_one_by_one(fd, inline, local, items):
+    """control(items, 0) for several changes, some of READ/WRITE knotes:
+    one ioctl per change, so that a failure says which change failed (one
+    call that fails leaves unknown which of its changes applied, and the
+    fast path would have to give up). The same semantics as one call with
+    no room: in order; the first error fails the call, the changes before
+    it applied and the rest not; a receipt (no room for it) stops after its
+    own change. (The daemon does not apply a changelist atomically either.)
+    Each change is prepared just before it goes, knowing what the earlier
+    ones did."""
+    for ev in items:
+        one = (ev,)
+        marks, plan = local.prepare(one)
+        try:
+            _send(fd, inline, one, marks, 0, 0, None, _LOCAL_CALL)
+        except OSError as e:
+            local.settle_failed(plan, one, e)
+            raise
+        except BaseException:
+            local.abandon(plan)
+            raise
+        local.settle(plan, one, ())
+        if ev._flags & _abi.EV_RECEIPT:
+            break
+    return []
 
 
 def _retry_timeout(deadline):

@@ -169,6 +169,16 @@ class _Item(object):
         return m
 
 
+def _disabled_after(flags, disabled):
+    """A knote's disabled state after a change with `flags` (EV_DISABLE
+    first, then EV_ENABLE, as the daemon applies them)."""
+    if flags & _EV_DISABLE:
+        disabled = True
+    if flags & _EV_ENABLE:
+        disabled = False
+    return disabled
+
+
 def _identity(fd):
     """(identity, is_fifo) of fd, or (None, False) if it cannot be read."""
     try:
@@ -274,6 +284,13 @@ class LocalQueue(object):
         except Exception:
             pass
 
+    def names_fd_knotes(self, changes):
+        """Whether any change names a READ or WRITE knote."""
+        for ev in changes:
+            if ev._filter == _READ or ev._filter == _WRITE:
+                return True
+        return False
+
     def has_items(self):
         """Whether any knote is (or is being made) local: else there is
         nothing to collect here."""
@@ -301,6 +318,11 @@ class LocalQueue(object):
         `reserved` value of each change, and what settle() must look at."""
         marks = [0] * len(changes)
         plan = []
+        # What the knotes will be after each change, assuming the earlier
+        # changes of this call apply (a later change's eligibility depends
+        # on them: [EV_ADD|EV_DISABLE, EV_ADD] leaves the knote disabled).
+        # key -> _Knote, or None: no knote (or not one on a FIFO).
+        sim = {}
         with self._lock:
             if not self.usable:
                 return marks, plan
@@ -311,26 +333,46 @@ class LocalQueue(object):
                     continue
                 key = (fd, filt)
                 flags = ev._flags
+                kn = sim[key] if key in sim else self._knotes.get(key)
                 if flags & _EV_ADD:
                     identity, fifo = _identity(fd)
-                    marked = fifo and self._eligible(key, identity, ev)
+                    if kn is not None and kn.identity != identity:
+                        kn = None  # the old file's knote: a new one now
+                    marked = fifo and self._eligible(key, identity, ev, kn)
                     if marked:
                         marked = self._register(fd, filt, identity)
                     if marked:
                         marks[i] = _abi.KQ_CHANGE_LOCAL
-                    if (marked or fifo or key in self._knotes
+                    if (marked or fifo or key in self._knotes or key in sim
                             or self._has_slot(fd, filt)):
                         plan.append((i, key, identity if fifo else None,
                                      marked))
-                elif key in self._knotes or self._has_slot(fd, filt):
+                    if not fifo:
+                        sim[key] = None
+                    elif kn is None:
+                        sim[key] = _Knote(
+                            identity, flags & ~_EV_SYSFLAGS, ev._udata,
+                            _disabled_after(flags, False))
+                    else:
+                        sim[key] = _Knote(kn.identity, kn.flags, ev._udata,
+                                          _disabled_after(flags, kn.disabled))
+                elif (key in self._knotes or key in sim
+                      or self._has_slot(fd, filt)):
                     plan.append((i, key, None, False))
+                    if flags & _EV_DELETE:
+                        sim[key] = None
+                    elif kn is not None:
+                        sim[key] = _Knote(kn.identity, kn.flags, kn.udata,
+                                          _disabled_after(flags, kn.disabled))
         return marks, plan
 
     def _has_slot(self, fd, filt):
         item = self._items.get(fd)
         return item is not None and item.slot(filt) != _NONE
 
-    def _eligible(self, key, identity, ev):
+    def _eligible(self, key, identity, ev, kn):
+        """Whether the EV_ADD `ev` leaves a knote the daemon makes local;
+        kn: the knote before it (same file), or None for a new one."""
         flags = ev._flags
         if ev._fflags != 0 or flags & (_NOT_LOCAL_FLAGS | _EV_DISABLE):
             return False
@@ -339,8 +381,7 @@ class LocalQueue(object):
             return False
         if key[1] == _WRITE and acc == _os.O_RDONLY:
             return False
-        kn = self._knotes.get(key)
-        if kn is not None and kn.identity == identity:
+        if kn is not None:
             # An existing knote keeps its flags, and stays disabled unless
             # this change enables it: then the daemon would not make it
             # local.
@@ -406,7 +447,11 @@ class LocalQueue(object):
                 return
             except OSError:
                 pass
-        # Cannot narrow it: the slot is clear, so a report for it is ignored.
+        # The number names another file now: the other slot's knote is gone
+        # too (the daemon drops it when it looks), and an item left with
+        # the old mask could report for ever. Retired: if it ever reports,
+        # it lives on elsewhere, and the queue goes to the ioctl path.
+        self._drop_item(item)
 
     def _drop_item(self, item):
         """Removes item from the table and, if fd still names its file,
@@ -453,23 +498,27 @@ class LocalQueue(object):
         nans = 0
         while nans < len(answers) and answers[nans]._flags & _EV_ERROR:
             nans += 1
-        if nans:
-            seen = set()
-            for ev in changes:
-                k = (ev._ident, ev._filter)
-                if k in seen:
-                    return None  # which of the two an answer is: unknown
-                seen.add(k)
+        # An answer is a copy of its change (flags and data replaced).
+        keys = [(ev._ident, ev._filter, ev._fflags, ev._udata)
+                for ev in changes]
         out = []
         j = 0
         stopped = False
-        for ev in changes:
+        for i, ev in enumerate(changes):
             if stopped:
                 out.append(None)
                 continue
+            receipt = ev._flags & _EV_RECEIPT
             if j < nans:
                 a = answers[j]
-                if a._ident == ev._ident and a._filter == ev._filter:
+                # Data 0 is a receipt: never the answer of a change without
+                # EV_RECEIPT (errors are not 0).
+                if ((a._ident, a._filter, a._fflags, a._udata) == keys[i]
+                        and (receipt or a._data != 0)):
+                    if not receipt and keys[i] in keys[i + 1:]:
+                        # This change's error, or a later twin's after
+                        # this one applied silently: unknown.
+                        return None
                     out.append(a._data)
                     j += 1
                     continue
@@ -480,6 +529,14 @@ class LocalQueue(object):
                 continue
             out.append(0)
         return out
+
+    def abandon(self, plan):
+        """After the call carrying planned changes ended with an exception
+        that is not the call's error (a signal handler's, say): what the
+        daemon applied is unknown."""
+        if plan:
+            with self._lock:
+                self.usable = False
 
     def settle_failed(self, plan, changes, exc):
         """After the call carrying `changes` failed with `exc`: with one
@@ -513,7 +570,7 @@ class LocalQueue(object):
                 if kn is None or kn.identity != identity:
                     self._knotes[key] = _Knote(
                         identity, flags & ~_EV_SYSFLAGS, ev._udata,
-                        bool(flags & _EV_DISABLE) and not flags & _EV_ENABLE)
+                        _disabled_after(flags, False))
                 else:
                     kn.udata = ev._udata
                     if flags & _EV_DISABLE:
@@ -521,9 +578,16 @@ class LocalQueue(object):
                     if flags & _EV_ENABLE:
                         kn.disabled = False
             if marked:
+                # An earlier change of this call may have cleared the slot
+                # prepare() made: the daemon has the knote local now, so
+                # it must be in the epoll instance.
                 item = self._items.get(key[0])
-                if item is not None and item.slot(key[1]) != _NONE:
-                    item.set_slot(key[1], _LOCAL)
+                if item is None or item.slot(key[1]) == _NONE:
+                    if not self._register(key[0], key[1], identity):
+                        self.usable = False  # cannot collect it: give up
+                        return
+                    item = self._items[key[0]]
+                item.set_slot(key[1], _LOCAL)
                 return
             self._clear_slot(*key)
             return
@@ -540,14 +604,19 @@ class LocalQueue(object):
 
     # ---- Collection ---------------------------------------------------------
 
-    def collect(self, room, timeout, make_event):
+    def collect(self, room, timeout, make_event, after_skip=None):
         """Waits up to `timeout` seconds (-1: forever) on the epoll
         instance and turns what it reports into at most `room` kevents
         (made by make_event(ident, filter, flags, fflags, reserved, data,
-        udata): kevent._from_values). Returns
-        ASK_DAEMON when the daemon must answer the call instead: its item
-        is ready, or a report came from an item whose descriptor is gone
-        (then the queue goes to the ioctl path for good)."""
+        udata): kevent._from_values). Returns ASK_DAEMON when the daemon
+        must answer the call instead: its item is ready, or a report came
+        from an item whose descriptor is gone (then the queue goes to the
+        ioctl path for good); CLOSED after close().
+
+        after_skip: the events a KQ_KEVENT_SKIP_LOCAL call just returned
+        (zero timeout) — it took every other knote's ready events there was
+        room for, so the daemon's item does not stop this collection, and
+        no knote is reported twice."""
         # Room for the daemon's item and the wake-up besides ours; no more
         # than there are items (room may be huge).
         try:
@@ -558,8 +627,9 @@ class LocalQueue(object):
             return []
         for ident, _ in reports:
             if ident == DAEMON_TAG:
-                return ASK_DAEMON
-            if ident == _WAKE_ID:
+                if after_skip is None:
+                    return ASK_DAEMON
+            elif ident == _WAKE_ID:
                 return CLOSED
         out = []
         with self._lock:
@@ -568,6 +638,8 @@ class LocalQueue(object):
             for ident, revents in reports:
                 item = self._by_id.get(ident)
                 if item is None:
+                    if ident == DAEMON_TAG:
+                        continue
                     if ident in self._retired:
                         # An item we could not remove reports: its file
                         # lives on under no descriptor we can name.
@@ -586,16 +658,23 @@ class LocalQueue(object):
                     # its old item cannot be removed any more.
                     self.usable = False
                     return ASK_DAEMON
+                taken = ()
+                if after_skip:
+                    # (Only if this module and the daemon disagreed on
+                    # what is local could the daemon have answered it.)
+                    taken = {(e._ident, e._filter) for e in after_skip}
+                read = item.read == _LOCAL and (fd, _READ) not in taken
+                write = item.write == _LOCAL and (fd, _WRITE) not in taken
                 if item.write_first:
-                    if item.write == _LOCAL and len(out) < room:
+                    if write and len(out) < room:
                         self._write_event(item, revents, out, make_event)
                         item.write_first = False
-                    if item.read == _LOCAL and len(out) < room:
+                    if read and len(out) < room:
                         self._read_event(item, revents, out, make_event)
                     continue
-                if item.read == _LOCAL and len(out) < room:
+                if read and len(out) < room:
                     self._read_event(item, revents, out, make_event)
-                if item.write == _LOCAL:
+                if write:
                     if len(out) < room:
                         self._write_event(item, revents, out, make_event)
                     else:
