@@ -41,10 +41,6 @@
  * entry's (ItemData's low half is at most INT_MAX + 1). */
 #define KQD_DAEMON_GONE_TAG UINT64_MAX
 
-/* A blocking wait looks between slices whether its queue was closed. */
-#define KQD_FIRST_SLICE_MS 10L
-#define KQD_MAX_SLICE_MS 320L
-
 /* Reports read from the epoll instance per epoll_wait: on the stack up to
  * KQD_STACK_REPORTS, allocated up to KQD_MAX_REPORTS (one epoll_wait, so
  * no report comes twice in a call). */
@@ -134,13 +130,25 @@ static struct LocalQueue *Acquire(int kq) {
 
 /* Whether q is still the queue its descriptor number names: not forgotten
  * or replaced (kqueue() gave the number to a new queue), and the number
- * still names the device. */
-static int StillOurs(struct LocalQueue *q) {
+ * still names the device (`st`: what fstat says of it now). */
+static int StillOurs(struct LocalQueue *q, const struct stat *st) {
   pthread_mutex_lock(&g_mu);
   int ours = (size_t)q->kq < g_nqueues && g_queues[q->kq] == q;
   pthread_mutex_unlock(&g_mu);
-  struct stat st;
-  return ours && fstat(q->kq, &st) == 0 && st.st_dev == q->kq_dev && st.st_ino == q->kq_ino;
+  return ours && st->st_dev == q->kq_dev && st->st_ino == q->kq_ino;
+}
+
+/* Forgets q if its descriptor number still names it in the registry (not
+ * if kqueue() has given the number to a new queue meanwhile). */
+static void ForgetQueue(struct LocalQueue *q) {
+  struct LocalQueue *dead = NULL;
+  pthread_mutex_lock(&g_mu);
+  if ((size_t)q->kq < g_nqueues && g_queues[q->kq] == q) {
+    dead = UnrefLocked(q);
+    g_queues[q->kq] = NULL;
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (dead != NULL) FreeQueue(dead);
 }
 
 static void Release(struct LocalQueue *q) {
@@ -628,7 +636,11 @@ static int HarvestOnce(struct LocalQueue *q, struct kevent *out, size_t room,
   struct ReportCopy stack_copies[KQD_STACK_REPORTS];
   struct epoll_event *reports = stack_reports;
   struct ReportCopy *copies = stack_copies;
-  int max = room < KQD_MAX_REPORTS ? (int)room : KQD_MAX_REPORTS;
+  /* One report more than the room: the daemon's item, raised by a close
+   * (ToDaemon) or a knote of the daemon's, is seen beside the pipes that
+   * fill the room. (With more pipes ready than that it may come a call
+   * later: a raised item joins the end of epoll's ready list.) */
+  int max = room < KQD_MAX_REPORTS ? (int)room + 1 : KQD_MAX_REPORTS;
   if (max > KQD_STACK_REPORTS) {
     reports = malloc((size_t)max * sizeof *reports);
     copies = malloc((size_t)max * sizeof *copies);
@@ -771,6 +783,49 @@ static int AskDaemon(int kq, struct kevent *events, size_t nevents,
 }
 
 /*
+ * The daemon's item (or a ghost) sends the rest of a call to the daemon.
+ * The item is also how a close reaches us: the daemon raises it when this
+ * process closes a descriptor of the queue (before close() returns) and
+ * keeps it raised once the queue is released. So before asking, the one
+ * check that the queue's descriptor still names the queue (a syscall the
+ * calls answered here never pay): if not, the queue is forgotten, and the
+ * call fails with EBADF as the ordinary path's parked calls do — or, when
+ * nothing of it has been done yet (`untouched`: no changes applied) and
+ * the number names another file now, the call takes the ordinary path
+ * (KQD_NOT_LOCAL), which answers for whatever the number names.
+ * `deadline`: NULL to wait for ever.
+ */
+static int ToDaemon(struct LocalQueue *q, struct kevent *events, size_t nevents,
+                    const struct timespec *deadline, int untouched) {
+  struct stat st;
+  const int looked = fstat(q->kq, &st);
+  if (looked != 0 && errno == EBADF) {
+    ForgetQueue(q);
+    errno = EBADF;
+    return -1;
+  }
+  /* (fstat failing otherwise — ENOTCONN from a FUSE file whose daemon is
+   * gone — leaves the answer to the ioctl.) */
+  if (looked == 0 && !StillOurs(q, &st)) {
+    ForgetQueue(q);
+    if (untouched) return KQD_NOT_LOCAL;
+    errno = EBADF;
+    return -1;
+  }
+  struct timespec left;
+  if (deadline != NULL) Remaining(deadline, &left);
+  int rc = AskDaemon(q->kq, events, nevents, deadline != NULL ? &left : NULL);
+  /* Closed (or the number reused by a file that is no kqueue) between the
+   * look and the call: the kernel or the file said so. */
+  if (rc < 0 && (errno == EBADF || errno == ENOTTY)) {
+    int saved = errno;
+    ForgetQueue(q);
+    errno = saved;
+  }
+  return rc;
+}
+
+/*
  * Collects local events into events[0, nevents) after the daemon answered
  * `have` events (a SKIP call, or nothing yet), waiting as `timeout` says
  * (when have == 0). Steps 1 and 2 of the design (client/README.md). With
@@ -791,38 +846,24 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
      * (level-triggered, they are still there). */
     return have + (h.ghost || h.daemon ? 0 : h.count);
   }
-  /* A wait is cut into slices (KQD_FIRST_SLICE_MS, doubling up to
-   * KQD_MAX_SLICE_MS): when the queue's descriptor is closed by another
-   * thread, nothing in our epoll instance says so (the daemon's item just
-   * leaves it), so between slices the call looks whether the queue is
-   * still there and fails with EBADF as the ordinary path does. */
-  struct timespec deadline, left, slice;
-  if (timeout != NULL) DeadlineAfter(timeout, &deadline);
-  long slice_ms = KQD_FIRST_SLICE_MS;
+  /* One epoll_wait for the whole timeout: a close of the queue by another
+   * thread raises the daemon's item (see ToDaemon), which ends it. */
+  const int untouched = daemon_first;
+  const int poll = timeout != NULL && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
+  struct timespec deadline, left;
+  if (timeout != NULL && !poll) DeadlineAfter(timeout, &deadline);
+  const struct timespec *until = timeout != NULL && !poll ? &deadline : NULL;
   int idle_reports = 0;
   for (;;) {
-    const struct timespec *wait;
-    int last = 0; /* this wait reaches the deadline */
-    slice.tv_sec = slice_ms / 1000;
-    slice.tv_nsec = (slice_ms % 1000) * 1000000L;
-    if (timeout != NULL) {
-      Remaining(&deadline, &left);
-      if (left.tv_sec < slice.tv_sec ||
-          (left.tv_sec == slice.tv_sec && left.tv_nsec <= slice.tv_nsec)) {
-        wait = &left;
-        last = 1;
-      } else {
-        wait = &slice;
-      }
-    } else {
-      wait = &slice;
+    const struct timespec *wait = timeout;
+    if (until != NULL) {
+      Remaining(until, &left);
+      wait = &left;
     }
     struct Harvest h;
     if (HarvestOnce(q, events, nevents, wait, &h) != 0) return -1; /* EINTR... */
     if (daemon_first && (h.ghost || h.daemon)) {
-      if (timeout == NULL) return AskDaemon(q->kq, events, nevents, NULL);
-      Remaining(&deadline, &left);
-      return AskDaemon(q->kq, events, nevents, &left);
+      return ToDaemon(q, events, nevents, poll ? &kZero : until, untouched);
     }
     daemon_first = 0;
     if (h.count > 0) return h.count;
@@ -831,18 +872,11 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
        * reports that were no event (drained meanwhile) came twice: the
        * rest of the wait is the daemon's. */
       if (h.ghost || h.daemon || ++idle_reports > 1) {
-        if (timeout == NULL) return AskDaemon(q->kq, events, nevents, NULL);
-        Remaining(&deadline, &left);
-        return AskDaemon(q->kq, events, nevents, &left);
+        return ToDaemon(q, events, nevents, poll ? &kZero : until, untouched);
       }
       continue;
     }
-    if (last) return 0; /* timed out */
-    if (!StillOurs(q)) {
-      errno = EBADF;
-      return -1;
-    }
-    if (slice_ms < KQD_MAX_SLICE_MS) slice_ms *= 2;
+    return 0; /* nothing reported: the timeout passed */
   }
 }
 
@@ -913,10 +947,13 @@ int kqd_local_kevent(int kq, const struct kevent *changes, size_t nchanges,
   usable = !q->ioctl_only;
   pthread_mutex_unlock(&q->mu);
   if (usable) {
-    /* kq still this queue's descriptor? (closed, or reused by another
-     * file: then it is not ours any more.) */
+    /* A call with changes goes to the daemon anyway: first, is kq still
+     * this queue's descriptor? (Closed, or reused by another file: then it
+     * is not ours any more.) A call without changes learns of a close
+     * through the daemon's item (ToDaemon). */
     struct stat st;
-    if (fstat(kq, &st) == 0 && st.st_dev == q->kq_dev && st.st_ino == q->kq_ino) {
+    if (nchanges == 0 ||
+        (fstat(kq, &st) == 0 && st.st_dev == q->kq_dev && st.st_ino == q->kq_ino)) {
       rc = QueueKevent(q, changes, nchanges, events, nevents, timeout);
     } else {
       int saved = errno;

@@ -296,10 +296,15 @@ KQ_STATIC_ASSERT(KQ_KEVENT_INLINE_SIZE(KQ_KEVENT_INLINE_MAX) <= 16383, "fits FUS
  * (pidfd_getfd), adds to it one item of its own — an eventfd only the
  * daemon holds, level-triggered EPOLLIN, with `epoll_data.u64 = tag` — and
  * closes the copy. From then on the caller's process is the queue's LOCAL
- * OWNER, and the daemon keeps that eventfd readable exactly while the queue
- * holds at least one knote that is not LOCAL (below). It sets it before the
+ * OWNER, and the daemon keeps that eventfd readable while the queue holds
+ * at least one knote that is not LOCAL (below). It sets it before the
  * ioctl that made such a knote returns, so a zero-timeout epoll_wait on the
  * owner's instance made after any kevent call returned tells the truth.
+ * It is also readable from a close() of any descriptor of the queue by the
+ * owner's process (set before close() returns) until that process's next
+ * kevent call reaches the daemon, and after the queue's release, when the
+ * daemon keeps the eventfd readable until the owner process exits (at
+ * most 16 per process, the oldest closed first; docs/abi.md "Closes").
  * Errors: EINVAL nonzero `flags`/`reserved` or `epoll_fd` not an epoll
  * instance, EBADF `epoll_fd` not open in the caller, EBUSY the queue already
  * has a local owner (another process, e.g. after fork, or this one),

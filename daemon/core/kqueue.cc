@@ -187,8 +187,9 @@ uint64_t Kqueue::Scan(std::unique_ptr<KeventCall> call, size_t room) {
           [c = call.release()] { std::unique_ptr<KeventCall>(c)->Complete(0, EBADF); });
       return 0;
     }
-    const bool skip_local =
-        (call->local_flags() & KQ_KEVENT_SKIP_LOCAL) && IsLocalOwnerLocked(*call->caller());
+    const bool owner = IsLocalOwnerLocked(*call->caller());
+    if (owner) OwnerCalledLocked();
+    const bool skip_local = (call->local_flags() & KQ_KEVENT_SKIP_LOCAL) && owner;
     CollectLocked(room, since, skip_local, &events, &deferred);
     const bool poll = timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
     if (events.empty() && !poll) {
@@ -541,8 +542,13 @@ int Kqueue::AttachLocal(std::shared_ptr<ProcessContext> owner,
     return closed_ ? EBADF : EBUSY;
   }
   local_owner_ = std::move(owner);
-  local_signal_ = std::move(signal);
-  local_signal_set_ = false;
+  {
+    MutexLock s(signal_mu_);
+    local_signal_ = std::move(signal);
+    signal_owner_ = local_owner_;
+    local_signal_set_ = false;
+    owner_closed_ = false;
+  }
   UpdateLocalSignalLocked();
   return 0;
 }
@@ -552,13 +558,36 @@ bool Kqueue::HasLocalOwner() const {
   return local_owner_ != nullptr;
 }
 
+void Kqueue::OwnerClosedDescriptor(const ProcessContext& closer) {
+  MutexLock l(signal_mu_);
+  if (!local_signal_ || !signal_owner_ || !signal_owner_->SameProcess(closer)) return;
+  owner_closed_ = true;
+  if (local_signal_set_) return;
+  local_signal_->Set(true);
+  local_signal_set_ = true;
+}
+
+bool Kqueue::HasLocalSignal() const {
+  MutexLock l(signal_mu_);
+  return local_signal_ != nullptr;
+}
+
+void Kqueue::OwnerCalledLocked() {
+  {
+    MutexLock l(signal_mu_);
+    if (!owner_closed_) return;
+    owner_closed_ = false;
+  }
+  UpdateLocalSignalLocked();
+}
+
 bool Kqueue::IsLocalOwnerLocked(const ProcessContext& caller) const {
   return local_owner_ && local_owner_->SameProcess(caller);
 }
 
 void Kqueue::AfterChangeLocked(const kq_kevent& change, const ProcessContext& caller,
                                bool mark) {
-  if (!local_signal_) return;  // no local owner: nothing is ever local
+  if (!local_owner_) return;  // no local owner: nothing is ever local
   // The knote the change named, found as RegisterLocked finds it.
   auto it = knotes_.find(Key{change.ident, change.filter, caller.pid()});
   if (it == knotes_.end()) it = knotes_.find(Key{change.ident, change.filter, 0});
@@ -585,8 +614,9 @@ void Kqueue::SetLocalLocked(Knote& kn, bool local) {
 }
 
 void Kqueue::UpdateLocalSignalLocked() {
+  MutexLock l(signal_mu_);
   if (!local_signal_) return;
-  const bool readable = knotes_.size() > local_knotes_;
+  const bool readable = knotes_.size() > local_knotes_ || owner_closed_;
   if (readable == local_signal_set_) return;
   local_signal_->Set(readable);
   local_signal_set_ = readable;
@@ -698,11 +728,22 @@ void Kqueue::Close() {
 
 void Kqueue::CloseLocked(Deferred* deferred) {
   closed_ = true;
-  // The signal (the daemon's eventfd, leaving the owner's epoll with it)
-  // goes after the unlock; the owner's context with it.
-  if (local_signal_) {
-    deferred->RunAfterUnlock(
-        [s = std::shared_ptr<LocalSignal>(std::move(local_signal_))]() mutable { s.reset(); });
+  // The signal is left readable and handed, after the unlock, to the
+  // owner's process, which keeps it (bounded) while it lives: a call of the
+  // owner's library parked in, or harvesting from, its epoll instance then
+  // turns to the daemon and meets EBADF from the kernel (docs/abi.md).
+  {
+    MutexLock l(signal_mu_);
+    if (local_signal_) {
+      if (!local_signal_set_) local_signal_->Set(true);
+      LocalSignal* signal = local_signal_.release();
+      deferred->RunAfterUnlock([owner = std::move(local_owner_), signal] {
+        owner->KeepClosedQueueSignal(std::unique_ptr<LocalSignal>(signal));
+      });
+    }
+    signal_owner_.reset();
+    local_signal_set_ = false;
+    owner_closed_ = false;
   }
   local_owner_.reset();
   while (!knotes_.empty()) {

@@ -43,15 +43,18 @@
 //   Logger::mu_ (daemon/os): a leaf under everything.
 //
 // Kqueue::mu_ guards the knotes (and every Knote field), the active queue,
-// the parked calls, closed_ and the local owner with its signal (ABI 4; the
-// signal's Set runs under it and takes no lock); filter hooks run under it. Unlike NetBSD
+// the parked calls, closed_ and the local owner (ABI 4); filter hooks run
+// under it. Kqueue::signal_mu_, a leaf taken under mu_ or alone (a FLUSH on
+// the transport's thread), guards the owner's signal, whose Set runs under
+// it and takes no lock. Unlike NetBSD
 // 1.65, collection never drops it between taking a knote off the queue and
 // deciding about it, so a concurrent collector can neither miss an event
 // (PR kern/50094) nor see a knote freed under it.
 //
 // Order (a lock may be taken only while holding locks to its left):
 //   lanes_mu_ -> gate_mu_ -> PendingIoctl::mu -> SessionLoop::mu_
-//   Reactor::dispatch_mu_ -> Kqueue::mu_ -> {observers_mu_, children_mu_, nesting_mutex,
+//   Reactor::dispatch_mu_ -> Kqueue::mu_ -> {signal_mu_, observers_mu_, children_mu_,
+//     nesting_mutex,
 //     FilterRegistry::mu_, RemoteProcess::mu_ -> DeviceIdentity::mu_,
 //     a filter's lock -> (MountNamespace's)} -> UserLimits::mu_ -> Reactor::mu_
 //   ProcessCache::State::mu -> Reactor::mu_;   Logger::mu_ last of all.
@@ -182,7 +185,19 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
       EXCLUDES(mu_);
   // Whether the queue has a local owner (a cheap early EBUSY for the
   // service, which must not set up a signal in vain; AttachLocal decides).
-  bool HasLocalOwner() const EXCLUDES(mu_);
+  bool HasLocalOwner() const EXCLUDES(mu_, signal_mu_);
+  // A descriptor of this queue was closed by `closer` (the kernel's FLUSH,
+  // before close() returns). If `closer` is the local owner's process, the
+  // local signal is made readable at once and stays so until a kevent call
+  // of the owner reaches the daemon (which proves the owner still has a
+  // descriptor of the queue): the owner's library, collecting from its
+  // epoll instance, then turns to the daemon and finds the descriptor it
+  // uses closed. Takes only signal_mu_ (a leaf), never mu_: safe on the
+  // transport's thread.
+  void OwnerClosedDescriptor(const ProcessContext& closer) EXCLUDES(signal_mu_);
+  // Whether the queue has a local signal (a local owner, not closed), by
+  // signal_mu_ alone: lets a FLUSH skip finding out who closed.
+  bool HasLocalSignal() const EXCLUDES(signal_mu_);
 
   // Number of knotes on the active queue (poll, nested EVFILT_READ, stat).
   // Takes no kqueue lock: a parent kqueue's filter calls it (and the two
@@ -312,8 +327,12 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   void AfterChangeLocked(const kq_kevent& change, const ProcessContext& caller, bool mark)
       REQUIRES(mu_);
   void SetLocalLocked(Knote& kn, bool local) REQUIRES(mu_);
-  // Makes the local signal readable iff some knote is not local.
-  void UpdateLocalSignalLocked() REQUIRES(mu_);
+  // Makes the local signal readable iff some knote is not local or the
+  // owner closed a descriptor since its last call (OwnerClosedDescriptor).
+  void UpdateLocalSignalLocked() REQUIRES(mu_) EXCLUDES(signal_mu_);
+  // A kevent call of the local owner reached us: a close it made before
+  // no longer keeps the signal readable.
+  void OwnerCalledLocked() REQUIRES(mu_) EXCLUDES(signal_mu_);
   // Serves parked calls while events are pending.
   void ServeWaitersLocked(Deferred* deferred) REQUIRES(mu_);
   void NotifyObserversLater(Deferred* deferred) REQUIRES(mu_) EXCLUDES(observers_mu_);
@@ -336,14 +355,24 @@ class Kqueue : public std::enable_shared_from_this<Kqueue> {
   std::map<Key, std::shared_ptr<Knote>> knotes_ GUARDED_BY(mu_);
   std::list<std::shared_ptr<Knote>> queue_ GUARDED_BY(mu_);  // active, enabled knotes
   std::deque<Waiter> waiters_ GUARDED_BY(mu_);
-  // Local collection (ABI 4): the owner (null: none), its signal, how many
-  // knotes are local, and whether the signal was last set readable.
+  // Local collection (ABI 4): the owner (null: none) and how many knotes
+  // are local.
   std::shared_ptr<ProcessContext> local_owner_ GUARDED_BY(mu_);
-  std::unique_ptr<LocalSignal> local_signal_ GUARDED_BY(mu_);
   size_t local_knotes_ GUARDED_BY(mu_) = 0;
   // local_knotes_ > 0, for Refresh() without mu_.
   std::atomic<bool> has_local_{false};
-  bool local_signal_set_ GUARDED_BY(mu_) = false;
+  // Guards the local signal and what it shows: taken under mu_, or alone
+  // by OwnerClosedDescriptor (a FLUSH on the transport's thread, which must
+  // never wait for mu_); nothing is taken under it but the signal's Set
+  // and the owner's SameProcess (neither takes a lock).
+  mutable Mutex signal_mu_ ACQUIRED_AFTER(mu_);
+  // The signal (null: no owner, or closed), a copy of local_owner_ for
+  // OwnerClosedDescriptor, whether the signal was last set readable, and
+  // whether an owner's close keeps it readable.
+  std::unique_ptr<LocalSignal> local_signal_ GUARDED_BY(signal_mu_);
+  std::shared_ptr<ProcessContext> signal_owner_ GUARDED_BY(signal_mu_);
+  bool local_signal_set_ GUARDED_BY(signal_mu_) = false;
+  bool owner_closed_ GUARDED_BY(signal_mu_) = false;
   uint64_t next_wait_id_ GUARDED_BY(mu_) = 1;
   // Atomic: counted without mu_ (NoteDescriptorClosed).
   std::atomic<uint64_t> descriptor_closes_{0};

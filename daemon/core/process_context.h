@@ -12,6 +12,7 @@
 
 #include <memory>
 
+#include "daemon/core/local_signal.h"
 #include "daemon/util/scoped_fd.h"
 
 namespace kqd {
@@ -73,6 +74,14 @@ class ProcessContext {
   // watching through a descriptor that was opened without read access
   // (O_PATH), which inotify would refuse the process itself.
   virtual int CheckReadAccess(int file) const = 0;
+
+  // The local signal (ABI 4) of a queue whose local owner this process was,
+  // handed over when the queue closed, already readable: the owner's epoll
+  // instance keeps reporting it, so a library call collecting from it
+  // learns of the close without asking on every call. An implementation
+  // keeps it while the process lives (bounded; docs/abi.md); the default
+  // (the unit tests' contexts) drops it at once.
+  virtual void KeepClosedQueueSignal(std::unique_ptr<LocalSignal> signal) const {}
 };
 
 }  // namespace kqd

@@ -53,6 +53,11 @@ class CallerContext : public ProcessContext {
   // With the calling thread's fs uid, fs gid and groups while the call
   // runs (afterwards: the process's, confirmed by its pidfd), read afresh.
   int CheckReadAccess(int file) const override;
+  // Kept by the RemoteProcess until the process exits (at most
+  // RemoteProcess::kMaxClosedSignals).
+  void KeepClosedQueueSignal(std::unique_ptr<LocalSignal> signal) const override {
+    process_->KeepClosedSignal(std::move(signal));
+  }
 
   const std::shared_ptr<RemoteProcess>& process() const { return process_; }
   pid_t tid() const { return tid_; }

@@ -316,6 +316,17 @@ void KqueueDevice::Flush(uint64_t handle, const Caller& caller) {
   // lock (the lock holder may itself be waiting for this FLUSH's answer,
   // when it is the daemon closing such a copy).
   kq->NoteDescriptorClosed();
+  // The local owner closing a descriptor (maybe the one its library
+  // collects for) is told through its signal before close() returns, so
+  // that library's next look at its epoll instance sends it here (ABI 4,
+  // docs/abi.md). Who closed is found only for a queue with an owner.
+  if (kq->HasLocalSignal()) {
+    int err = 0;
+    if (std::shared_ptr<CallerContext> closer = processes_.Get(caller.tid, &err)) {
+      kq->OwnerClosedDescriptor(*closer);
+      closer->EndCall();
+    }
+  }
   std::weak_ptr<Kqueue> weak = kq;
   runtime_->reactor().Post([weak] {
     if (auto k = weak.lock()) k->DescriptorClosed();

@@ -136,6 +136,7 @@ std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, uid_t euid, 
   auto it = state_->processes.find(tgid);
   if (it != state_->processes.end()) {
     if (!it->second.process->exited()) return it->second.process;  // lost a race: use theirs
+    it->second.process->DropClosedSignals();  // a leaf lock
     reactor_->RemoveFd(it->second.process->pidfd(), it->second.watch);
     state_->processes.erase(it);
   }
@@ -149,6 +150,9 @@ std::shared_ptr<RemoteProcess> ProcessCache::ProcessFor(pid_t tgid, uid_t euid, 
     auto s = weak_state.lock();
     auto p = weak_process.lock();
     if (!s || !p) return;
+    // The process is gone: the signals of its closed queues go now, not
+    // when the last queue that named it lets the object go.
+    p->DropClosedSignals();
     MutexLock l(s->mu);
     auto it = s->processes.find(tgid);
     if (it == s->processes.end() || it->second.process != p) return;

@@ -34,6 +34,32 @@ std::shared_ptr<RemoteProcess> RemoteProcess::Open(pid_t tgid, const DeviceIdent
 
 bool RemoteProcess::exited() const { return PidfdExited(pidfd_.get()); }
 
+void RemoteProcess::KeepClosedSignal(std::unique_ptr<LocalSignal> signal) {
+  std::unique_ptr<LocalSignal> oldest;  // closed after the unlock
+  {
+    MutexLock l(closed_mu_);
+    closed_signals_.push_back(std::move(signal));
+    if (closed_signals_.size() > kMaxClosedSignals) {
+      oldest = std::move(closed_signals_.front());
+      closed_signals_.pop_front();
+    }
+  }
+  // Looked at after the insertion: an exit the cache saw before it is
+  // not missed.
+  if (exited()) DropClosedSignals();
+}
+
+void RemoteProcess::DropClosedSignals() {
+  std::deque<std::unique_ptr<LocalSignal>> dropped;
+  MutexLock l(closed_mu_);
+  dropped.swap(closed_signals_);
+}
+
+size_t RemoteProcess::closed_signals() const {
+  MutexLock l(closed_mu_);
+  return closed_signals_.size();
+}
+
 bool RemoteProcess::IsOurDevice(int fd) const { return device_->IsDeviceOf(pid_, fd); }
 
 void RemoteProcess::RememberKqueueFd(int fd, const std::shared_ptr<Kqueue>& kq,

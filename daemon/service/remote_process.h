@@ -8,10 +8,12 @@
 
 #include <sys/types.h>
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 
+#include "daemon/core/local_signal.h"
 #include "daemon/core/user_limits.h"
 #include "daemon/service/device_identity.h"
 #include "daemon/util/mutex.h"
@@ -27,6 +29,10 @@ class RemoteProcess {
   // kqueue (KQ_KEVENT_KQFD): a client cannot grow the map, nor the cost of
   // a lookup in it, without bound.
   static constexpr size_t kMaxKqueueFds = 256;
+  // At most this many signals of closed queues are kept per process
+  // (KeepClosedSignal): a process that opens and closes queues in a loop
+  // holds no more of the daemon's descriptors than that.
+  static constexpr size_t kMaxClosedSignals = 16;
 
   // The live process `tgid`, held by a new pidfd; null with *error (ESRCH)
   // if it is gone. `device` must outlive the object. The pidfd is charged
@@ -76,6 +82,20 @@ class RemoteProcess {
   // Whether the process has exited (its pidfd is readable).
   bool exited() const;
 
+  // Keeps the local signal (ABI 4; readable) of a queue this process was
+  // the local owner of, now closed, so the item stays in the process's
+  // epoll instance (docs/abi.md). The oldest kept one is dropped (its
+  // eventfd closed, its charge given back) when a kMaxClosedSignals+1-th
+  // arrives; all are dropped by DropClosedSignals, by the object's end, and
+  // at once if the process has exited already.
+  void KeepClosedSignal(std::unique_ptr<LocalSignal> signal) EXCLUDES(closed_mu_);
+  // The process is gone: drops every kept signal. (ProcessCache calls it
+  // when the pidfd says so; the RemoteProcess itself may live on a while,
+  // held by a queue that named it.)
+  void DropClosedSignals() EXCLUDES(closed_mu_);
+  // How many are kept (tests, stats).
+  size_t closed_signals() const EXCLUDES(closed_mu_);
+
  private:
   RemoteProcess(pid_t pid, ScopedFd pidfd, const DeviceIdentity* device,
                 std::unique_ptr<UserLimits::Charge> charge)
@@ -99,6 +119,11 @@ class RemoteProcess {
   };
   mutable Mutex mu_;
   std::map<int, KqueueName> kqueue_fds_ GUARDED_BY(mu_);
+
+  // Guards closed_signals_ (a leaf: nothing is taken under it; signals
+  // leave the deque under it and are destroyed after it is released).
+  mutable Mutex closed_mu_;
+  std::deque<std::unique_ptr<LocalSignal>> closed_signals_ GUARDED_BY(closed_mu_);
 };
 
 }  // namespace kqd

@@ -5,7 +5,9 @@
 // without it (made with $KQUEUE_LOCAL=0) and compares the answers field by
 // field; where the fast path must have been taken, the test also counts
 // the kevent ioctls the library sent (this binary defines ioctl(), which
-// the statically linked library calls). With a daemon older than ABI 4 (or
+// the statically linked library calls), and where the number of system
+// calls is the point, every ioctl, fstat and epoll wait too (defined here
+// likewise; no seccomp). With a daemon older than ABI 4 (or
 // in the _ioctl run, where both queues are ordinary) the comparisons still
 // run and the counts are not asserted.
 #include <sys/event.h>
@@ -17,6 +19,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -39,6 +42,9 @@ namespace {
 
 std::atomic<int> g_kevent_ioctls{0};  // kevent ioctls sent (any queue)
 std::atomic<int> g_attached{0};       // successful KQ_IOC_LOCAL_ATTACH
+std::atomic<int> g_ioctls{0};         // every ioctl (any descriptor)
+std::atomic<int> g_fstats{0};         // every fstat
+std::atomic<int> g_epoll_waits{0};    // epoll_wait and epoll_pwait2
 
 bool IsKevent(unsigned long request) {
   return request == KQ_IOC_KEVENT || request == KQ_IOC_KEVENT_INLINE_1 ||
@@ -54,9 +60,36 @@ extern "C" int ioctl(int fd, unsigned long request, ...) __THROW {
   void* arg = va_arg(ap, void*);
   va_end(ap);
   if (IsKevent(request)) g_kevent_ioctls++;
+  g_ioctls++;
   int rc = static_cast<int>(syscall(SYS_ioctl, fd, request, arg));
   if (request == KQ_IOC_LOCAL_ATTACH && rc == 0) g_attached++;
   return rc;
+}
+
+extern "C" int fstat(int fd, struct stat* st) __THROW {
+  g_fstats++;
+  return static_cast<int>(syscall(SYS_fstat, fd, st));
+}
+
+extern "C" int fstat64(int fd, struct stat64* st) __THROW {
+  g_fstats++;
+  return static_cast<int>(syscall(SYS_fstat, fd, st));
+}
+
+extern "C" int epoll_wait(int ep, struct epoll_event* events, int max, int ms) {
+  g_epoll_waits++;
+  return static_cast<int>(syscall(SYS_epoll_pwait, ep, events, max, ms, nullptr, 0));
+}
+
+extern "C" int epoll_pwait2(int ep, struct epoll_event* events, int max,
+                            const struct timespec* timeout, const sigset_t* mask) {
+  g_epoll_waits++;
+#ifdef SYS_epoll_pwait2
+  return static_cast<int>(syscall(SYS_epoll_pwait2, ep, events, max, timeout, mask, _NSIG / 8));
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
 }
 
 namespace kqd {
@@ -574,6 +607,89 @@ TEST_F(LocalPath, AClosedQueueIsEbadf) {
   EXPECT_EQ(kevent(local_, nullptr, 0, &ev, 1, &kZero), -1);
   EXPECT_EQ(errno, EBADF);
   local_ = -1;
+}
+
+// Issue 10: a zero-timeout harvest of one ready pipe is epoll_wait, the
+// pipe's fstat (it still names the registered file) and FIONREAD — nothing
+// about the queue's own descriptor.
+TEST_F(LocalPath, AZeroTimeoutHarvestIsThreeSystemCalls) {
+  if (!fast_) GTEST_SKIP() << "no fast path";
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "abc", 3), 3);
+  struct kevent ev;
+  for (int round = 0; round < 3; round++) {
+    const int ioctls = g_ioctls.load(), fstats = g_fstats.load(), waits = g_epoll_waits.load();
+    ASSERT_EQ(kevent(local_, nullptr, 0, &ev, 1, &kZero), 1) << strerror(errno);
+    EXPECT_EQ(g_epoll_waits.load() - waits, 1);
+    EXPECT_EQ(g_fstats.load() - fstats, 1);
+    EXPECT_EQ(g_ioctls.load() - ioctls, 1);  // FIONREAD
+    EXPECT_EQ(ev.data, 3);
+  }
+}
+
+// A close by another thread wakes a call parked in the library's epoll
+// instance at once (the daemon raises its item at the FLUSH), with EBADF;
+// until then the parked call sleeps in one epoll_wait (no polling).
+TEST_F(LocalPath, ACloseFromAnotherThreadWakesAParkedLocalWait) {
+  if (!fast_) GTEST_SKIP() << "no fast path";
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  for (int round = 0; round < 5; round++) {
+    if (round > 0) {
+      local_ = MakeQueue(true, &fast_);
+      ASSERT_GE(local_, 0);
+      ASSERT_TRUE(fast_);
+      struct kevent add;
+      EV_SET(&add, p[0], EVFILT_READ, EV_ADD, 0, 0, nullptr);
+      ASSERT_EQ(kevent(local_, &add, 1, nullptr, 0, &kZero), 0);
+    }
+    const int kq = local_;
+    const int waits = g_epoll_waits.load();
+    const int kevents = g_kevent_ioctls.load();
+    std::atomic<int> rc{0}, err{0};
+    std::atomic<int64_t> woke{0};
+    std::thread waiter([&] {
+      struct kevent ev;
+      rc = kevent(kq, nullptr, 0, &ev, 1, nullptr);
+      err = errno;
+      woke = NowMs();
+    });
+    std::this_thread::sleep_for(milliseconds(400));
+    EXPECT_EQ(woke.load(), 0);
+    EXPECT_EQ(g_epoll_waits.load() - waits, 1) << "the parked call woke up on its own";
+    EXPECT_EQ(g_kevent_ioctls.load() - kevents, 0);
+    const int64_t closed_at = NowMs();
+    ASSERT_EQ(close(kq), 0);
+    local_ = -1;
+    waiter.join();
+    EXPECT_EQ(rc.load(), -1);
+    EXPECT_EQ(err.load(), EBADF) << strerror(err.load());
+    EXPECT_LT(woke.load() - closed_at, 100) << "round " << round;
+  }
+}
+
+// The number of a closed queue, taken by a pipe: EBADF (not a kqueue), and
+// no event of the old queue's.
+TEST_F(LocalPath, AClosedQueuesNumberReusedByAPipeIsEbadf) {
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "x", 1), 1);
+  const int kq = local_;
+  close(local_);
+  local_ = -1;
+  int q[2];
+  ASSERT_EQ(pipe2(q, O_NONBLOCK), 0);
+  const int reused = q[0] == kq ? q[0] : (q[1] == kq ? q[1] : -1);
+  struct kevent ev;
+  errno = 0;
+  EXPECT_EQ(kevent(kq, nullptr, 0, &ev, 1, &kZero), -1);
+  EXPECT_EQ(errno, EBADF) << strerror(errno) << (reused < 0 ? " (number not reused)" : "");
+  close(q[0]);
+  close(q[1]);
 }
 
 TEST_F(LocalPath, AFifoOpenedForBothWaysCollectsBoth) {

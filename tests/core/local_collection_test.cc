@@ -42,6 +42,16 @@ class OtherProcess : public LocalProcess {
   pid_t pid() const override { return getpid() + 100000; }
 };
 
+// The owner's process as the daemon's is: it keeps a closed queue's signal.
+class KeepingProcess : public LocalProcess {
+ public:
+  void KeepClosedQueueSignal(std::unique_ptr<LocalSignal> signal) const override {
+    kept->push_back(std::move(signal));
+  }
+  std::shared_ptr<std::vector<std::unique_ptr<LocalSignal>>> kept =
+      std::make_shared<std::vector<std::unique_ptr<LocalSignal>>>();
+};
+
 class LocalCollectionCore : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -102,6 +112,32 @@ TEST_F(LocalCollectionCore, SignalIsSetOnlyOnTransitionsAndGoesWithTheQueue) {
   EXPECT_EQ(q_->kq().Snapshot().local, 1u);
   EXPECT_FALSE(log_->destroyed);
   q_->kq().Close();
+  EXPECT_TRUE(log_->destroyed);
+}
+
+TEST_F(LocalCollectionCore, TheOwnersCloseRaisesTheSignalUntilItsNextCallAndTheEndKeepsIt) {
+  auto owner = std::make_shared<KeepingProcess>();
+  ASSERT_EQ(q_->kq().AttachLocal(owner, std::make_unique<FakeSignal>(log_)), 0);
+  ASSERT_EQ(Local({PipeRead()}, owner), 0);
+  EXPECT_TRUE(log_->sets.empty());
+  q_->kq().OwnerClosedDescriptor(OtherProcess());  // not the owner: nothing
+  EXPECT_TRUE(log_->sets.empty());
+  q_->kq().OwnerClosedDescriptor(*owner);
+  q_->kq().OwnerClosedDescriptor(*owner);
+  EXPECT_EQ(log_->sets, std::vector<bool>{true});
+  // Another process's call changes nothing; the owner's next call clears it.
+  SkipLocal(std::make_shared<OtherProcess>());
+  EXPECT_EQ(log_->sets, std::vector<bool>{true});
+  SkipLocal(owner);
+  EXPECT_EQ(log_->sets, (std::vector<bool>{true, false}));
+  // The end: readable, and handed to the owner's process, not destroyed.
+  q_->kq().Close();
+  EXPECT_EQ(log_->sets, (std::vector<bool>{true, false, true}));
+  EXPECT_FALSE(log_->destroyed);
+  ASSERT_EQ(owner->kept->size(), 1u);
+  q_->kq().OwnerClosedDescriptor(*owner);  // closed: nothing
+  EXPECT_EQ(log_->sets.size(), 3u);
+  owner->kept->clear();
   EXPECT_TRUE(log_->destroyed);
 }
 

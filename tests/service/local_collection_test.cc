@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -452,26 +453,94 @@ TEST_F(LocalCollection, OwnerClosingItsEpollBreaksNothing) {
   close(ep2);
 }
 
-TEST_F(LocalCollection, ClosingTheQueueGivesTheEventfdBack) {
+// Signals of closed queues kept per owner process (docs/abi.md;
+// RemoteProcess::kMaxClosedSignals).
+constexpr int kMaxClosedSignals = 16;
+
+// Waits up to 5 s for the user's daemon descriptors to reach `want` (a
+// release reaches the daemon after close() returns; an exit, after the
+// process is reaped).
+bool DaemonFdsReach(int kq, uint64_t want) {
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (DaemonFds(kq) != want && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return DaemonFds(kq) == want;
+}
+
+// The tags of the items epoll_wait reports at once, sorted.
+std::vector<uint64_t> ReadyTags(int ep) {
+  epoll_event evs[64];
+  int n = epoll_wait(ep, evs, 64, 0);
+  std::vector<uint64_t> tags;
+  for (int i = 0; i < n; i++) tags.push_back(evs[i].data.u64);
+  std::sort(tags.begin(), tags.end());
+  return tags;
+}
+
+// A queue the owner closes: its item is readable before close() returns
+// (the FLUSH), stays readable past the release (the daemon keeps the
+// eventfd, still charged to the user), the oldest kept one goes when a
+// 17th closes, and all go when the owner exits.
+TEST_F(LocalCollection, AClosedQueuesSignalStaysReadableUntilTheOwnerExits) {
   int other = SharedDaemon().OpenKqueue();
   ASSERT_GE(other, 0);
-  int kq = SharedDaemon().OpenKqueue();
-  ASSERT_GE(kq, 0);
-  ASSERT_EQ(Change(kq, Ev(1, EVFILT_USER, EV_ADD)), 0);  // this thread is known now
-  const uint64_t before = DaemonFds(other);
-  ASSERT_NE(before, UINT64_MAX);
-  ASSERT_EQ(Attach(kq, ep_), 0);
-  EXPECT_EQ(DaemonFds(other), before + 1);
-  EXPECT_TRUE(Signalled(ep_));
-  close(kq);
-  // The release reaches the daemon after close() returns.
-  auto deadline = Clock::now() + std::chrono::seconds(5);
-  while (DaemonFds(other) != before && Clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  EXPECT_EQ(DaemonFds(other), before);
-  // The item left the instance with the daemon's eventfd.
-  EXPECT_TRUE(Ready(ep_).empty());
+  const uint64_t parent_before = DaemonFds(other);
+  ASSERT_NE(parent_before, UINT64_MAX);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int stat = SharedDaemon().OpenKqueue();
+    if (ep < 0 || stat < 0) _exit(10);
+    if (Change(stat, Ev(1, EVFILT_USER, EV_ADD)) != 0) _exit(11);  // known now
+    const uint64_t base = DaemonFds(stat);
+    constexpr int kQueues = 20;
+    for (int i = 1; i <= kQueues; i++) {
+      int kq = SharedDaemon().OpenKqueue();
+      if (kq < 0 || Attach(kq, ep, static_cast<uint64_t>(i)) != 0) _exit(12);
+      std::vector<uint64_t> before = ReadyTags(ep);
+      if (std::count(before.begin(), before.end(), static_cast<uint64_t>(i)) != 0) _exit(13);
+      close(kq);
+      std::vector<uint64_t> after = ReadyTags(ep);
+      if (std::count(after.begin(), after.end(), static_cast<uint64_t>(i)) != 1) _exit(14);
+      if (i == 1 && !DaemonFdsReach(stat, base + 1)) _exit(15);
+    }
+    if (!DaemonFdsReach(stat, base + kMaxClosedSignals)) _exit(16);
+    std::vector<uint64_t> kept = ReadyTags(ep);
+    std::vector<uint64_t> want;
+    for (int i = kQueues - kMaxClosedSignals + 1; i <= kQueues; i++)
+      want.push_back(static_cast<uint64_t>(i));
+    if (kept != want) _exit(17);
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  // Gone with the owner: its kept signals and its pidfds.
+  EXPECT_TRUE(DaemonFdsReach(other, parent_before)) << DaemonFds(other) << " vs "
+                                                    << parent_before;
   close(other);
+}
+
+// A close by anyone but the owner does not raise the owner's item; the
+// owner's close of a duplicate raises it until its next call.
+TEST_F(LocalCollection, OnlyTheOwnersCloseRaisesTheItemUntilItsNextCall) {
+  ASSERT_EQ(Attach(kq_, ep_), 0);
+  ASSERT_EQ(LocalChange(kq_, {Marked(PipeRead())}), 0);
+  EXPECT_FALSE(Signalled(ep_));
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(close(kq_) == 0 ? 0 : 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_FALSE(Signalled(ep_));
+  int copy = dup(kq_);
+  ASSERT_GE(copy, 0);
+  close(copy);
+  EXPECT_TRUE(Signalled(ep_));
+  kq_kevent out[4];
+  EXPECT_EQ(KeventFlags(kq_, {}, out, 4, 0, KQ_KEVENT_SKIP_LOCAL), 0);
+  EXPECT_FALSE(Signalled(ep_));
 }
 
 }  // namespace
