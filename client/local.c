@@ -770,6 +770,21 @@ static int AskDaemon(int kq, struct kevent *events, size_t nevents,
   return kqd_daemon_kevent(kq, NULL, 0, events, nevents, timeout, KQ_KEVENT_LOCAL_CHANGES);
 }
 
+/* Removes from events[have, have + count) every event whose knote (ident,
+ * filter) is among events[0, have), keeping the order; returns how many
+ * are left. */
+static int DropReported(struct kevent *events, size_t have, int count) {
+  int kept = 0;
+  for (int i = 0; i < count; i++) {
+    const struct kevent *e = &events[have + (size_t)i];
+    int seen = 0;
+    for (size_t j = 0; j < have && !seen; j++)
+      seen = events[j].ident == e->ident && events[j].filter == e->filter;
+    if (!seen) events[have + (size_t)kept++] = *e;
+  }
+  return kept;
+}
+
 /*
  * Collects local events into events[0, nevents) after the daemon answered
  * `have` events (a SKIP call, or nothing yet), waiting as `timeout` says
@@ -785,11 +800,13 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
     /* The daemon's events are taken: add whatever is ready here now. */
     struct Harvest h;
     if (HarvestOnce(q, events + have, nevents - (size_t)have, &kZero, &h) != 0) return have;
-    /* With knotes of the daemon's in the queue, one of ours may have been
-     * made non-local by another process sharing the queue, and be among
-     * the daemon's events already: the local ones wait for the next call
-     * (level-triggered, they are still there). */
-    return have + (h.ghost || h.daemon ? 0 : h.count);
+    if (h.ghost) return have;
+    /* The SKIP call took every ready knote of the daemon's (it had room),
+     * so the daemon's item says nothing the local ones must wait for: the
+     * ordinary path answers both. One of ours that another process sharing
+     * the queue made non-local may be among the daemon's events already:
+     * it is dropped here, so no knote is reported twice. */
+    return have + DropReported(events, (size_t)have, h.count);
   }
   /* A wait is cut into slices (KQD_FIRST_SLICE_MS, doubling up to
    * KQD_MAX_SLICE_MS): when the queue's descriptor is closed by another
