@@ -628,7 +628,9 @@ static int HarvestOnce(struct LocalQueue *q, struct kevent *out, size_t room,
   struct ReportCopy stack_copies[KQD_STACK_REPORTS];
   struct epoll_event *reports = stack_reports;
   struct ReportCopy *copies = stack_copies;
-  int max = room < KQD_MAX_REPORTS ? (int)room : KQD_MAX_REPORTS;
+  /* Two reports more than the room: the daemon's item and its pidfd are
+   * reports that make no event, and must not take the place of one. */
+  int max = room + 2 < KQD_MAX_REPORTS ? (int)room + 2 : KQD_MAX_REPORTS;
   if (max > KQD_STACK_REPORTS) {
     reports = malloc((size_t)max * sizeof *reports);
     copies = malloc((size_t)max * sizeof *copies);

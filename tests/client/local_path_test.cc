@@ -363,12 +363,33 @@ TEST_F(LocalPath, ACallWithChangesGetsLocalEventsBesideTheDaemons) {
   EXPECT_SAME_SORTED_ANSWER(changes, 8);
   // Again with a level-triggered knote of the daemon's (NOTE_LOWAT) that
   // stays ready: both events in every call with changes.
-  changes = {Ev(q[1], EVFILT_WRITE, EV_ADD, NOTE_LOWAT, 1)};
-  EXPECT_SAME_SORTED_ANSWER(changes, 8);
   int r[2];
   Pipe(r);
-  changes = {Ev(r[0], EVFILT_READ, EV_ADD)};
+  changes = {Ev(r[1], EVFILT_WRITE, EV_ADD, NOTE_LOWAT, 1)};
   EXPECT_SAME_SORTED_ANSWER(changes, 8);
+  int s[2];
+  Pipe(s);
+  changes = {Ev(s[0], EVFILT_READ, EV_ADD)};
+  EXPECT_SAME_SORTED_ANSWER(changes, 8);
+  EXPECT_EQ(Same().size(), 2u);
+}
+
+TEST_F(LocalPath, TheDaemonsItemTakesNoLocalEventsRoom) {
+  // Found by local_differential_test (seed 9): room for the daemon's event
+  // and one local one; the daemon's item, readable in the epoll instance
+  // before the local pipe, must not take the local event's place.
+  int p[2];
+  Pipe(p);
+  int q[2];
+  Pipe(q);
+  int r[2];
+  Pipe(r);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(Change({Ev(q[1], EVFILT_WRITE, EV_ADD, NOTE_LOWAT, 1)}), 0);
+  ASSERT_EQ(write(p[1], "abcd", 4), 4);
+  std::vector<struct kevent> changes = {Ev(r[0], EVFILT_READ, EV_ADD)};
+  EXPECT_SAME_SORTED_ANSWER(changes, 2);
+  EXPECT_SAME_SORTED_ANSWER(changes, 2);
   EXPECT_EQ(Same().size(), 2u);
 }
 
