@@ -26,6 +26,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -111,11 +112,16 @@ int MakeQueue(bool allow_local, bool* fast) {
 }
 
 std::string Show(const struct kevent& e) {
+  // The padding after fflags is the ABI's `reserved` word: shown when set.
+  uint32_t reserved = 0;
+  memcpy(&reserved, reinterpret_cast<const char*>(&e) + offsetof(struct kq_kevent, reserved),
+         sizeof reserved);
   char buf[200];
-  snprintf(buf, sizeof buf, "{%lu %s flags %#x fflags %#x data %ld udata %p}",
+  snprintf(buf, sizeof buf, "{%lu %s flags %#x fflags %#x data %ld udata %p%s}",
            static_cast<unsigned long>(e.ident),
            e.filter == EVFILT_READ ? "READ" : e.filter == EVFILT_WRITE ? "WRITE" : "?", e.flags,
-           e.fflags, static_cast<long>(e.data), e.udata);
+           e.fflags, static_cast<long>(e.data), e.udata,
+           reserved != 0 ? (" reserved " + std::to_string(reserved)).c_str() : "");
   return buf;
 }
 

@@ -393,6 +393,19 @@ TEST_F(LocalPath, TheDaemonsItemTakesNoLocalEventsRoom) {
   EXPECT_EQ(Same().size(), 2u);
 }
 
+TEST_F(LocalPath, AnswersEchoReservedAfterTheFastPathGivesUp) {
+  // Found by local_differential_test (seed 1698094932): an error for a
+  // knote the call changes twice sends the queue to the ordinary path; the
+  // answers after it must still carry the caller's `reserved` (here 0),
+  // not the KQ_CHANGE_LOCAL mark the library sent.
+  int p[2];
+  Pipe(p);
+  std::vector<struct kevent> changes = {
+      Ev(p[1], EVFILT_WRITE, EV_DISABLE, 0, 0, reinterpret_cast<void*>(2)),
+      Ev(p[1], EVFILT_WRITE, EV_ADD | EV_RECEIPT)};
+  EXPECT_EQ(Change(changes, 2), 2);
+}
+
 TEST_F(LocalPath, ErrorsAndReceiptsAsBefore) {
   int p[2];
   Pipe(p);
