@@ -27,6 +27,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kcmp.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -87,6 +88,7 @@ struct LocalQueue {
   int kq;           /* the descriptor (fixed) */
   int ep;           /* the epoll instance (fixed; closed with the struct) */
   int daemon_pidfd; /* the daemon's process, in ep (fixed; closed with it) */
+  pid_t pid;        /* this process, for kcmp (fixed; a child never uses q) */
   dev_t kq_dev;     /* the queue's descriptor's identity at kqueue() (fixed) */
   ino_t kq_ino;
   int ioctl_only;   /* the ordinary path for good */
@@ -269,6 +271,7 @@ void kqd_local_open(int kq) {
   pthread_mutex_init(&q->mu, NULL);
   q->kq = kq;
   q->ep = ep;
+  q->pid = getpid();
   q->kq_dev = st.st_dev;
   q->kq_ino = st.st_ino;
   q->next_gen = 1;
@@ -352,6 +355,21 @@ static int SyncItem(struct LocalQueue *q, int fd, struct LocalFd *e, uint32_t wa
   return 0;
 }
 
+/* Whether fd names the very open file of its item in our epoll instance
+ * (one kcmp): a FIFO opened anew at the number has the inode and access
+ * mode of the old one, but is another file to the daemon (it compares open
+ * files), and the old file's item went with it. 0 too when kcmp cannot
+ * tell: then the entry is made anew, which at worst sends the queue to the
+ * ordinary path (a report of the old item, if it lives on). */
+static int SameOpenFile(const struct LocalQueue *q, int fd) {
+  struct kcmp_epoll_slot slot;
+  memset(&slot, 0, sizeof slot);
+  slot.efd = (uint32_t)q->ep;
+  slot.tfd = (uint32_t)fd;
+  slot.toff = 0;
+  return syscall(SYS_kcmp, q->pid, q->pid, KCMP_EPOLL_TFD, fd, &slot) == 0;
+}
+
 static uint32_t WantedEvents(const struct LocalFd *e) {
   uint32_t want = 0;
   if (e->kn[EVFILT_READ].state == KN_PRESENT && e->kn[EVFILT_READ].local) want |= EPOLLIN;
@@ -418,7 +436,8 @@ static void PlanChanges(struct LocalQueue *q, const struct kevent *changes, size
     if (accmode >= 0) accmode &= O_ACCMODE;
     const int fifo = accmode >= 0;
     if (e != NULL && (!fifo || e->dev != st.st_dev || e->ino != st.st_ino ||
-                      e->accmode != accmode)) {
+                      e->accmode != accmode ||
+                      (e->events != 0 && !SameOpenFile(q, fd)))) {
       /* The number names another file now: the daemon drops the old
        * knotes of it at this change (BSD removes knotes on close). */
       e->gen = 0;

@@ -642,6 +642,34 @@ TEST_F(LocalPath, AFifoOpenedForBothWaysCollectsBoth) {
   rmdir(dir);
 }
 
+TEST_F(LocalPath, AFifoReopenedAtItsNumberIsANewFile) {
+  // Found by local_differential_test (seed 537602615): the FIFO opened
+  // anew at the same number (same inode, another open file; the old one
+  // gone, and with it the library's epoll item) is a new file to the
+  // daemon; an EV_ADD of it must be collected.
+  char dir[] = "/tmp/kqlocalXXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/fifo";
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  fds_.push_back(fd);
+  ASSERT_EQ(Change({Ev(fd, EVFILT_WRITE, EV_ADD, 0, 0, this)}), 0);
+  EXPECT_EQ(Same().size(), 1u);
+  int again = open(path.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(again, 0);
+  ASSERT_EQ(dup2(again, fd), fd);
+  close(again);
+  EXPECT_TRUE(Same().empty());  // the old knote went with its file
+  ASSERT_EQ(Change({Ev(fd, EVFILT_WRITE, EV_ADD)}), 0);
+  EXPECT_EQ(Same().size(), 1u);
+  ASSERT_EQ(Change({Ev(fd, EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(fd, "ab", 2), 2);
+  EXPECT_EQ(Same().size(), 2u);
+  unlink(path.c_str());
+  rmdir(dir);
+}
+
 }  // namespace
 }  // namespace client_test
 }  // namespace kqd
