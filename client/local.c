@@ -499,9 +499,17 @@ static void PlanChanges(struct LocalQueue *q, const struct kevent *changes, size
 
 /* Whether `answer` (an EV_ERROR record) is the daemon's answer to `change`. */
 static int AnswerFor(const struct kq_kevent *answer, const struct kq_kevent *change) {
+  /* Data 0 is a receipt: never the answer of a change without EV_RECEIPT
+   * (an error's data is its errno, never 0). */
   return answer->ident == change->ident && answer->filter == change->filter &&
-         answer->fflags == change->fflags && answer->udata == change->udata;
+         answer->fflags == change->fflags && answer->udata == change->udata &&
+         (answer->data != 0 || (change->flags & EV_RECEIPT));
 }
+
+/* Whether a failed kevent call with a single change failed with that
+ * change's error (as BSD's kevent returns it when there is no room for an
+ * EV_ERROR answer), so that the change surely did not apply. */
+static int ChangeError(int err) { return err == ENOENT || err == EBADF || err == EINVAL; }
 
 /* The daemon echoes each change's `reserved` in its answer, and the copy we
  * sent had ours (KQ_CHANGE_LOCAL or 0): every answer gets its caller's
@@ -530,13 +538,18 @@ static void RestoreReserved(const struct kevent *changes, size_t n, struct keven
  * Whatever it cannot attribute sends the queue to the ordinary path.
  */
 static void ApplyPlans(struct LocalQueue *q, const struct kevent *changes, size_t n,
-                       const struct ChangePlan *plan, int rc, struct kevent *events,
-                       size_t nevents) {
+                       const struct ChangePlan *plan, int rc, int call_errno,
+                       struct kevent *events, size_t nevents) {
+  int only_err = 0; /* the error of the call's only change */
   if (rc < 0) {
-    /* Which changes applied is not known (the daemon stops at the first
-     * failure it cannot report): the ordinary path from now on. */
-    q->ioctl_only = 1;
-    return;
+    /* With several changes, which applied is not known (the daemon stops
+     * at the first failure it cannot report): the ordinary path from now
+     * on. A single change's own error says it did not apply. */
+    if (n != 1 || !ChangeError(call_errno)) {
+      q->ioctl_only = 1;
+      return;
+    }
+    only_err = call_errno;
   }
   const size_t nanswers =
       (rc > 0 && (((struct kq_kevent *)events)[0].flags & EV_ERROR)) ? (size_t)rc : 0;
@@ -549,7 +562,9 @@ static void ApplyPlans(struct LocalQueue *q, const struct kevent *changes, size_
     const struct kq_kevent *change = (const struct kq_kevent *)&changes[i];
     int applied = !stopped;
     int err = 0;
-    if (applied) {
+    if (applied && only_err != 0) {
+      err = only_err;
+    } else if (applied) {
       if (a < nanswers && AnswerFor((const struct kq_kevent *)&events[a], change)) {
         const struct kq_kevent *answer = (const struct kq_kevent *)&events[a];
         err = (int)answer->data;
@@ -583,7 +598,10 @@ static void ApplyPlans(struct LocalQueue *q, const struct kevent *changes, size_
      * twice, leaves the daemon's state unreadable. */
     int twice = 0;
     for (size_t j = 0; j < n; j++) twice |= j != i && SameKey(&plan[j], p);
-    if (k->local || twice) {
+    /* A change of a knote there is none of, planned as leaving none, that
+     * failed: the plans of the later changes of it assumed just that. */
+    const int as_planned = k->state == KN_ABSENT && p->after.state == KN_ABSENT;
+    if (k->local || (twice && !as_planned)) {
       q->ioctl_only = 1;
       return;
     }
@@ -947,7 +965,7 @@ static int QueueKevent(struct LocalQueue *q, const struct kevent *changes, size_
                              KQ_KEVENT_LOCAL_CHANGES | KQ_KEVENT_SKIP_LOCAL);
   int saved = errno;
   pthread_mutex_lock(&q->mu);
-  ApplyPlans(q, changes, nchanges, plan, rc, events, nevents);
+  ApplyPlans(q, changes, nchanges, plan, rc, saved, events, nevents);
   pthread_mutex_unlock(&q->mu);
   if (copy != (struct kevent *)stack_copy) {
     free(copy);

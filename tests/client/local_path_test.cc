@@ -406,6 +406,38 @@ TEST_F(LocalPath, AnswersEchoReservedAfterTheFastPathGivesUp) {
   EXPECT_EQ(Change(changes, 2), 2);
 }
 
+TEST_F(LocalPath, ChangesThatFailKnownlyKeepTheFastPath) {
+  // What local_differential_test saw send most queues to the ordinary path
+  // for good although the library can tell what the daemon did.
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "abc", 3), 3);
+  int ioctls = -1;
+  EXPECT_EQ(Same(&ioctls).size(), 1u);
+  ExpectLocal(ioctls);
+  // One change, no room: the call's error is that change's.
+  int q[2];
+  Pipe(q);
+  EXPECT_EQ(Change({Ev(q[0], EVFILT_READ, EV_DELETE)}, 0), -1);
+  EXPECT_EQ(Same(&ioctls).size(), 1u);
+  ExpectLocal(ioctls);
+  // ENOENT for a knote there is none of, then its EV_ADD in the same call.
+  EXPECT_EQ(Change({Ev(q[0], EVFILT_READ, EV_DISABLE), Ev(q[0], EVFILT_READ, EV_ADD)}, 4), 1);
+  ASSERT_EQ(write(q[1], "de", 2), 2);
+  EXPECT_EQ(Same(&ioctls).size(), 2u);
+  ExpectLocal(ioctls);
+  // A knote added, then added again with a receipt: the receipt is the
+  // second change's.
+  int r[2];
+  Pipe(r);
+  EXPECT_EQ(Change({Ev(r[0], EVFILT_READ, EV_ADD), Ev(r[0], EVFILT_READ, EV_ADD | EV_RECEIPT)}, 4),
+            1);
+  ASSERT_EQ(write(r[1], "f", 1), 1);
+  EXPECT_EQ(Same(&ioctls).size(), 3u);
+  ExpectLocal(ioctls);
+}
+
 TEST_F(LocalPath, ErrorsAndReceiptsAsBefore) {
   int p[2];
   Pipe(p);
