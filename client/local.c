@@ -77,6 +77,7 @@ struct LocalFd {
   ino_t ino;
   int accmode;       /* O_RDONLY / O_WRONLY / O_RDWR */
   uint32_t events;   /* registered in the epoll instance (0: no item) */
+  int watched;       /* the file has an item in the queue's idep */
   struct LocalKnote kn[2]; /* by filter: EVFILT_READ, EVFILT_WRITE */
 };
 
@@ -87,6 +88,9 @@ struct LocalQueue {
   pthread_mutex_t mu;
   int kq;           /* the descriptor (fixed) */
   int ep;           /* the epoll instance (fixed; closed with the struct) */
+  int idep;         /* an epoll instance never waited on: one item per entry,
+                     * by which kcmp tells its open file (fixed; closed with
+                     * the struct) */
   int daemon_pidfd; /* the daemon's process, in ep (fixed; closed with it) */
   pid_t pid;        /* this process, for kcmp (fixed; a child never uses q) */
   dev_t kq_dev;     /* the queue's descriptor's identity at kqueue() (fixed) */
@@ -110,6 +114,7 @@ static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 static void FreeQueue(struct LocalQueue *q) {
   int saved = errno;
   close(q->ep);
+  close(q->idep);
   close(q->daemon_pidfd);
   pthread_mutex_destroy(&q->mu);
   free(q->fds);
@@ -175,6 +180,7 @@ static void AtforkChild(void) {
   for (size_t i = 0; i < g_nqueues; i++) {
     if (g_queues[i] != NULL) {
       close(g_queues[i]->ep);
+      close(g_queues[i]->idep);
       close(g_queues[i]->daemon_pidfd);
       g_queues[i] = NULL;
     }
@@ -242,9 +248,15 @@ void kqd_local_open(int kq) {
   if (fstat(kq, &st) != 0) goto out;
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) goto out;
+  int idep = epoll_create1(EPOLL_CLOEXEC);
+  if (idep < 0) {
+    close(ep);
+    goto out;
+  }
   /* Without a watch on the daemon, a parked call would miss its death. */
   int pidfd = WatchDaemon(kq, ep);
   if (pidfd < 0) {
+    close(idep);
     close(ep);
     goto out;
   }
@@ -258,12 +270,14 @@ void kqd_local_open(int kq) {
   } while (rc < 0 && errno == EINTR);
   if (rc < 0) { /* ENOTTY (older daemon), EBUSY, EMFILE...: no fast path */
     close(pidfd);
+    close(idep);
     close(ep);
     goto out;
   }
   struct LocalQueue *q = calloc(1, sizeof *q);
   if (q == NULL) {
     close(pidfd);
+    close(idep);
     close(ep);
     goto out;
   }
@@ -271,6 +285,7 @@ void kqd_local_open(int kq) {
   pthread_mutex_init(&q->mu, NULL);
   q->kq = kq;
   q->ep = ep;
+  q->idep = idep;
   q->pid = getpid();
   q->kq_dev = st.st_dev;
   q->kq_ino = st.st_ino;
@@ -331,6 +346,12 @@ static struct LocalFd *NewFd(struct LocalQueue *q, int fd, const struct stat *st
   e->dev = st->st_dev;
   e->ino = st->st_ino;
   e->accmode = accmode;
+  /* The file's item in idep (no events; never waited on), to know it
+   * again: SameOpenFile. An item left by an earlier entry of this very
+   * file will do. It goes when the file goes. */
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  e->watched = epoll_ctl(q->idep, EPOLL_CTL_ADD, fd, &ev) == 0 || errno == EEXIST;
   return e;
 }
 
@@ -355,19 +376,27 @@ static int SyncItem(struct LocalQueue *q, int fd, struct LocalFd *e, uint32_t wa
   return 0;
 }
 
-/* Whether fd names the very open file of its item in our epoll instance
- * (one kcmp): a FIFO opened anew at the number has the inode and access
- * mode of the old one, but is another file to the daemon (it compares open
- * files), and the old file's item went with it. 0 too when kcmp cannot
- * tell: then the entry is made anew, which at worst sends the queue to the
- * ordinary path (a report of the old item, if it lives on). */
+/* Whether fd names an open file that has an item in q->idep (one kcmp
+ * per item of the number): the file of fd's entry, made when the entry was.
+ * A FIFO opened anew at the number has the inode and access mode of the old
+ * one, but is another file to the daemon (it compares open files): its
+ * knotes are new ones, and the old file's epoll item went with that file.
+ * 0 too when kcmp cannot tell: then the entry is made anew, which at worst
+ * sends the queue to the ordinary path (a report of the old item, if that
+ * file lives on elsewhere). */
 static int SameOpenFile(const struct LocalQueue *q, int fd) {
-  struct kcmp_epoll_slot slot;
-  memset(&slot, 0, sizeof slot);
-  slot.efd = (uint32_t)q->ep;
-  slot.tfd = (uint32_t)fd;
-  slot.toff = 0;
-  return syscall(SYS_kcmp, q->pid, q->pid, KCMP_EPOLL_TFD, fd, &slot) == 0;
+  /* Several items of the number when files it named before live on. */
+  for (uint32_t toff = 0; toff < 4; toff++) {
+    struct kcmp_epoll_slot slot;
+    memset(&slot, 0, sizeof slot);
+    slot.efd = (uint32_t)q->idep;
+    slot.tfd = (uint32_t)fd;
+    slot.toff = toff;
+    const long r = syscall(SYS_kcmp, q->pid, q->pid, KCMP_EPOLL_TFD, fd, &slot);
+    if (r == 0) return 1;
+    if (r < 0) return 0; /* no more items (ENOENT), or no kcmp */
+  }
+  return 0;
 }
 
 static uint32_t WantedEvents(const struct LocalFd *e) {
@@ -437,7 +466,7 @@ static void PlanChanges(struct LocalQueue *q, const struct kevent *changes, size
     const int fifo = accmode >= 0;
     if (e != NULL && (!fifo || e->dev != st.st_dev || e->ino != st.st_ino ||
                       e->accmode != accmode ||
-                      (e->events != 0 && !SameOpenFile(q, fd)))) {
+                      (e->watched && !SameOpenFile(q, fd)))) {
       /* The number names another file now: the daemon drops the old
        * knotes of it at this change (BSD removes knotes on close). */
       e->gen = 0;

@@ -702,6 +702,32 @@ TEST_F(LocalPath, AFifoReopenedAtItsNumberIsANewFile) {
   rmdir(dir);
 }
 
+TEST_F(LocalPath, AFifoReopenedWhileNoKnoteOfItIsLocalIsANewFileToo) {
+  // Found by local_differential_test (seeds 244311352, 1330023663): the
+  // knote of the old file was the daemon's (disabled), so the library had
+  // no epoll item to tell the files apart by, and took the new knote's
+  // flags for the old one's.
+  char dir[] = "/tmp/kqlocalXXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/fifo";
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  fds_.push_back(fd);
+  ASSERT_EQ(Change({Ev(fd, EVFILT_READ, EV_ADD | EV_DISABLE, 0, 0, this)}), 0);
+  int again = open(path.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(again, 0);
+  ASSERT_EQ(dup2(again, fd), fd);
+  close(again);
+  ASSERT_EQ(Change({Ev(fd, EVFILT_READ, EV_ADD | EV_ENABLE, 0, 0, this)}), 0);
+  ASSERT_EQ(write(fd, "ab", 2), 2);
+  std::vector<struct kevent> got = Same();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].flags, static_cast<uint32_t>(EV_ADD | EV_ENABLE));
+  unlink(path.c_str());
+  rmdir(dir);
+}
+
 }  // namespace
 }  // namespace client_test
 }  // namespace kqd
