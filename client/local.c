@@ -570,6 +570,9 @@ static void ApplyPlans(struct LocalQueue *q, const struct kevent *changes, size_
                        const struct ChangePlan *plan, int rc, int call_errno,
                        struct kevent *events, size_t nevents) {
   int only_err = 0; /* the error of the call's only change */
+  int followed = 0;  /* a change of a knote the table follows */
+  for (size_t i = 0; i < n; i++) followed |= plan[i].fd >= 0;
+  if (rc < 0 && !followed) return; /* whatever applied, the table holds */
   if (rc < 0) {
     /* With several changes, which applied is not known (the daemon stops
      * at the first failure it cannot report): the ordinary path from now
@@ -950,6 +953,13 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
   }
 }
 
+/* Whether any change names a READ or WRITE knote. */
+static int NamesFdKnotes(const struct kevent *changes, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (changes[i].filter == EVFILT_READ || changes[i].filter == EVFILT_WRITE) return 1;
+  return 0;
+}
+
 static int QueueKevent(struct LocalQueue *q, const struct kevent *changes, size_t nchanges,
                        struct kevent *events, size_t nevents, const struct timespec *timeout) {
   static const struct timespec kZero = {0, 0};
@@ -970,6 +980,17 @@ static int QueueKevent(struct LocalQueue *q, const struct kevent *changes, size_
     q->ioctl_only = 1;
     pthread_mutex_unlock(&q->mu);
     return KQD_NOT_LOCAL;
+  }
+  if (nevents == 0 && nchanges > 1 && NamesFdKnotes(changes, nchanges)) {
+    /* No room for answers: the daemon stops at the first change that fails
+     * (or wants a receipt) and the call fails with its error, leaving
+     * unknown which changes applied. One change per call is the same
+     * semantics, and each outcome is known. */
+    for (size_t i = 0; i < nchanges; i++) {
+      const int rc = QueueKevent(q, &changes[i], 1, NULL, 0, timeout);
+      if (rc != 0 || (changes[i].flags & EV_RECEIPT)) return rc;
+    }
+    return 0;
   }
   /* Step 1: the changes (eligible ones marked), the daemon's own events. */
   uint64_t stack_copy[KQD_STACK_CHANGES * sizeof(struct kevent) / sizeof(uint64_t)];

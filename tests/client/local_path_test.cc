@@ -438,6 +438,31 @@ TEST_F(LocalPath, ChangesThatFailKnownlyKeepTheFastPath) {
   ExpectLocal(ioctls);
 }
 
+TEST_F(LocalPath, AFailingChangelistWithoutRoomKeepsTheFastPath) {
+  // No room for answers: the first failing change fails the call, the
+  // changes before it applied, the ones after it not (a receipt stops the
+  // list too); the library sends such a list one change at a time so that
+  // it knows which applied.
+  int a[2], b[2], c[2];
+  Pipe(a);
+  Pipe(b);
+  Pipe(c);
+  ASSERT_EQ(write(a[1], "1", 1), 1);
+  ASSERT_EQ(write(c[1], "3", 1), 1);
+  EXPECT_EQ(Change({Ev(a[0], EVFILT_READ, EV_ADD), Ev(b[0], EVFILT_READ, EV_DELETE),
+                    Ev(c[0], EVFILT_READ, EV_ADD)},
+                   0),
+            -1);
+  int ioctls = -1;
+  EXPECT_EQ(Same(&ioctls).size(), 1u);
+  ExpectLocal(ioctls);
+  EXPECT_EQ(Change({Ev(b[0], EVFILT_READ, EV_ADD | EV_RECEIPT), Ev(c[0], EVFILT_READ, EV_ADD)}, 0),
+            0);
+  ASSERT_EQ(write(b[1], "2", 1), 1);
+  EXPECT_EQ(Same(&ioctls).size(), 2u);
+  ExpectLocal(ioctls);
+}
+
 TEST_F(LocalPath, ErrorsAndReceiptsAsBefore) {
   int p[2];
   Pipe(p);
