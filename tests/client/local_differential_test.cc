@@ -189,6 +189,7 @@ class Walk {
     g_watched_kq = -1;
     if (a_ >= 0) close(a_);
     if (b_ >= 0) close(b_);
+    if (sync_ >= 0) close(sync_);
     for (const Slot& s : slots_) {
       if (s.r_open) close(s.r);
       if (s.w_open && s.w != s.r) close(s.w);
@@ -225,6 +226,7 @@ class Walk {
   bool StepClose(std::string* why);
   bool StepReopen(std::string* why);
   bool BeforeClose(std::string* why);
+  void Settle();
 
   // Calls both queues with the same arguments and compares (see the file
   // comment); false with *why on a divergence.
@@ -242,6 +244,7 @@ class Walk {
   const double rare_;
   int a_ = -1;  // fast path
   int b_ = -1;  // ordinary path
+  int sync_ = -1;  // an empty ordinary queue: see Settle()
   bool fast_ = false;
   std::vector<Slot> slots_;
   std::vector<uintptr_t> bad_;  // numbers never open
@@ -257,6 +260,12 @@ bool Walk::Setup(std::string* why) {
   b_ = MakeQueue(false, &b_fast);
   if (a_ < 0 || b_ < 0 || b_fast) {
     *why = "cannot make the two queues: " + std::string(strerror(errno));
+    return false;
+  }
+  bool sync_fast = false;
+  sync_ = MakeQueue(false, &sync_fast);
+  if (sync_ < 0) {
+    *why = "cannot make the third queue: " + std::string(strerror(errno));
     return false;
   }
   g_watched_kq = a_;
@@ -438,6 +447,18 @@ void Walk::StepRead() {
 // the file goes is lost with the file's epoll item, while one taken in
 // queues the knote, and an EV_ONESHOT knote is then reported even after
 // the close (seen with the ordinary path alone: timing, not the fast path).
+// After a write, read or close, a harvest of the empty third queue: the
+// daemon hears of what the step did to its watched files on its own
+// thread, and takes in everything recorded so far before a scan (any
+// queue's), but not before the changes of a call: without this, the next
+// changelist's outcome would hang on that thread's timing (an EV_ONESHOT
+// knote woken by the write and re-enabled by the changes is reported or
+// not), with the ordinary path alone.
+void Walk::Settle() {
+  struct kevent ev;
+  kevent(sync_, nullptr, 0, &ev, 1, &kZero);
+}
+
 bool Walk::BeforeClose(std::string* why) { return Both({}, kAmpleRoom, true, why); }
 
 bool Walk::StepClose(std::string* why) {
@@ -507,12 +528,16 @@ bool Walk::Go(std::string* why) {
       if (!StepHarvest(why)) return false;
     } else if (op < 78) {
       StepWrite();
+      Settle();
     } else if (op < 90) {
       StepRead();
+      Settle();
     } else if (op < 95) {
       if (!StepClose(why)) return false;
+      Settle();
     } else {
       if (!StepReopen(why)) return false;
+      Settle();
     }
   }
   // The end: one more comparison of everything ready.
