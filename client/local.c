@@ -433,6 +433,46 @@ static int FilterEligibleFor(uint32_t filter, int accmode) {
   return filter == EVFILT_READ ? accmode != O_WRONLY : accmode != O_RDONLY;
 }
 
+/* The knote after the change `kev` (`flags`: its flags without
+ * EV_SYSFLAGS) applied to `now`, as the daemon applies it; not local. */
+static struct LocalKnote NextKnote(const struct LocalKnote *now, const struct kq_kevent *kev,
+                                   uint32_t flags) {
+  struct LocalKnote after = *now;
+  after.local = 0;
+  if (flags & EV_ADD) {
+    if (now->state == KN_PRESENT) {
+      if (flags & EV_ENABLE) after.disabled = 0;
+    } else if (now->state == KN_ABSENT) {
+      after.state = KN_PRESENT;
+      after.flags = flags & ~EV_EOF; /* the daemon keeps the first EV_ADD's */
+      after.disabled = 0;
+    }
+    if (flags & EV_DISABLE) after.disabled = 1;
+    after.udata = kev->udata;
+  } else if (flags & EV_DELETE) {
+    memset(&after, 0, sizeof after);
+  } else {
+    /* EV_ENABLE, EV_DISABLE, a bare update: the knote is not local after
+     * it (whatever else the change did). */
+    if (flags & EV_DISABLE) after.disabled = 1;
+    if (flags & EV_ENABLE) after.disabled = 0;
+  }
+  return after;
+}
+
+/* Whether the daemon makes the knote local when `kev`, sent with
+ * KQ_CHANGE_LOCAL, took it from `now` to `after` (NextKnote) on a file
+ * opened with `accmode`: an EV_ADD leaving it enabled and level-triggered,
+ * with no NOTE_LOWAT. */
+static int LocalAfter(const struct LocalKnote *now, const struct LocalKnote *after,
+                      const struct kq_kevent *kev, uint32_t flags, uint32_t filter,
+                      int accmode) {
+  return (flags & EV_ADD) && now->state != KN_UNKNOWN && kev->fflags == 0 &&
+         !(flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH | EV_DISABLE)) &&
+         !(after->flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH)) && !after->disabled &&
+         FilterEligibleFor(filter, accmode);
+}
+
 /*
  * Before the call (mu held): copies the changes to `out` with `reserved`
  * cleared, marks the eligible ones KQ_CHANGE_LOCAL (their epoll item is
@@ -488,39 +528,14 @@ static void PlanChanges(struct LocalQueue *q, const struct kevent *changes, size
         break;
       }
     }
-    struct LocalKnote after = now;
-    if (flags & EV_ADD) {
-      if (now.state == KN_PRESENT) {
-        if (flags & EV_ENABLE) after.disabled = 0;
-      } else if (now.state == KN_ABSENT) {
-        after.state = KN_PRESENT;
-        after.flags = flags & ~EV_EOF; /* the daemon keeps the first EV_ADD's */
-        after.disabled = 0;
+    struct LocalKnote after = NextKnote(&now, kev, flags);
+    if (LocalAfter(&now, &after, kev, flags, filter, accmode)) {
+      const uint32_t bit = filter == EVFILT_READ ? EPOLLIN : EPOLLOUT;
+      if (SyncItem(q, fd, e, e->events | bit) == 0) {
+        kev->reserved = KQ_CHANGE_LOCAL;
+        p->marked = 1;
+        after.local = 1;
       }
-      if (flags & EV_DISABLE) after.disabled = 1;
-      after.udata = kev->udata;
-      after.local = 0;
-      const int eligible =
-          now.state != KN_UNKNOWN && kev->fflags == 0 &&
-          !(flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH | EV_DISABLE)) &&
-          !(after.flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH)) && !after.disabled &&
-          FilterEligibleFor(filter, accmode);
-      if (eligible) {
-        const uint32_t bit = filter == EVFILT_READ ? EPOLLIN : EPOLLOUT;
-        if (SyncItem(q, fd, e, e->events | bit) == 0) {
-          kev->reserved = KQ_CHANGE_LOCAL;
-          p->marked = 1;
-          after.local = 1;
-        }
-      }
-    } else if (flags & EV_DELETE) {
-      memset(&after, 0, sizeof after);
-    } else {
-      /* EV_ENABLE, EV_DISABLE, a bare update: the knote is not local after
-       * it (whatever else the change did). */
-      after.local = 0;
-      if (flags & EV_DISABLE) after.disabled = 1;
-      if (flags & EV_ENABLE) after.disabled = 0;
     }
     p->after = after;
   }
@@ -622,22 +637,32 @@ static void ApplyPlans(struct LocalQueue *q, const struct kevent *changes, size_
     }
     struct LocalKnote *k = &e->kn[p->filter];
     if (!applied) continue;
+    const uint32_t flags = change->flags & ~EV_SYSFLAGS;
     if (err == 0) {
-      *k = p->after;
+      /* From the knote as the changes before it in the call really left it
+       * (the plan assumed they all applied): the daemon decides on that
+       * knote whether the mark makes it local. */
+      struct LocalKnote next = NextKnote(k, change, flags);
+      next.local = p->marked && LocalAfter(k, &next, change, flags, p->filter, e->accmode);
+      *k = next;
       continue;
     }
-    /* A failed change of a key that was local, or that the call names
-     * twice, leaves the daemon's state unreadable. */
-    int twice = 0;
-    for (size_t j = 0; j < n; j++) twice |= j != i && SameKey(&plan[j], p);
-    /* A change of a knote there is none of, planned as leaving none, that
-     * failed: the plans of the later changes of it assumed just that. */
-    const int as_planned = k->state == KN_ABSENT && p->after.state == KN_ABSENT;
-    if (k->local || (twice && !as_planned)) {
+    /* A failed change of a knote that was local leaves the daemon's state
+     * unreadable; so does an error that a later change of the same knote
+     * would have answered alike (which of the two failed is unknown),
+     * unless this one could not but fail (a change of a knote there is
+     * none of, that is no EV_ADD). */
+    int twin = 0;
+    for (size_t j = i + 1; j < n; j++) {
+      const struct kq_kevent *later = (const struct kq_kevent *)&changes[j];
+      twin |= SameKey(&plan[j], p) && later->fflags == change->fflags &&
+              later->udata == change->udata;
+    }
+    const int sure = k->state == KN_ABSENT && !(flags & EV_ADD);
+    if (k->local || (twin && !sure)) {
       q->ioctl_only = 1;
       return;
     }
-    const uint32_t flags = change->flags & ~EV_SYSFLAGS;
     if (err == ENOENT || (flags & EV_DELETE) || k->state == KN_ABSENT) {
       memset(k, 0, sizeof *k); /* none there (a failed add made none) */
     } else {

@@ -438,6 +438,26 @@ TEST_F(LocalPath, ChangesThatFailKnownlyKeepTheFastPath) {
   ExpectLocal(ioctls);
 }
 
+TEST_F(LocalPath, AFailedChangeWithATwinInTheCallKeepsTheFastPath) {
+  // The answers tell the two changes of one knote apart by udata: each
+  // outcome is known, and the later one is read from the knote as the
+  // failed one left it (none).
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "abc", 3), 3);
+  int gone[2];
+  Pipe(gone);
+  Close(gone[0]);
+  EXPECT_EQ(Change({Ev(gone[1], EVFILT_WRITE, EV_ADD, 0, 0, reinterpret_cast<void*>(1)),
+                    Ev(gone[1], EVFILT_WRITE, EV_ADD, 0, 0, reinterpret_cast<void*>(2))},
+                   4),
+            2);
+  int ioctls = -1;
+  EXPECT_EQ(Same(&ioctls).size(), 1u);
+  ExpectLocal(ioctls);
+}
+
 TEST_F(LocalPath, AFailingChangelistWithoutRoomKeepsTheFastPath) {
   // No room for answers: the first failing change fails the call, the
   // changes before it applied, the ones after it not (a receipt stops the
