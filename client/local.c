@@ -27,6 +27,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kcmp.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -72,6 +73,7 @@ struct LocalFd {
   ino_t ino;
   int accmode;       /* O_RDONLY / O_WRONLY / O_RDWR */
   uint32_t events;   /* registered in the epoll instance (0: no item) */
+  int watched;       /* the file has an item in the queue's idep */
   struct LocalKnote kn[2]; /* by filter: EVFILT_READ, EVFILT_WRITE */
 };
 
@@ -82,7 +84,11 @@ struct LocalQueue {
   pthread_mutex_t mu;
   int kq;           /* the descriptor (fixed) */
   int ep;           /* the epoll instance (fixed; closed with the struct) */
+  int idep;         /* an epoll instance never waited on: one item per entry,
+                     * by which kcmp tells its open file (fixed; closed with
+                     * the struct) */
   int daemon_pidfd; /* the daemon's process, in ep (fixed; closed with it) */
+  pid_t pid;        /* this process, for kcmp (fixed; a child never uses q) */
   dev_t kq_dev;     /* the queue's descriptor's identity at kqueue() (fixed) */
   ino_t kq_ino;
   int ioctl_only;   /* the ordinary path for good */
@@ -104,6 +110,7 @@ static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 static void FreeQueue(struct LocalQueue *q) {
   int saved = errno;
   close(q->ep);
+  close(q->idep);
   close(q->daemon_pidfd);
   pthread_mutex_destroy(&q->mu);
   free(q->fds);
@@ -181,6 +188,7 @@ static void AtforkChild(void) {
   for (size_t i = 0; i < g_nqueues; i++) {
     if (g_queues[i] != NULL) {
       close(g_queues[i]->ep);
+      close(g_queues[i]->idep);
       close(g_queues[i]->daemon_pidfd);
       g_queues[i] = NULL;
     }
@@ -248,9 +256,15 @@ void kqd_local_open(int kq) {
   if (fstat(kq, &st) != 0) goto out;
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) goto out;
+  int idep = epoll_create1(EPOLL_CLOEXEC);
+  if (idep < 0) {
+    close(ep);
+    goto out;
+  }
   /* Without a watch on the daemon, a parked call would miss its death. */
   int pidfd = WatchDaemon(kq, ep);
   if (pidfd < 0) {
+    close(idep);
     close(ep);
     goto out;
   }
@@ -264,12 +278,14 @@ void kqd_local_open(int kq) {
   } while (rc < 0 && errno == EINTR);
   if (rc < 0) { /* ENOTTY (older daemon), EBUSY, EMFILE...: no fast path */
     close(pidfd);
+    close(idep);
     close(ep);
     goto out;
   }
   struct LocalQueue *q = calloc(1, sizeof *q);
   if (q == NULL) {
     close(pidfd);
+    close(idep);
     close(ep);
     goto out;
   }
@@ -277,6 +293,8 @@ void kqd_local_open(int kq) {
   pthread_mutex_init(&q->mu, NULL);
   q->kq = kq;
   q->ep = ep;
+  q->idep = idep;
+  q->pid = getpid();
   q->kq_dev = st.st_dev;
   q->kq_ino = st.st_ino;
   q->next_gen = 1;
@@ -336,6 +354,12 @@ static struct LocalFd *NewFd(struct LocalQueue *q, int fd, const struct stat *st
   e->dev = st->st_dev;
   e->ino = st->st_ino;
   e->accmode = accmode;
+  /* The file's item in idep (no events; never waited on), to know it
+   * again: SameOpenFile. An item left by an earlier entry of this very
+   * file will do. It goes when the file goes. */
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  e->watched = epoll_ctl(q->idep, EPOLL_CTL_ADD, fd, &ev) == 0 || errno == EEXIST;
   return e;
 }
 
@@ -357,6 +381,29 @@ static int SyncItem(struct LocalQueue *q, int fd, struct LocalFd *e, uint32_t wa
   }
   if (rc != 0) return errno;
   e->events = want;
+  return 0;
+}
+
+/* Whether fd names an open file that has an item in q->idep (one kcmp
+ * per item of the number): the file of fd's entry, made when the entry was.
+ * A FIFO opened anew at the number has the inode and access mode of the old
+ * one, but is another file to the daemon (it compares open files): its
+ * knotes are new ones, and the old file's epoll item went with that file.
+ * 0 too when kcmp cannot tell: then the entry is made anew, which at worst
+ * sends the queue to the ordinary path (a report of the old item, if that
+ * file lives on elsewhere). */
+static int SameOpenFile(const struct LocalQueue *q, int fd) {
+  /* Several items of the number when files it named before live on. */
+  for (uint32_t toff = 0; toff < 4; toff++) {
+    struct kcmp_epoll_slot slot;
+    memset(&slot, 0, sizeof slot);
+    slot.efd = (uint32_t)q->idep;
+    slot.tfd = (uint32_t)fd;
+    slot.toff = toff;
+    const long r = syscall(SYS_kcmp, q->pid, q->pid, KCMP_EPOLL_TFD, fd, &slot);
+    if (r == 0) return 1;
+    if (r < 0) return 0; /* no more items (ENOENT), or no kcmp */
+  }
   return 0;
 }
 
@@ -394,6 +441,46 @@ static int FilterEligibleFor(uint32_t filter, int accmode) {
   return filter == EVFILT_READ ? accmode != O_WRONLY : accmode != O_RDONLY;
 }
 
+/* The knote after the change `kev` (`flags`: its flags without
+ * EV_SYSFLAGS) applied to `now`, as the daemon applies it; not local. */
+static struct LocalKnote NextKnote(const struct LocalKnote *now, const struct kq_kevent *kev,
+                                   uint32_t flags) {
+  struct LocalKnote after = *now;
+  after.local = 0;
+  if (flags & EV_ADD) {
+    if (now->state == KN_PRESENT) {
+      if (flags & EV_ENABLE) after.disabled = 0;
+    } else if (now->state == KN_ABSENT) {
+      after.state = KN_PRESENT;
+      after.flags = flags & ~EV_EOF; /* the daemon keeps the first EV_ADD's */
+      after.disabled = 0;
+    }
+    if (flags & EV_DISABLE) after.disabled = 1;
+    after.udata = kev->udata;
+  } else if (flags & EV_DELETE) {
+    memset(&after, 0, sizeof after);
+  } else {
+    /* EV_ENABLE, EV_DISABLE, a bare update: the knote is not local after
+     * it (whatever else the change did). */
+    if (flags & EV_DISABLE) after.disabled = 1;
+    if (flags & EV_ENABLE) after.disabled = 0;
+  }
+  return after;
+}
+
+/* Whether the daemon makes the knote local when `kev`, sent with
+ * KQ_CHANGE_LOCAL, took it from `now` to `after` (NextKnote) on a file
+ * opened with `accmode`: an EV_ADD leaving it enabled and level-triggered,
+ * with no NOTE_LOWAT. */
+static int LocalAfter(const struct LocalKnote *now, const struct LocalKnote *after,
+                      const struct kq_kevent *kev, uint32_t flags, uint32_t filter,
+                      int accmode) {
+  return (flags & EV_ADD) && now->state != KN_UNKNOWN && kev->fflags == 0 &&
+         !(flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH | EV_DISABLE)) &&
+         !(after->flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH)) && !after->disabled &&
+         FilterEligibleFor(filter, accmode);
+}
+
 /*
  * Before the call (mu held): copies the changes to `out` with `reserved`
  * cleared, marks the eligible ones KQ_CHANGE_LOCAL (their epoll item is
@@ -426,7 +513,8 @@ static void PlanChanges(struct LocalQueue *q, const struct kevent *changes, size
     if (accmode >= 0) accmode &= O_ACCMODE;
     const int fifo = accmode >= 0;
     if (e != NULL && (!fifo || e->dev != st.st_dev || e->ino != st.st_ino ||
-                      e->accmode != accmode)) {
+                      e->accmode != accmode ||
+                      (e->watched && !SameOpenFile(q, fd)))) {
       /* The number names another file now: the daemon drops the old
        * knotes of it at this change (BSD removes knotes on close). */
       e->gen = 0;
@@ -448,39 +536,14 @@ static void PlanChanges(struct LocalQueue *q, const struct kevent *changes, size
         break;
       }
     }
-    struct LocalKnote after = now;
-    if (flags & EV_ADD) {
-      if (now.state == KN_PRESENT) {
-        if (flags & EV_ENABLE) after.disabled = 0;
-      } else if (now.state == KN_ABSENT) {
-        after.state = KN_PRESENT;
-        after.flags = flags & ~EV_EOF; /* the daemon keeps the first EV_ADD's */
-        after.disabled = 0;
+    struct LocalKnote after = NextKnote(&now, kev, flags);
+    if (LocalAfter(&now, &after, kev, flags, filter, accmode)) {
+      const uint32_t bit = filter == EVFILT_READ ? EPOLLIN : EPOLLOUT;
+      if (SyncItem(q, fd, e, e->events | bit) == 0) {
+        kev->reserved = KQ_CHANGE_LOCAL;
+        p->marked = 1;
+        after.local = 1;
       }
-      if (flags & EV_DISABLE) after.disabled = 1;
-      after.udata = kev->udata;
-      after.local = 0;
-      const int eligible =
-          now.state != KN_UNKNOWN && kev->fflags == 0 &&
-          !(flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH | EV_DISABLE)) &&
-          !(after.flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH)) && !after.disabled &&
-          FilterEligibleFor(filter, accmode);
-      if (eligible) {
-        const uint32_t bit = filter == EVFILT_READ ? EPOLLIN : EPOLLOUT;
-        if (SyncItem(q, fd, e, e->events | bit) == 0) {
-          kev->reserved = KQ_CHANGE_LOCAL;
-          p->marked = 1;
-          after.local = 1;
-        }
-      }
-    } else if (flags & EV_DELETE) {
-      memset(&after, 0, sizeof after);
-    } else {
-      /* EV_ENABLE, EV_DISABLE, a bare update: the knote is not local after
-       * it (whatever else the change did). */
-      after.local = 0;
-      if (flags & EV_DISABLE) after.disabled = 1;
-      if (flags & EV_ENABLE) after.disabled = 0;
     }
     p->after = after;
   }
@@ -488,28 +551,64 @@ static void PlanChanges(struct LocalQueue *q, const struct kevent *changes, size
 
 /* Whether `answer` (an EV_ERROR record) is the daemon's answer to `change`. */
 static int AnswerFor(const struct kq_kevent *answer, const struct kq_kevent *change) {
+  /* Data 0 is a receipt: never the answer of a change without EV_RECEIPT
+   * (an error's data is its errno, never 0). */
   return answer->ident == change->ident && answer->filter == change->filter &&
-         answer->fflags == change->fflags && answer->udata == change->udata;
+         answer->fflags == change->fflags && answer->udata == change->udata &&
+         (answer->data != 0 || (change->flags & EV_RECEIPT));
+}
+
+/* Whether a failed kevent call with a single change failed with that
+ * change's error (as BSD's kevent returns it when there is no room for an
+ * EV_ERROR answer), so that the change surely did not apply. */
+static int ChangeError(int err) { return err == ENOENT || err == EBADF || err == EINVAL; }
+
+/* The daemon echoes each change's `reserved` in its answer, and the copy we
+ * sent had ours (KQ_CHANGE_LOCAL or 0): every answer gets its caller's
+ * value back, as the ordinary path echoes it, before anything below may
+ * give up on the table. Answers come in the changes' order, each a copy of
+ * its change; the first change an answer fits is taken for its own. */
+static void RestoreReserved(const struct kevent *changes, size_t n, struct kevent *events,
+                            size_t nanswers) {
+  size_t a = 0;
+  for (size_t i = 0; i < n && a < nanswers; i++) {
+    const struct kq_kevent *change = (const struct kq_kevent *)&changes[i];
+    struct kq_kevent *answer = (struct kq_kevent *)&events[a];
+    if (AnswerFor(answer, change)) {
+      answer->reserved = change->reserved;
+      a++;
+    }
+  }
 }
 
 /*
  * After the call (mu held): applies the plans of the changes the daemon
  * applied, in order, reading each change's outcome from the answers at the
  * head of `events` (rc of them when the call returned answers), and brings
- * the epoll items in line. Restores the callers' `reserved` in the answers.
+ * the epoll items in line. Restores the callers' `reserved` in the answers
+ * first.
  * Whatever it cannot attribute sends the queue to the ordinary path.
  */
 static void ApplyPlans(struct LocalQueue *q, const struct kevent *changes, size_t n,
-                       const struct ChangePlan *plan, int rc, struct kevent *events,
-                       size_t nevents) {
+                       const struct ChangePlan *plan, int rc, int call_errno,
+                       struct kevent *events, size_t nevents) {
+  int only_err = 0; /* the error of the call's only change */
+  int followed = 0;  /* a change of a knote the table follows */
+  for (size_t i = 0; i < n; i++) followed |= plan[i].fd >= 0;
+  if (rc < 0 && !followed) return; /* whatever applied, the table holds */
   if (rc < 0) {
-    /* Which changes applied is not known (the daemon stops at the first
-     * failure it cannot report): the ordinary path from now on. */
-    q->ioctl_only = 1;
-    return;
+    /* With several changes, which applied is not known (the daemon stops
+     * at the first failure it cannot report): the ordinary path from now
+     * on. A single change's own error says it did not apply. */
+    if (n != 1 || !ChangeError(call_errno)) {
+      q->ioctl_only = 1;
+      return;
+    }
+    only_err = call_errno;
   }
   const size_t nanswers =
       (rc > 0 && (((struct kq_kevent *)events)[0].flags & EV_ERROR)) ? (size_t)rc : 0;
+  RestoreReserved(changes, n, events, nanswers);
   size_t a = 0;           /* next answer */
   size_t room = nevents;  /* the daemon's room for answers */
   int stopped = 0;        /* changes from here on were not applied */
@@ -518,11 +617,12 @@ static void ApplyPlans(struct LocalQueue *q, const struct kevent *changes, size_
     const struct kq_kevent *change = (const struct kq_kevent *)&changes[i];
     int applied = !stopped;
     int err = 0;
-    if (applied) {
+    if (applied && only_err != 0) {
+      err = only_err;
+    } else if (applied) {
       if (a < nanswers && AnswerFor((const struct kq_kevent *)&events[a], change)) {
-        struct kq_kevent *answer = (struct kq_kevent *)&events[a];
+        const struct kq_kevent *answer = (const struct kq_kevent *)&events[a];
         err = (int)answer->data;
-        answer->reserved = change->reserved; /* as the ordinary path echoes it */
         a++;
         room--;
         if (err == 0 && !(change->flags & EV_RECEIPT)) {
@@ -545,19 +645,32 @@ static void ApplyPlans(struct LocalQueue *q, const struct kevent *changes, size_
     }
     struct LocalKnote *k = &e->kn[p->filter];
     if (!applied) continue;
+    const uint32_t flags = change->flags & ~EV_SYSFLAGS;
     if (err == 0) {
-      *k = p->after;
+      /* From the knote as the changes before it in the call really left it
+       * (the plan assumed they all applied): the daemon decides on that
+       * knote whether the mark makes it local. */
+      struct LocalKnote next = NextKnote(k, change, flags);
+      next.local = p->marked && LocalAfter(k, &next, change, flags, p->filter, e->accmode);
+      *k = next;
       continue;
     }
-    /* A failed change of a key that was local, or that the call names
-     * twice, leaves the daemon's state unreadable. */
-    int twice = 0;
-    for (size_t j = 0; j < n; j++) twice |= j != i && SameKey(&plan[j], p);
-    if (k->local || twice) {
+    /* A failed change of a knote that was local leaves the daemon's state
+     * unreadable; so does an error that a later change of the same knote
+     * would have answered alike (which of the two failed is unknown),
+     * unless this one could not but fail (a change of a knote there is
+     * none of, that is no EV_ADD). */
+    int twin = 0;
+    for (size_t j = i + 1; j < n; j++) {
+      const struct kq_kevent *later = (const struct kq_kevent *)&changes[j];
+      twin |= SameKey(&plan[j], p) && later->fflags == change->fflags &&
+              later->udata == change->udata;
+    }
+    const int sure = k->state == KN_ABSENT && !(flags & EV_ADD);
+    if (k->local || (twin && !sure)) {
       q->ioctl_only = 1;
       return;
     }
-    const uint32_t flags = change->flags & ~EV_SYSFLAGS;
     if (err == ENOENT || (flags & EV_DELETE) || k->state == KN_ABSENT) {
       memset(k, 0, sizeof *k); /* none there (a failed add made none) */
     } else {
@@ -636,11 +749,13 @@ static int HarvestOnce(struct LocalQueue *q, struct kevent *out, size_t room,
   struct ReportCopy stack_copies[KQD_STACK_REPORTS];
   struct epoll_event *reports = stack_reports;
   struct ReportCopy *copies = stack_copies;
-  /* One report more than the room: the daemon's item, raised by a close
-   * (ToDaemon) or a knote of the daemon's, is seen beside the pipes that
-   * fill the room. (With more pipes ready than that it may come a call
-   * later: a raised item joins the end of epoll's ready list.) */
-  int max = room < KQD_MAX_REPORTS ? (int)room + 1 : KQD_MAX_REPORTS;
+  /* Two reports more than the room: the daemon's item (raised by a knote
+   * of the daemon's, or by a close: see ToDaemon) and its pidfd are reports
+   * that make no event, and must not take the place of one nor be missed
+   * beside pipes that fill the room. (With more pipes ready than that the
+   * item may come a call later: a raised item joins the end of epoll's
+   * ready list.) */
+  int max = room + 2 < KQD_MAX_REPORTS ? (int)room + 2 : KQD_MAX_REPORTS;
   if (max > KQD_STACK_REPORTS) {
     reports = malloc((size_t)max * sizeof *reports);
     copies = malloc((size_t)max * sizeof *copies);
@@ -782,6 +897,21 @@ static int AskDaemon(int kq, struct kevent *events, size_t nevents,
   return kqd_daemon_kevent(kq, NULL, 0, events, nevents, timeout, KQ_KEVENT_LOCAL_CHANGES);
 }
 
+/* Removes from events[have, have + count) every event whose knote (ident,
+ * filter) is among events[0, have), keeping the order; returns how many
+ * are left. */
+static int DropReported(struct kevent *events, size_t have, int count) {
+  int kept = 0;
+  for (int i = 0; i < count; i++) {
+    const struct kevent *e = &events[have + (size_t)i];
+    int seen = 0;
+    for (size_t j = 0; j < have && !seen; j++)
+      seen = events[j].ident == e->ident && events[j].filter == e->filter;
+    if (!seen) events[have + (size_t)kept++] = *e;
+  }
+  return kept;
+}
+
 /*
  * The daemon's item (or a ghost) sends the rest of a call to the daemon.
  * The item is also how a close reaches us: the daemon raises it when this
@@ -840,11 +970,13 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
     /* The daemon's events are taken: add whatever is ready here now. */
     struct Harvest h;
     if (HarvestOnce(q, events + have, nevents - (size_t)have, &kZero, &h) != 0) return have;
-    /* With knotes of the daemon's in the queue, one of ours may have been
-     * made non-local by another process sharing the queue, and be among
-     * the daemon's events already: the local ones wait for the next call
-     * (level-triggered, they are still there). */
-    return have + (h.ghost || h.daemon ? 0 : h.count);
+    if (h.ghost) return have;
+    /* The SKIP call took every ready knote of the daemon's (it had room),
+     * so the daemon's item says nothing the local ones must wait for: the
+     * ordinary path answers both. One of ours that another process sharing
+     * the queue made non-local may be among the daemon's events already:
+     * it is dropped here, so no knote is reported twice. */
+    return have + DropReported(events, (size_t)have, h.count);
   }
   /* One epoll_wait for the whole timeout: a close of the queue by another
    * thread raises the daemon's item (see ToDaemon), which ends it. */
@@ -880,6 +1012,13 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
   }
 }
 
+/* Whether any change names a READ or WRITE knote. */
+static int NamesFdKnotes(const struct kevent *changes, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (changes[i].filter == EVFILT_READ || changes[i].filter == EVFILT_WRITE) return 1;
+  return 0;
+}
+
 static int QueueKevent(struct LocalQueue *q, const struct kevent *changes, size_t nchanges,
                        struct kevent *events, size_t nevents, const struct timespec *timeout) {
   static const struct timespec kZero = {0, 0};
@@ -900,6 +1039,17 @@ static int QueueKevent(struct LocalQueue *q, const struct kevent *changes, size_
     q->ioctl_only = 1;
     pthread_mutex_unlock(&q->mu);
     return KQD_NOT_LOCAL;
+  }
+  if (nevents == 0 && nchanges > 1 && NamesFdKnotes(changes, nchanges)) {
+    /* No room for answers: the daemon stops at the first change that fails
+     * (or wants a receipt) and the call fails with its error, leaving
+     * unknown which changes applied. One change per call is the same
+     * semantics, and each outcome is known. */
+    for (size_t i = 0; i < nchanges; i++) {
+      const int rc = QueueKevent(q, &changes[i], 1, NULL, 0, timeout);
+      if (rc != 0 || (changes[i].flags & EV_RECEIPT)) return rc;
+    }
+    return 0;
   }
   /* Step 1: the changes (eligible ones marked), the daemon's own events. */
   uint64_t stack_copy[KQD_STACK_CHANGES * sizeof(struct kevent) / sizeof(uint64_t)];
@@ -924,7 +1074,7 @@ static int QueueKevent(struct LocalQueue *q, const struct kevent *changes, size_
                              KQ_KEVENT_LOCAL_CHANGES | KQ_KEVENT_SKIP_LOCAL);
   int saved = errno;
   pthread_mutex_lock(&q->mu);
-  ApplyPlans(q, changes, nchanges, plan, rc, events, nevents);
+  ApplyPlans(q, changes, nchanges, plan, rc, saved, events, nevents);
   pthread_mutex_unlock(&q->mu);
   if (copy != (struct kevent *)stack_copy) {
     free(copy);

@@ -366,6 +366,157 @@ TEST_F(LocalPath, FlagsAsTheDaemonReportsThem) {
   EXPECT_EQ(Same().size(), 2u);  // the EV_CLEAR knote fired once
 }
 
+// Both queues answer the same changes with room for `nevents`: the events,
+// sorted, must be equal field by field (each path may order them its way).
+#define EXPECT_SAME_SORTED_ANSWER(changes, nevents)                                         \
+  do {                                                                                      \
+    std::vector<struct kevent> a_(nevents), b_(nevents);                                    \
+    int ra_ = kevent(local_, (changes).data(), (changes).size(), a_.data(), nevents, &kZero); \
+    int rb_ = kevent(ioctl_, (changes).data(), (changes).size(), b_.data(), nevents, &kZero); \
+    ASSERT_EQ(ra_, rb_);                                                                    \
+    a_.resize(ra_ < 0 ? 0 : ra_);                                                           \
+    b_.resize(rb_ < 0 ? 0 : rb_);                                                           \
+    std::sort(a_.begin(), a_.end(), Less);                                                  \
+    std::sort(b_.begin(), b_.end(), Less);                                                  \
+    for (size_t i_ = 0; i_ < a_.size(); i_++)                                               \
+      EXPECT_EQ(memcmp(&a_[i_], &b_[i_], sizeof a_[i_]), 0)                                 \
+          << Show(a_[i_]) << " vs " << Show(b_[i_]);                                        \
+  } while (0)
+
+TEST_F(LocalPath, ACallWithChangesGetsLocalEventsBesideTheDaemons) {
+  // Found by local_differential_test (seed 9): a call with changes whose
+  // SKIP_LOCAL call got an event of a knote the daemon collects (EV_CLEAR)
+  // must still add the ready local ones, as the daemon's answer has both.
+  int p[2];
+  Pipe(p);
+  int q[2];
+  Pipe(q);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "abcd", 4), 4);
+  std::vector<struct kevent> changes = {Ev(q[1], EVFILT_WRITE, EV_ADD | EV_CLEAR)};
+  EXPECT_SAME_SORTED_ANSWER(changes, 8);
+  // Again with a level-triggered knote of the daemon's (NOTE_LOWAT) that
+  // stays ready: both events in every call with changes.
+  int r[2];
+  Pipe(r);
+  changes = {Ev(r[1], EVFILT_WRITE, EV_ADD, NOTE_LOWAT, 1)};
+  EXPECT_SAME_SORTED_ANSWER(changes, 8);
+  int s[2];
+  Pipe(s);
+  changes = {Ev(s[0], EVFILT_READ, EV_ADD)};
+  EXPECT_SAME_SORTED_ANSWER(changes, 8);
+  EXPECT_EQ(Same().size(), 2u);
+}
+
+TEST_F(LocalPath, TheDaemonsItemTakesNoLocalEventsRoom) {
+  // Found by local_differential_test (seed 9): room for the daemon's event
+  // and one local one; the daemon's item, readable in the epoll instance
+  // before the local pipe, must not take the local event's place.
+  int p[2];
+  Pipe(p);
+  int q[2];
+  Pipe(q);
+  int r[2];
+  Pipe(r);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(Change({Ev(q[1], EVFILT_WRITE, EV_ADD, NOTE_LOWAT, 1)}), 0);
+  ASSERT_EQ(write(p[1], "abcd", 4), 4);
+  std::vector<struct kevent> changes = {Ev(r[0], EVFILT_READ, EV_ADD)};
+  EXPECT_SAME_SORTED_ANSWER(changes, 2);
+  EXPECT_SAME_SORTED_ANSWER(changes, 2);
+  EXPECT_EQ(Same().size(), 2u);
+}
+
+TEST_F(LocalPath, AnswersEchoReservedAfterTheFastPathGivesUp) {
+  // Found by local_differential_test (seed 1698094932): an error for a
+  // knote the call changes twice sends the queue to the ordinary path; the
+  // answers after it must still carry the caller's `reserved` (here 0),
+  // not the KQ_CHANGE_LOCAL mark the library sent.
+  int p[2];
+  Pipe(p);
+  std::vector<struct kevent> changes = {
+      Ev(p[1], EVFILT_WRITE, EV_DISABLE, 0, 0, reinterpret_cast<void*>(2)),
+      Ev(p[1], EVFILT_WRITE, EV_ADD | EV_RECEIPT)};
+  EXPECT_EQ(Change(changes, 2), 2);
+}
+
+TEST_F(LocalPath, ChangesThatFailKnownlyKeepTheFastPath) {
+  // What local_differential_test saw send most queues to the ordinary path
+  // for good although the library can tell what the daemon did.
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "abc", 3), 3);
+  int ioctls = -1;
+  EXPECT_EQ(Same(&ioctls).size(), 1u);
+  ExpectLocal(ioctls);
+  // One change, no room: the call's error is that change's.
+  int q[2];
+  Pipe(q);
+  EXPECT_EQ(Change({Ev(q[0], EVFILT_READ, EV_DELETE)}, 0), -1);
+  EXPECT_EQ(Same(&ioctls).size(), 1u);
+  ExpectLocal(ioctls);
+  // ENOENT for a knote there is none of, then its EV_ADD in the same call.
+  EXPECT_EQ(Change({Ev(q[0], EVFILT_READ, EV_DISABLE), Ev(q[0], EVFILT_READ, EV_ADD)}, 4), 1);
+  ASSERT_EQ(write(q[1], "de", 2), 2);
+  EXPECT_EQ(Same(&ioctls).size(), 2u);
+  ExpectLocal(ioctls);
+  // A knote added, then added again with a receipt: the receipt is the
+  // second change's.
+  int r[2];
+  Pipe(r);
+  EXPECT_EQ(Change({Ev(r[0], EVFILT_READ, EV_ADD), Ev(r[0], EVFILT_READ, EV_ADD | EV_RECEIPT)}, 4),
+            1);
+  ASSERT_EQ(write(r[1], "f", 1), 1);
+  EXPECT_EQ(Same(&ioctls).size(), 3u);
+  ExpectLocal(ioctls);
+}
+
+TEST_F(LocalPath, AFailedChangeWithATwinInTheCallKeepsTheFastPath) {
+  // The answers tell the two changes of one knote apart by udata: each
+  // outcome is known, and the later one is read from the knote as the
+  // failed one left it (none).
+  int p[2];
+  Pipe(p);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(p[1], "abc", 3), 3);
+  int gone[2];
+  Pipe(gone);
+  Close(gone[0]);
+  EXPECT_EQ(Change({Ev(gone[1], EVFILT_WRITE, EV_ADD, 0, 0, reinterpret_cast<void*>(1)),
+                    Ev(gone[1], EVFILT_WRITE, EV_ADD, 0, 0, reinterpret_cast<void*>(2))},
+                   4),
+            2);
+  int ioctls = -1;
+  EXPECT_EQ(Same(&ioctls).size(), 1u);
+  ExpectLocal(ioctls);
+}
+
+TEST_F(LocalPath, AFailingChangelistWithoutRoomKeepsTheFastPath) {
+  // No room for answers: the first failing change fails the call, the
+  // changes before it applied, the ones after it not (a receipt stops the
+  // list too); the library sends such a list one change at a time so that
+  // it knows which applied.
+  int a[2], b[2], c[2];
+  Pipe(a);
+  Pipe(b);
+  Pipe(c);
+  ASSERT_EQ(write(a[1], "1", 1), 1);
+  ASSERT_EQ(write(c[1], "3", 1), 1);
+  EXPECT_EQ(Change({Ev(a[0], EVFILT_READ, EV_ADD), Ev(b[0], EVFILT_READ, EV_DELETE),
+                    Ev(c[0], EVFILT_READ, EV_ADD)},
+                   0),
+            -1);
+  int ioctls = -1;
+  EXPECT_EQ(Same(&ioctls).size(), 1u);
+  ExpectLocal(ioctls);
+  EXPECT_EQ(Change({Ev(b[0], EVFILT_READ, EV_ADD | EV_RECEIPT), Ev(c[0], EVFILT_READ, EV_ADD)}, 0),
+            0);
+  ASSERT_EQ(write(b[1], "2", 1), 1);
+  EXPECT_EQ(Same(&ioctls).size(), 2u);
+  ExpectLocal(ioctls);
+}
+
 TEST_F(LocalPath, ErrorsAndReceiptsAsBefore) {
   int p[2];
   Pipe(p);
@@ -710,6 +861,60 @@ TEST_F(LocalPath, AFifoOpenedForBothWaysCollectsBoth) {
   ExpectLocal(ioctls);
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].data, 4);
+  unlink(path.c_str());
+  rmdir(dir);
+}
+
+TEST_F(LocalPath, AFifoReopenedAtItsNumberIsANewFile) {
+  // Found by local_differential_test (seed 537602615): the FIFO opened
+  // anew at the same number (same inode, another open file; the old one
+  // gone, and with it the library's epoll item) is a new file to the
+  // daemon; an EV_ADD of it must be collected.
+  char dir[] = "/tmp/kqlocalXXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/fifo";
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  fds_.push_back(fd);
+  ASSERT_EQ(Change({Ev(fd, EVFILT_WRITE, EV_ADD, 0, 0, this)}), 0);
+  EXPECT_EQ(Same().size(), 1u);
+  int again = open(path.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(again, 0);
+  ASSERT_EQ(dup2(again, fd), fd);
+  close(again);
+  EXPECT_TRUE(Same().empty());  // the old knote went with its file
+  ASSERT_EQ(Change({Ev(fd, EVFILT_WRITE, EV_ADD)}), 0);
+  EXPECT_EQ(Same().size(), 1u);
+  ASSERT_EQ(Change({Ev(fd, EVFILT_READ, EV_ADD)}), 0);
+  ASSERT_EQ(write(fd, "ab", 2), 2);
+  EXPECT_EQ(Same().size(), 2u);
+  unlink(path.c_str());
+  rmdir(dir);
+}
+
+TEST_F(LocalPath, AFifoReopenedWhileNoKnoteOfItIsLocalIsANewFileToo) {
+  // Found by local_differential_test (seeds 244311352, 1330023663): the
+  // knote of the old file was the daemon's (disabled), so the library had
+  // no epoll item to tell the files apart by, and took the new knote's
+  // flags for the old one's.
+  char dir[] = "/tmp/kqlocalXXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/fifo";
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  fds_.push_back(fd);
+  ASSERT_EQ(Change({Ev(fd, EVFILT_READ, EV_ADD | EV_DISABLE, 0, 0, this)}), 0);
+  int again = open(path.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(again, 0);
+  ASSERT_EQ(dup2(again, fd), fd);
+  close(again);
+  ASSERT_EQ(Change({Ev(fd, EVFILT_READ, EV_ADD | EV_ENABLE, 0, 0, this)}), 0);
+  ASSERT_EQ(write(fd, "ab", 2), 2);
+  std::vector<struct kevent> got = Same();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].flags, static_cast<uint32_t>(EV_ADD | EV_ENABLE));
   unlink(path.c_str());
   rmdir(dir);
 }
