@@ -444,6 +444,40 @@ TEST_F(LocalPath, ATimerSendsCallsToTheDaemonUntilDeleted) {
   ExpectLocal(ioctls);
 }
 
+TEST_F(LocalPath, ACallWithChangesReportsReadyPipesBesideTheDaemonsEvents) {
+  // A socket's write knote (the daemon's, always ready) and a ready pipe
+  // (local). An event loop's calls carry changes; each must report both,
+  // as the ordinary path does: the pipe is not left for a later call (with
+  // a change in every call, it would never come).
+  int p[2];
+  Pipe(p);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  fds_.push_back(sv[0]);
+  fds_.push_back(sv[1]);
+  ASSERT_EQ(write(p[1], "xy", 2), 2);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, this), Ev(sv[0], EVFILT_WRITE, EV_ADD)}),
+            0);
+  for (int round = 0; round < 4; round++) {
+    for (int kq : {local_, ioctl_}) {
+      // Odd rounds change the local knote itself (same udata).
+      struct kevent change = round % 2 == 0 ? Ev(sv[0], EVFILT_WRITE, EV_ADD)
+                                            : Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, this);
+      std::vector<struct kevent> out(8);
+      int n = kevent(kq, &change, 1, out.data(), out.size(), &kZero);
+      ASSERT_EQ(n, 2) << (kq == local_ ? "local" : "ordinary") << " queue, round " << round;
+      out.resize(n);
+      std::sort(out.begin(), out.end(), Less);
+      EXPECT_EQ(out[0].ident, static_cast<uintptr_t>(p[0]));
+      EXPECT_EQ(out[0].filter, static_cast<uint32_t>(EVFILT_READ));
+      EXPECT_EQ(out[0].data, 2);
+      EXPECT_EQ(out[0].udata, static_cast<void*>(this));
+      EXPECT_EQ(out[1].ident, static_cast<uintptr_t>(sv[0]));
+      EXPECT_EQ(out[1].filter, static_cast<uint32_t>(EVFILT_WRITE));
+    }
+  }
+}
+
 TEST_F(LocalPath, ABlockingCallIsWokenByAWriteFromAnotherThread) {
   int p[2];
   Pipe(p);
