@@ -785,11 +785,14 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
     /* The daemon's events are taken: add whatever is ready here now. */
     struct Harvest h;
     if (HarvestOnce(q, events + have, nevents - (size_t)have, &kZero, &h) != 0) return have;
-    /* With knotes of the daemon's in the queue, one of ours may have been
-     * made non-local by another process sharing the queue, and be among
-     * the daemon's events already: the local ones wait for the next call
-     * (level-triggered, they are still there). */
-    return have + (h.ghost || h.daemon ? 0 : h.count);
+    if (h.ghost) return have; /* the ordinary path from now on */
+    /* None of them is among the daemon's: a SKIP call returns no local
+     * knote, and only this process's own changes name its fd knotes
+     * (docs/abi.md), which the table follows. They are added as the
+     * daemon would have reported them: left for a later call, they would
+     * never come while every call of an event loop carries a change and
+     * the daemon has an event. */
+    return have + h.count;
   }
   /* A wait is cut into slices (KQD_FIRST_SLICE_MS, doubling up to
    * KQD_MAX_SLICE_MS): when the queue's descriptor is closed by another
