@@ -629,6 +629,93 @@ TEST_F(LocalPath, ATimerSendsCallsToTheDaemonUntilDeleted) {
   ExpectLocal(ioctls);
 }
 
+TEST_F(LocalPath, ACallWithChangesReportsReadyPipesBesideTheDaemonsEvents) {
+  // A socket's write knote (the daemon's, always ready) and a ready pipe
+  // (local). An event loop's calls carry changes; each must report both,
+  // as the ordinary path does: the pipe is not left for a later call (with
+  // a change in every call, it would never come).
+  int p[2];
+  Pipe(p);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  fds_.push_back(sv[0]);
+  fds_.push_back(sv[1]);
+  ASSERT_EQ(write(p[1], "xy", 2), 2);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, this), Ev(sv[0], EVFILT_WRITE, EV_ADD)}),
+            0);
+  for (int round = 0; round < 4; round++) {
+    for (int kq : {local_, ioctl_}) {
+      // Odd rounds change the local knote itself (same udata).
+      struct kevent change = round % 2 == 0 ? Ev(sv[0], EVFILT_WRITE, EV_ADD)
+                                            : Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, this);
+      std::vector<struct kevent> out(8);
+      int n = kevent(kq, &change, 1, out.data(), out.size(), &kZero);
+      ASSERT_EQ(n, 2) << (kq == local_ ? "local" : "ordinary") << " queue, round " << round;
+      out.resize(n);
+      std::sort(out.begin(), out.end(), Less);
+      EXPECT_EQ(out[0].ident, static_cast<uintptr_t>(p[0]));
+      EXPECT_EQ(out[0].filter, static_cast<uint32_t>(EVFILT_READ));
+      EXPECT_EQ(out[0].data, 2);
+      EXPECT_EQ(out[0].udata, static_cast<void*>(this));
+      EXPECT_EQ(out[1].ident, static_cast<uintptr_t>(sv[0]));
+      EXPECT_EQ(out[1].filter, static_cast<uint32_t>(EVFILT_WRITE));
+    }
+  }
+}
+
+TEST_F(LocalPath, AnotherProcesssKnoteOnTheSamePipeIsReportedBesideOurs) {
+  // A child sharing the queue adds a knote of its own (fd knotes are per
+  // process) on the same number, the same pipe: the daemon reports the
+  // child's in the parent's call with changes, the parent collects its own;
+  // both, as on the ordinary path, and neither twice.
+  int p[2];
+  Pipe(p);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  fds_.push_back(sv[0]);
+  fds_.push_back(sv[1]);
+  int ready[2], done[2];  // child to parent, parent to child
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(done), 0);
+  for (int fd : {ready[0], ready[1], done[0], done[1]}) fds_.push_back(fd);
+  ASSERT_EQ(write(p[1], "abc", 3), 3);
+  ASSERT_EQ(Change({Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, this), Ev(sv[0], EVFILT_WRITE, EV_ADD)}),
+            0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    struct kevent change = Ev(p[0], EVFILT_READ, EV_ADD, 0, 0, p);
+    char byte = kevent(local_, &change, 1, nullptr, 0, &kZero) == 0 ? 'y' : 'n';
+    if (write(ready[1], &byte, 1) != 1) _exit(1);
+    // Alive (its p[0] open) until the parent has called.
+    if (read(done[0], &byte, 1) != 1) _exit(1);
+    _exit(0);
+  }
+  char byte = 0;
+  ASSERT_EQ(read(ready[0], &byte, 1), 1);
+  ASSERT_EQ(byte, 'y');
+  struct kevent change = Ev(sv[0], EVFILT_WRITE, EV_ADD);
+  std::vector<struct kevent> out(8);
+  int n = kevent(local_, &change, 1, out.data(), out.size(), &kZero);
+  const int saved = errno;
+  ASSERT_EQ(write(done[1], "x", 1), 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  ASSERT_EQ(n, 3) << strerror(saved);
+  out.resize(n);
+  std::sort(out.begin(), out.end(), Less);
+  EXPECT_EQ(out[0].ident, static_cast<uintptr_t>(p[0]));
+  EXPECT_EQ(out[1].ident, static_cast<uintptr_t>(p[0]));
+  EXPECT_EQ(out[0].data, 3);
+  EXPECT_EQ(out[1].data, 3);
+  // One is ours, one the child's (by udata).
+  EXPECT_NE(out[0].udata, out[1].udata);
+  EXPECT_TRUE(out[0].udata == this || out[1].udata == this);
+  EXPECT_TRUE(out[0].udata == p || out[1].udata == p);
+  EXPECT_EQ(out[2].ident, static_cast<uintptr_t>(sv[0]));
+}
+
 TEST_F(LocalPath, ABlockingCallIsWokenByAWriteFromAnotherThread) {
   int p[2];
   Pipe(p);
