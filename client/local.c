@@ -897,21 +897,6 @@ static int AskDaemon(int kq, struct kevent *events, size_t nevents,
   return kqd_daemon_kevent(kq, NULL, 0, events, nevents, timeout, KQ_KEVENT_LOCAL_CHANGES);
 }
 
-/* Removes from events[have, have + count) every event whose knote (ident,
- * filter) is among events[0, have), keeping the order; returns how many
- * are left. */
-static int DropReported(struct kevent *events, size_t have, int count) {
-  int kept = 0;
-  for (int i = 0; i < count; i++) {
-    const struct kevent *e = &events[have + (size_t)i];
-    int seen = 0;
-    for (size_t j = 0; j < have && !seen; j++)
-      seen = events[j].ident == e->ident && events[j].filter == e->filter;
-    if (!seen) events[have + (size_t)kept++] = *e;
-  }
-  return kept;
-}
-
 /*
  * The daemon's item (or a ghost) sends the rest of a call to the daemon.
  * The item is also how a close reaches us: the daemon raises it when this
@@ -970,13 +955,17 @@ static int CollectLocal(struct LocalQueue *q, int have, struct kevent *events, s
     /* The daemon's events are taken: add whatever is ready here now. */
     struct Harvest h;
     if (HarvestOnce(q, events + have, nevents - (size_t)have, &kZero, &h) != 0) return have;
-    if (h.ghost) return have;
+    if (h.ghost) return have; /* the ordinary path from now on */
     /* The SKIP call took every ready knote of the daemon's (it had room),
-     * so the daemon's item says nothing the local ones must wait for: the
-     * ordinary path answers both. One of ours that another process sharing
-     * the queue made non-local may be among the daemon's events already:
-     * it is dropped here, so no knote is reported twice. */
-    return have + DropReported(events, (size_t)have, h.count);
+     * so the daemon's item says nothing the local ones must wait for. None
+     * of them is among the daemon's events: a SKIP call returns no local
+     * knote, and only this process's own changes name its fd knotes
+     * (docs/abi.md), which the table follows — a knote of another process
+     * sharing the queue on the same number is its own knote, reported
+     * beside ours as on the ordinary path. Left for a later call, they
+     * would never come while every call of an event loop carries a change
+     * and the daemon has an event. */
+    return have + h.count;
   }
   /* One epoll_wait for the whole timeout: a close of the queue by another
    * thread raises the daemon's item (see ToDaemon), which ends it. */
