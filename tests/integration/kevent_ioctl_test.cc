@@ -190,6 +190,31 @@ TEST_F(Device, UnknownFilterAndMissingKnote) {
   EXPECT_EQ(out[1].data, EINVAL);
 }
 
+// `reserved` is zero on output: answers are copies of their changes but
+// never echo the caller's `reserved` (ignored on input), receipt or error.
+TEST_F(Device, AnswersHaveReservedZero) {
+  kq_kevent changes[2] = {Ev(5, EVFILT_USER, EV_ADD | EV_RECEIPT, 0, 0, 9),
+                          Ev(6, EVFILT_USER, EV_DELETE, 0, 0, 10)};
+  changes[0].reserved = 0xdeadbeef;
+  changes[1].reserved = 0xdeadbeef;
+  kq_kevent out[4];
+  std::memset(out, 0xff, sizeof out);
+  ASSERT_EQ(Kevent(kq_, changes, 2, out, 4, 0), 2);
+  EXPECT_EQ(out[0].flags, EV_ERROR);
+  EXPECT_EQ(out[0].data, 0);
+  EXPECT_EQ(out[0].udata, 9u);
+  EXPECT_EQ(out[0].reserved, 0u);
+  EXPECT_EQ(out[1].flags, EV_ERROR);
+  EXPECT_EQ(out[1].data, ENOENT);
+  EXPECT_EQ(out[1].reserved, 0u);
+  // And the event of the knote registered with that word.
+  ASSERT_EQ(Change(kq_, Ev(5, EVFILT_USER, 0, NOTE_TRIGGER)), 0);
+  std::memset(out, 0xff, sizeof out);
+  ASSERT_EQ(Kevent(kq_, nullptr, 0, out, 4, 0), 1);
+  EXPECT_EQ(out[0].ident, 5u);
+  EXPECT_EQ(out[0].reserved, 0u);
+}
+
 TEST_F(Device, UserEventBitExactRoundTrip) {
   const uint64_t ident = 0xfedcba9876543210ull, udata = 0xffffffffffffffffull;
   ASSERT_EQ(Change(kq_, Ev(ident, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, udata)), 0);
