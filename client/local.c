@@ -563,30 +563,12 @@ static int AnswerFor(const struct kq_kevent *answer, const struct kq_kevent *cha
  * EV_ERROR answer), so that the change surely did not apply. */
 static int ChangeError(int err) { return err == ENOENT || err == EBADF || err == EINVAL; }
 
-/* The daemon echoes each change's `reserved` in its answer, and the copy we
- * sent had ours (KQ_CHANGE_LOCAL or 0): every answer gets its caller's
- * value back, as the ordinary path echoes it, before anything below may
- * give up on the table. Answers come in the changes' order, each a copy of
- * its change; the first change an answer fits is taken for its own. */
-static void RestoreReserved(const struct kevent *changes, size_t n, struct kevent *events,
-                            size_t nanswers) {
-  size_t a = 0;
-  for (size_t i = 0; i < n && a < nanswers; i++) {
-    const struct kq_kevent *change = (const struct kq_kevent *)&changes[i];
-    struct kq_kevent *answer = (struct kq_kevent *)&events[a];
-    if (AnswerFor(answer, change)) {
-      answer->reserved = change->reserved;
-      a++;
-    }
-  }
-}
-
 /*
  * After the call (mu held): applies the plans of the changes the daemon
  * applied, in order, reading each change's outcome from the answers at the
  * head of `events` (rc of them when the call returned answers), and brings
- * the epoll items in line. Restores the callers' `reserved` in the answers
- * first.
+ * the epoll items in line. (The daemon's answers carry `reserved` zero,
+ * whatever the copy we sent had: nothing of ours shows in them.)
  * Whatever it cannot attribute sends the queue to the ordinary path.
  */
 static void ApplyPlans(struct LocalQueue *q, const struct kevent *changes, size_t n,
@@ -608,7 +590,6 @@ static void ApplyPlans(struct LocalQueue *q, const struct kevent *changes, size_
   }
   const size_t nanswers =
       (rc > 0 && (((struct kq_kevent *)events)[0].flags & EV_ERROR)) ? (size_t)rc : 0;
-  RestoreReserved(changes, n, events, nanswers);
   size_t a = 0;           /* next answer */
   size_t room = nevents;  /* the daemon's room for answers */
   int stopped = 0;        /* changes from here on were not applied */

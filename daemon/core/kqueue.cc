@@ -142,9 +142,13 @@ bool Kqueue::ApplyChanges(KeventCall& call, size_t* room) {
         if (flush()) call.Complete(static_cast<int>(nanswers), err);
         return false;
       }
+      // The answer is the change as given but for flags and data, and
+      // `reserved` (a change's KQ_CHANGE_LOCAL mark, or whatever the caller
+      // left there) is zero on output, as on every record we write.
       kq_kevent answer = kev;
       answer.flags = EV_ERROR;
       answer.data = err;
+      answer.reserved = 0;
       answers.push_back(answer);
       --*room;
       nanswers++;

@@ -427,17 +427,39 @@ TEST_F(LocalPath, TheDaemonsItemTakesNoLocalEventsRoom) {
   EXPECT_EQ(Same().size(), 2u);
 }
 
-TEST_F(LocalPath, AnswersEchoReservedAfterTheFastPathGivesUp) {
+TEST_F(LocalPath, AnswersHaveReservedZeroAfterTheFastPathGivesUp) {
   // Found by local_differential_test (seed 1698094932): an error for a
   // knote the call changes twice sends the queue to the ordinary path; the
-  // answers after it must still carry the caller's `reserved` (here 0),
-  // not the KQ_CHANGE_LOCAL mark the library sent.
+  // answers after it must carry `reserved` zero (zero on output), neither
+  // the KQ_CHANGE_LOCAL mark the library sent nor the caller's word.
   int p[2];
   Pipe(p);
   std::vector<struct kevent> changes = {
       Ev(p[1], EVFILT_WRITE, EV_DISABLE, 0, 0, reinterpret_cast<void*>(2)),
       Ev(p[1], EVFILT_WRITE, EV_ADD | EV_RECEIPT)};
   EXPECT_EQ(Change(changes, 2), 2);
+  // The same with the caller's `reserved` (the padding after fflags) set:
+  // ignored on input, zero in the answers of both paths.
+  int q[2];
+  Pipe(q);
+  changes = {Ev(q[1], EVFILT_WRITE, EV_DISABLE), Ev(q[1], EVFILT_WRITE, EV_ADD | EV_RECEIPT),
+             Ev(q[0], EVFILT_READ, EV_ADD | EV_RECEIPT)};
+  const uint32_t junk = 0xdeadbeef;
+  for (struct kevent& c : changes)
+    memcpy(reinterpret_cast<char*>(&c) + offsetof(struct kq_kevent, reserved), &junk, sizeof junk);
+  for (int kq : {local_, ioctl_}) {
+    struct kevent out[4];
+    memset(out, 0xff, sizeof out);
+    ASSERT_EQ(kevent(kq, changes.data(), changes.size(), out, 4, &kZero), 3);
+    for (int i = 0; i < 3; i++) {
+      const struct kevent& e = out[i];
+      uint32_t reserved = 1;
+      memcpy(&reserved, reinterpret_cast<const char*>(&e) + offsetof(struct kq_kevent, reserved),
+             sizeof reserved);
+      EXPECT_EQ(e.flags, EV_ERROR) << Show(e);
+      EXPECT_EQ(reserved, 0u) << (kq == local_ ? "fast path " : "ordinary path ") << Show(e);
+    }
+  }
 }
 
 TEST_F(LocalPath, ChangesThatFailKnownlyKeepTheFastPath) {

@@ -190,6 +190,31 @@ TEST_F(Device, UnknownFilterAndMissingKnote) {
   EXPECT_EQ(out[1].data, EINVAL);
 }
 
+// `reserved` is zero on output: answers are copies of their changes but
+// never echo the caller's `reserved` (ignored on input), receipt or error.
+TEST_F(Device, AnswersHaveReservedZero) {
+  kq_kevent changes[2] = {Ev(5, EVFILT_USER, EV_ADD | EV_RECEIPT, 0, 0, 9),
+                          Ev(6, EVFILT_USER, EV_DELETE, 0, 0, 10)};
+  changes[0].reserved = 0xdeadbeef;
+  changes[1].reserved = 0xdeadbeef;
+  kq_kevent out[4];
+  std::memset(out, 0xff, sizeof out);
+  ASSERT_EQ(Kevent(kq_, changes, 2, out, 4, 0), 2);
+  EXPECT_EQ(out[0].flags, EV_ERROR);
+  EXPECT_EQ(out[0].data, 0);
+  EXPECT_EQ(out[0].udata, 9u);
+  EXPECT_EQ(out[0].reserved, 0u);
+  EXPECT_EQ(out[1].flags, EV_ERROR);
+  EXPECT_EQ(out[1].data, ENOENT);
+  EXPECT_EQ(out[1].reserved, 0u);
+  // And the event of the knote registered with that word.
+  ASSERT_EQ(Change(kq_, Ev(5, EVFILT_USER, 0, NOTE_TRIGGER)), 0);
+  std::memset(out, 0xff, sizeof out);
+  ASSERT_EQ(Kevent(kq_, nullptr, 0, out, 4, 0), 1);
+  EXPECT_EQ(out[0].ident, 5u);
+  EXPECT_EQ(out[0].reserved, 0u);
+}
+
 TEST_F(Device, UserEventBitExactRoundTrip) {
   const uint64_t ident = 0xfedcba9876543210ull, udata = 0xffffffffffffffffull;
   ASSERT_EQ(Change(kq_, Ev(ident, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, udata)), 0);
@@ -364,6 +389,73 @@ TEST_F(Device, ClientDyingWhileParkedLeavesOthersServed) {
   ASSERT_EQ(Change(kq_, Ev(1, EVFILT_USER, EV_ADD, NOTE_TRIGGER)), 0);
   kq_kevent out;
   EXPECT_EQ(Kevent(kq_, nullptr, 0, &out, 1, 1000), 1);
+}
+
+// Causality of changes: a byte written before a kevent call is seen by a
+// knote that call (re-)adds, whatever the daemon's reactor thread has done
+// with the pipe's wake-up yet (NetBSD's f_attach looks at the pipe itself).
+// Looped: the window is the reactor's dispatch of the write.
+// Causality of changes: a byte written just before a kevent call is seen
+// by an EV_ADD|EV_ENABLE of an EV_ONESHOT READ knote in that call, whatever
+// the daemon's reactor thread has done with the pipe's wake-up yet — as on
+// NetBSD, whose f_attach/f_event look at the pipe at once. The daemon's
+// EV_ADD evaluates the file itself (FIONREAD or poll, under the queue's
+// lock), so a wake-up still pending in the reactor cannot hide the byte;
+// looped, each way of being re-added, with another queue sharing the
+// pipe's epoll item or not, so that a dependence on the reactor's timing
+// would show.
+TEST_F(Device, ReAddedOneshotSeesAByteWrittenJustBefore) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+  const kq_kevent add = Ev(p[0], EVFILT_READ, EV_ADD | EV_ENABLE | EV_ONESHOT, 0, 0, 3);
+  const kq_kevent del = Ev(p[0], EVFILT_READ, EV_DELETE);
+  // Each way, alone and with another queue watching the pipe: how many of
+  // the iterations missed the event.
+  constexpr int kWays = 4, kRounds = 200;
+  int missed[2][kWays] = {};
+  char c;
+  for (int shared = 0; shared < 2; shared++) {
+    int other = -1;
+    if (shared) {
+      other = SharedDaemon().OpenKqueue();
+      ASSERT_GE(other, 0);
+      ASSERT_EQ(Change(other, Ev(p[0], EVFILT_READ, EV_ADD | EV_CLEAR)), 0);
+    }
+    for (int i = 0; i < kRounds; i++) {
+      for (int way = 0; way < kWays; way++) {
+        kq_kevent out[2];
+        if (way == 1) {
+          // The knote is there, registered on the empty pipe (not fired).
+          ASSERT_EQ(Change(kq_, add), 0);
+        } else if (way == 2) {
+          // It fired and was collected (a oneshot: gone) just before.
+          ASSERT_EQ(Change(kq_, add), 0);
+          ASSERT_EQ(write(p[1], "y", 1), 1);
+          ASSERT_EQ(Kevent(kq_, nullptr, 0, out, 2, 1000), 1);
+          ASSERT_EQ(read(p[0], &c, 1), 1);
+        } else if (way == 3) {
+          // It is there, disabled.
+          ASSERT_EQ(Change(kq_, Ev(p[0], EVFILT_READ, EV_ADD | EV_DISABLE | EV_ONESHOT)), 0);
+        }
+        ASSERT_EQ(write(p[1], "x", 1), 1);
+        const int n = Kevent(kq_, &add, 1, out, 2, 0);
+        ASSERT_GE(n, 0);
+        if (n != 1) missed[shared][way]++;
+        ASSERT_EQ(read(p[0], &c, 1), 1);
+        // A oneshot that did not fire is still there: dropped.
+        if (n != 1) Change(kq_, del);
+      }
+    }
+    if (other >= 0) close(other);
+  }
+  const char* what[kWays] = {"a new knote", "a knote registered on the empty pipe",
+                             "a oneshot that fired just before", "a disabled knote"};
+  for (int shared = 0; shared < 2; shared++)
+    for (int way = 0; way < kWays; way++)
+      EXPECT_EQ(missed[shared][way], 0)
+          << "of " << kRounds << ", " << what[way] << (shared ? ", another queue watching" : "");
+  close(p[0]);
+  close(p[1]);
 }
 
 TEST_F(Device, PeerSeesEofWhileKnoteIsRegistered) {
