@@ -19,53 +19,19 @@ the columns of one run only.
 import argparse
 import os
 import select
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 sys.path.insert(0, os.path.join(_ROOT, "client", "python"))
 
+sys.path.insert(0, os.path.join(_ROOT, "client", "python", "tools"))
+
 import kqueued  # noqa: E402
 from kqueued import _abi, kevent  # noqa: E402
-
-
-def start_daemon(binary, cpu):
-    directory = tempfile.mkdtemp(prefix="kqueued-pylocal-", dir="/tmp")
-    os.chmod(directory, 0o755)
-    device = os.path.join(directory, "kqueue")
-    proc = subprocess.Popen(
-        [binary, "--device", device, "--transport", "fuse", "--foreground"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    if cpu is not None:
-        os.sched_setaffinity(proc.pid, {cpu})
-    os.environ[_abi.KQ_DEVICE_ENV] = device
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            kqueued.kqueue().close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("kqueued did not start")
-            time.sleep(0.02)
-    return proc, directory
-
-
-def stop_daemon(proc, directory):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    shutil.rmtree(directory, ignore_errors=True)
+from bench_control import start_daemon, stop_daemon  # noqa: E402
 
 
 def make_kqueue(local):
