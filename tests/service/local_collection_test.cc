@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -525,6 +526,11 @@ TEST_F(LocalCollection, AClosedQueuesSignalStaysReadableUntilTheOwnerExits) {
 // A close by anyone but the owner does not raise the owner's item; the
 // owner's close of a duplicate raises it until its next call.
 TEST_F(LocalCollection, OnlyTheOwnersCloseRaisesTheItemUntilItsNextCall) {
+  // CUSE's character device has no flush operation: there the daemon hears
+  // only of the last close (the release), not of a duplicate's (docs/abi.md).
+  struct stat dev_st;
+  if (stat(SharedDaemon().device().c_str(), &dev_st) == 0 && S_ISCHR(dev_st.st_mode))
+    GTEST_SKIP() << "no FLUSH on CUSE";
   ASSERT_EQ(Attach(kq_, ep_), 0);
   ASSERT_EQ(LocalChange(kq_, {Marked(PipeRead())}), 0);
   EXPECT_FALSE(Signalled(ep_));
