@@ -27,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
 #include "tests/support/daemon_fixture.h"
+#include "tests/support/private_mounts.h"
 #include "tests/support/raw_kevent.h"
 
 namespace kqd {
@@ -280,6 +281,9 @@ TEST_F(VnodeDevice, LazyUnmountRevokesAndFsReportsMounts) {
     // The daemon reads this process's mount table, not its own.
     int kq = SharedDaemon().OpenKqueue();
     CHECK_OR_LINE(kq >= 0);
+    // The queue is open: now nothing but our own mounts may change the
+    // table (private_mounts.h; another test's daemon stopping would).
+    CHECK_OR_LINE(DetachFuseMounts() >= 0);
     CHECK_OR_LINE(Change(kq, Ev(0, EVFILT_FS, EV_ADD)) == 0);
     CHECK_OR_LINE(mount("kqvnode", mnt.c_str(), "tmpfs", 0, "size=64k") == 0);
     auto ev = Wait(kq);

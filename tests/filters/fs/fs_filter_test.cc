@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "proto/kqueue_abi.h"
 #include "tests/support/core_test_support.h"
+#include "tests/support/private_mounts.h"
 
 namespace {
 
@@ -40,7 +41,12 @@ static_assert(kFsVqMount == 0x1 && kFsVqUnmount == 0x2, "NetBSD's VQ_* values");
 class PrivateMountNamespace : public ::testing::Environment {
  public:
   void SetUp() override {
-    if (unshare(CLONE_NEWNS) == 0) mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+    if (unshare(CLONE_NEWNS) == 0 &&
+        mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0) {
+      // Other tests' daemons' FUSE files, copied in, vanish when those
+      // daemons stop (private_mounts.h): not a change of ours.
+      kqd::testing::DetachFuseMounts();
+    }
   }
 };
 // gtest takes ownership of the environment.
