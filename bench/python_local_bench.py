@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(_ROOT, "client", "python", "tools"))
 
 import kqueued  # noqa: E402
 from kqueued import _abi, kevent  # noqa: E402
-from bench_control import start_daemon, stop_daemon  # noqa: E402
+from bench_control import start_daemon, stop_daemon, timed  # noqa: E402
 
 
 def make_kqueue(local):
@@ -41,21 +41,6 @@ def make_kqueue(local):
     else:
         os.environ["KQUEUE_LOCAL"] = "0"
     return kqueued.kqueue()
-
-
-def timed(fn, seconds):
-    """Calls fn() for about `seconds`; the mean time per call in µs."""
-    n = 0
-    batch = 1
-    start = time.perf_counter()
-    while True:
-        for _ in range(batch):
-            fn()
-        n += batch
-        took = time.perf_counter() - start
-        if took >= seconds:
-            return took / n * 1e6
-        batch = min(batch * 2, 1024)
 
 
 def bench_kqueue(kq, r, seconds):
