@@ -4,22 +4,8 @@
 # events it prints must be the pipe's READ and three timer expirations.
 set -euo pipefail
 
-R=${TEST_SRCDIR:?run under bazel test}/${TEST_WORKSPACE:-kqueued}
-tmp=$(mktemp -d /tmp/kqueued-gotest.XXXXXX)
-chmod 0755 "$tmp"
-daemon_pid=
-cleanup() {
-  if [ -n "$daemon_pid" ]; then
-    kill -TERM "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
+. "${TEST_SRCDIR:?run under bazel test}/${TEST_WORKSPACE:-kqueued}/tests/support/shell_test_lib.sh"
+test_init gotest
 
 command -v go >/dev/null || fail "no go toolchain (apt-get install golang-go; scripts/setup-deps.sh does)"
 # Go's build cache is content-addressed and safe to share: keeping it across
@@ -34,13 +20,7 @@ go list -f '{{join .Imports " "}}' "$tmp/kqueue_demo.go" | tr ' ' '\n' | while r
   case $pkg in fmt|os|syscall|unsafe) ;; *) fail "imports $pkg" ;; esac
 done
 
-"$R/daemon/kqueued" --foreground --transport fuse --device "$tmp/kqueue" 2> "$tmp/daemon.log" &
-daemon_pid=$!
-for _ in $(seq 200); do
-  mountpoint -q "$tmp/kqueue" && break
-  sleep 0.05
-done
-mountpoint -q "$tmp/kqueue" || fail "the daemon did not come up: $(cat "$tmp/daemon.log")"
+start_daemon "$R/daemon/kqueued" "$tmp/kqueue"
 
 KQUEUE_DEVICE=$tmp/kqueue timeout 30 "$tmp/demo" > "$tmp/out" || {
   cat "$tmp/out" >&2

@@ -14,22 +14,8 @@
 #     and reload udev when it is there.
 set -euo pipefail
 
-R=${TEST_SRCDIR:?run under bazel test}/${TEST_WORKSPACE:-kqueued}
-tmp=$(mktemp -d /tmp/kqueued-debtest.XXXXXX)
-chmod 0755 "$tmp"
-daemon_pid=
-cleanup() {
-  if [ -n "$daemon_pid" ]; then
-    kill -TERM "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
+. "${TEST_SRCDIR:?run under bazel test}/${TEST_WORKSPACE:-kqueued}/tests/support/shell_test_lib.sh"
+test_init debtest
 
 echo "== build the package (${SECONDS}s)"
 deb=$(bash "$R/packaging/build-deb.sh" --bin "$R" --src "$R" --out "$tmp/out" --version 9.9.9)
@@ -155,12 +141,7 @@ readelf -d "$tmp/prog_static" | grep -q libkqueue && fail "prog_static uses the 
 
 dev=$tmp/dev
 mkdir -m 0755 "$dev"
-"$root/usr/sbin/kqueued" --foreground --transport fuse --device "$dev/kqueue" 2> "$tmp/daemon.log" &
-daemon_pid=$!
-for _ in $(seq 200); do
-  "$root/usr/bin/kqstat" --device "$dev/kqueue" > /dev/null 2>&1 && break
-  sleep 0.05
-done
+start_daemon "$root/usr/sbin/kqueued" "$dev/kqueue"
 export KQUEUE_DEVICE=$dev/kqueue
 coproc PROG { LD_LIBRARY_PATH="$root/usr/lib" exec "$tmp/prog"; }
 # bash unsets PROG_PID as soon as it reaps the coprocess, which can happen
